@@ -1,0 +1,332 @@
+//! The `onnxq` command line: argument definitions and the commands that do
+//! not belong to a library module of their own.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::ir::{types, Model, NodeKind};
+use crate::onnx::export::{self, ExportOptions};
+use crate::onnx::{dtype_name, import};
+use crate::passes::{self, PassContext, PassManager, Pipeline, PrintSel};
+
+/// A command failed: the message and the exit code (1: a check failed,
+/// 2: bad input or usage).
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn bad_input(m: impl std::fmt::Display) -> Self {
+        Failure { code: 2, message: m.to_string() }
+    }
+    pub fn check(m: impl std::fmt::Display) -> Self {
+        Failure { code: 1, message: m.to_string() }
+    }
+}
+
+pub type CliResult = Result<(), Failure>;
+
+#[derive(Parser, Debug)]
+#[command(name = "onnxq", version, about = "Compile ONNX models into quantized ONNX models")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Summarise a model: versions, op histogram, parameters, inputs and outputs.
+    Inspect(InspectArgs),
+    /// Run a pass pipeline over a model and write the result.
+    Opt(OptArgs),
+    /// List the available passes.
+    Passes,
+    /// Run a model on inputs from .npy/.npz files and print or save the outputs.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    pub model: PathBuf,
+    /// Print the model in onnxq's text IR.
+    #[arg(long)]
+    pub ir: bool,
+    /// Machine-readable JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// With --ir: print constants up to this many elements in full.
+    #[arg(long, default_value_t = 16)]
+    pub elide_above: usize,
+}
+
+/// Options shared by every command that writes a model.
+#[derive(Args, Debug, Clone)]
+pub struct WriteArgs {
+    /// Output model path.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// Store tensors of at least MIN_BYTES (default 1024) in OUTPUT.data
+    /// beside the model. Without it, external data is used only when the
+    /// model would pass protobuf's 2 GB limit.
+    #[arg(long, value_name = "MIN_BYTES", num_args = 0..=1, default_missing_value = "1024")]
+    pub external_data: Option<usize>,
+    /// Allow the output to replace the input file.
+    #[arg(long)]
+    pub in_place: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct OptArgs {
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub write: WriteArgs,
+    /// The pass pipeline, e.g. "eliminate-identity,fuse-batchnorm,fold-constants,dce".
+    #[arg(short = 'p', long = "pipeline")]
+    pub pipeline: String,
+    /// Dump the IR before these passes (comma list) or "all".
+    #[arg(long, value_name = "PASSES|all")]
+    pub print_ir_before: Option<String>,
+    /// Dump the IR after these passes (comma list) or "all".
+    #[arg(long, value_name = "PASSES|all")]
+    pub print_ir_after: Option<String>,
+    /// Print the time each pass took.
+    #[arg(long)]
+    pub time_passes: bool,
+    /// Run only the first N passes of the pipeline (to bisect a bad pass).
+    #[arg(long, value_name = "N")]
+    pub bisect_limit: Option<usize>,
+    /// Skip verifying the IR after each pass.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Fix an input's shape for passes that run the model: NAME=D0,D1,...
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    pub input_shapes: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    pub model: PathBuf,
+    /// An input: NAME=FILE.npy (or FILE.pb). With a single .npz, its arrays
+    /// are matched by name.
+    #[arg(long = "input", short = 'i', value_name = "NAME=FILE")]
+    pub inputs: Vec<String>,
+    /// Write the outputs to this .npz instead of printing a summary.
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+}
+
+pub fn load(path: &Path) -> Result<Model, Failure> {
+    import::read_model(path).map_err(Failure::bad_input)
+}
+
+/// Refuses to overwrite the input unless asked.
+pub fn check_output(input: &Path, w: &WriteArgs) -> CliResult {
+    let same = match (input.canonicalize(), w.output.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same && !w.in_place {
+        return Err(Failure::bad_input(export::ExportError::WouldOverwrite { path: w.output.display().to_string() }));
+    }
+    Ok(())
+}
+
+pub fn save(model: &Model, w: &WriteArgs) -> Result<export::WriteSummary, Failure> {
+    let opts = ExportOptions { external_min_bytes: w.external_data };
+    export::write_model(model, &w.output, &opts).map_err(Failure::bad_input)
+}
+
+pub fn parse_input_shapes(list: &[String]) -> Result<passes::context::InputShapes, Failure> {
+    let mut out = BTreeMap::new();
+    for s in list {
+        let (name, dims) = s
+            .split_once('=')
+            .ok_or_else(|| Failure::bad_input(format!("--input-shape '{s}': expected NAME=D0,D1,...")))?;
+        let dims: Result<Vec<usize>, _> = dims.split(',').map(|d| d.trim().parse::<usize>()).collect();
+        let dims = dims.map_err(|_| Failure::bad_input(format!("--input-shape '{s}': dimensions must be non-negative integers")))?;
+        out.insert(name.to_string(), dims);
+    }
+    Ok(out)
+}
+
+pub fn cmd_passes() -> CliResult {
+    let w = passes::registry().iter().map(|p| p.name.len()).max().unwrap_or(0);
+    for p in passes::registry() {
+        let tag = if p.changes_numerics { " [changes numerics]" } else { "" };
+        println!("{:<w$}  {}{}", p.name, p.summary, tag);
+    }
+    Ok(())
+}
+
+pub fn cmd_opt(a: &OptArgs) -> CliResult {
+    check_output(&a.model, &a.write)?;
+    let pipeline = Pipeline::parse(&a.pipeline).map_err(Failure::bad_input)?;
+    let mut model = load(&a.model)?;
+    let mut cx = PassContext::new();
+    cx.input_shapes = parse_input_shapes(&a.input_shapes)?;
+    let mut pm = PassManager::new(pipeline);
+    pm.verify_each = !a.no_verify;
+    pm.print_before = PrintSel::parse(a.print_ir_before.as_deref());
+    pm.print_after = PrintSel::parse(a.print_ir_after.as_deref());
+    pm.bisect_limit = a.bisect_limit;
+    let before = model.graph.ops().len();
+    let runs = pm.run(&mut model, &mut cx).map_err(Failure::bad_input)?;
+    for r in &cx.remarks {
+        eprintln!("remark: {}: {}: {}", r.pass, r.node, r.message);
+    }
+    if a.time_passes {
+        eprint!("{}", passes::timing_table(&runs));
+    }
+    let s = save(&model, &a.write)?;
+    eprintln!(
+        "onnxq opt: {} -> {} ({} nodes -> {}; pipeline {})",
+        a.model.display(),
+        a.write.output.display(),
+        before,
+        model.graph.ops().len(),
+        pm.pipeline
+    );
+    if let Some((p, n)) = s.external {
+        eprintln!("  external data: {} ({} tensors, {} bytes)", p.display(), s.external_tensors, n);
+    }
+    Ok(())
+}
+
+/// What `inspect` reports.
+#[derive(serde::Serialize)]
+pub struct Inspection {
+    pub file: String,
+    pub file_bytes: u64,
+    pub ir_version: i64,
+    pub opsets: BTreeMap<String, i64>,
+    pub producer: String,
+    pub graph_name: String,
+    pub nodes: usize,
+    pub op_histogram: BTreeMap<String, usize>,
+    pub parameters: u64,
+    pub parameter_bytes_by_dtype: BTreeMap<String, u64>,
+    pub parameter_count_by_dtype: BTreeMap<String, u64>,
+    pub external_tensors: usize,
+    pub inputs: Vec<PortInfo>,
+    pub outputs: Vec<PortInfo>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(serde::Serialize)]
+pub struct PortInfo {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Option<Vec<String>>,
+}
+
+pub fn inspect(path: &Path, m: &Model) -> Inspection {
+    let g = &m.graph;
+    let mut hist = BTreeMap::new();
+    for n in g.ops() {
+        let node = g.node(n);
+        let key = if node.domain().is_empty() {
+            node.op_type().to_string()
+        } else {
+            format!("{}.{}", node.domain(), node.op_type())
+        };
+        *hist.entry(key).or_insert(0usize) += 1;
+    }
+    let mut bytes = BTreeMap::new();
+    let mut counts = BTreeMap::new();
+    let mut params = 0u64;
+    let mut external = 0;
+    for n in g.initializer_nodes() {
+        if let NodeKind::Initializer(t) = &g.node(n).kind {
+            let d = dtype_name(t.dtype()).to_string();
+            *bytes.entry(d.clone()).or_insert(0u64) += t.nbytes() as u64;
+            *counts.entry(d).or_insert(0u64) += t.len() as u64;
+            params += t.len() as u64;
+            external += t.external().is_some() as usize;
+        }
+    }
+    let port = |p: &crate::ir::Port| {
+        let ty = p.info.r#type.as_ref();
+        PortInfo {
+            name: p.info.name().to_string(),
+            dtype: ty.map(|t| dtype_name(types::elem_type(t)).to_string()).unwrap_or_else(|| "?".into()),
+            shape: ty.and_then(types::dims).map(|ds| {
+                ds.into_iter()
+                    .map(|d| match d {
+                        types::Dim::Known(v) => v.to_string(),
+                        types::Dim::Symbol(s) => s,
+                        types::Dim::Unknown => "?".into(),
+                    })
+                    .collect()
+            }),
+        }
+    };
+    Inspection {
+        file: path.display().to_string(),
+        file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        ir_version: m.meta.ir_version(),
+        opsets: m
+            .meta
+            .opset_import
+            .iter()
+            .map(|o| (if o.domain().is_empty() { "ai.onnx".to_string() } else { o.domain().to_string() }, o.version()))
+            .collect(),
+        producer: format!("{} {}", m.meta.producer_name(), m.meta.producer_version()).trim().to_string(),
+        graph_name: g.shell.name().to_string(),
+        nodes: g.ops().len(),
+        op_histogram: hist,
+        parameters: params,
+        parameter_bytes_by_dtype: bytes,
+        parameter_count_by_dtype: counts,
+        external_tensors: external,
+        inputs: g.inputs().iter().filter(|p| g.producer_node(p.value).initializer().is_none()).map(port).collect(),
+        outputs: g.outputs().iter().map(port).collect(),
+        metadata: m.meta.metadata_props.iter().map(|e| (e.key().to_string(), e.value().to_string())).collect(),
+    }
+}
+
+pub fn cmd_inspect(a: &InspectArgs) -> CliResult {
+    let m = load(&a.model)?;
+    if a.ir {
+        let opts = crate::ir::text::PrintOptions { elide_above: a.elide_above };
+        print!("{}", crate::ir::text::print_model_with(&m, &opts));
+        return Ok(());
+    }
+    let r = inspect(&a.model, &m);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r).expect("invariant: serializable"));
+        return Ok(());
+    }
+    println!("{}  ({} bytes)", r.file, r.file_bytes);
+    println!("  ir_version {}   opsets {}", r.ir_version, r.opsets.iter().map(|(d, v)| format!("{d} {v}")).collect::<Vec<_>>().join(", "));
+    if !r.producer.is_empty() {
+        println!("  producer   {}", r.producer);
+    }
+    println!("  nodes      {}", r.nodes);
+    let mut hist: Vec<(&String, &usize)> = r.op_histogram.iter().collect();
+    hist.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    println!("  ops        {}", hist.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+    println!("  parameters {} ({})", r.parameters, r.parameter_bytes_by_dtype.iter().map(|(d, b)| format!("{d}: {} in {b} bytes", r.parameter_count_by_dtype[d])).collect::<Vec<_>>().join(", "));
+    if r.external_tensors > 0 {
+        println!("  external   {} tensors", r.external_tensors);
+    }
+    let show = |p: &PortInfo| format!("{} {}[{}]", p.name, p.dtype, p.shape.as_ref().map(|s| s.join(",")).unwrap_or_else(|| "?".into()));
+    for p in &r.inputs {
+        println!("  input      {}", show(p));
+    }
+    for p in &r.outputs {
+        println!("  output     {}", show(p));
+    }
+    for (k, v) in &r.metadata {
+        println!("  metadata   {k} = {v}");
+    }
+    Ok(())
+}
+
+pub fn cmd_run(a: &RunArgs) -> CliResult {
+    let _ = a;
+    Err(Failure::bad_input("run: the runtime is not wired yet"))
+}
