@@ -1,13 +1,19 @@
 //! State shared between the passes of one pipeline run.
 //!
-//! Analyses (calibration statistics, profiles) are produced by one pass and
-//! consumed by later ones; the context carries them, together with the
-//! settings that tell passes how to run the model, and the remarks that end
-//! up in the report.
+//! Analyses are produced by one pass and consumed by later ones: the
+//! calibration statistics (`calibrate` → `fold-calibration`), the
+//! activation quantization parameters (`fold-calibration` → `insert-qdq`),
+//! the profile (`profile-hotspots` → cost-aware selection). The context
+//! carries them, with the settings that tell passes how to run the model,
+//! and the remarks that end up in the report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// A remark about one node: what a pass decided and why.
+use crate::calib::data::DataSet;
+use crate::calib::{CalibOptions, Stats};
+use crate::quant::params::ActParams;
+
+/// A remark about one node or tensor: what a pass decided and why.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Remark {
     pub pass: String,
@@ -24,6 +30,22 @@ pub struct PassContext {
     pub input_shapes: InputShapes,
     /// Per-node remarks, in the order passes made them.
     pub remarks: Vec<Remark>,
+    /// Calibration samples for `calibrate`.
+    pub calib_data: Option<DataSet>,
+    /// Threads and progress display for model runs.
+    pub calib_options: CalibOptions,
+    /// Statistics from `calibrate` (or loaded with `--stats`).
+    pub stats: Option<Stats>,
+    /// Activation parameters per tensor name, from `fold-calibration`.
+    pub act_params: Option<BTreeMap<String, ActParams>>,
+    /// When set, only these nodes (by label) may be quantized: the
+    /// fallback and sensitivity machinery narrows quantization with it.
+    pub only_nodes: Option<BTreeSet<String>>,
+    /// Hash of the model as the user gave it (before preparation), which
+    /// statistics files are tied to; `None`: hash the graph `calibrate` sees.
+    pub model_hash: Option<String>,
+    /// What `insert-qdq` decided for each node, for the report.
+    pub decisions: Vec<crate::quant::plan::Decision>,
 }
 
 impl PassContext {

@@ -30,9 +30,15 @@ use serde_json::Value as Json;
 
 use crate::ir::{text, Model, Violation};
 
+pub mod calibrate;
 pub mod context;
 pub mod dce;
 pub mod eliminate_identity;
+pub mod fold_constants;
+pub mod fuse_batchnorm;
+pub mod fold_calibration;
+pub mod insert_qdq;
+pub mod shape_inference;
 
 pub use context::PassContext;
 
@@ -106,10 +112,10 @@ pub struct PassInfo {
 
 /// Every pass, in the order `onnxq passes` lists them.
 pub fn registry() -> &'static [PassInfo] {
-    &REGISTRY
+    REGISTRY
 }
 
-static REGISTRY: [PassInfo; 2] = [
+static REGISTRY: &[PassInfo] = &[
     PassInfo {
         name: "dce",
         summary: "remove nodes and initializers whose results nothing uses",
@@ -121,6 +127,42 @@ static REGISTRY: [PassInfo; 2] = [
         summary: "remove Identity and inference-mode Dropout nodes",
         changes_numerics: false,
         make: |o| Ok(Box::new(eliminate_identity::EliminateIdentity::from_options(o)?)),
+    },
+    PassInfo {
+        name: "fuse-batchnorm",
+        summary: "fold inference BatchNormalization into Conv/ConvTranspose/Gemm/MatMul weights, else into Mul+Add",
+        changes_numerics: false,
+        make: |o| Ok(Box::new(fuse_batchnorm::FuseBatchnorm::from_options(o)?)),
+    },
+    PassInfo {
+        name: "fold-constants",
+        summary: "evaluate nodes whose operands are all constants and store their results as initializers",
+        changes_numerics: false,
+        make: |o| Ok(Box::new(fold_constants::FoldConstants::from_options(o)?)),
+    },
+    PassInfo {
+        name: "shape-inference",
+        summary: "record every value's element type and shape (from tract's analysis) as value_info",
+        changes_numerics: false,
+        make: |o| Ok(Box::new(shape_inference::ShapeInference::from_options(o)?)),
+    },
+    PassInfo {
+        name: "calibrate",
+        summary: "run the float model on calibration data and histogram every tensor quantization may touch",
+        changes_numerics: false,
+        make: |o| Ok(Box::new(calibrate::Calibrate::from_options(o)?)),
+    },
+    PassInfo {
+        name: "fold-calibration",
+        summary: "turn calibration histograms into scales and zero points (minmax, percentile, entropy, mse)",
+        changes_numerics: false,
+        make: |o| Ok(Box::new(fold_calibration::FoldCalibration::from_options(o)?)),
+    },
+    PassInfo {
+        name: "insert-qdq",
+        summary: "insert QuantizeLinear/DequantizeLinear around quantizable ops; int8 weights, int32 biases",
+        changes_numerics: true,
+        make: |o| Ok(Box::new(insert_qdq::InsertQdq::from_options(o)?)),
     },
 ];
 

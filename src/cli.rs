@@ -47,6 +47,117 @@ pub enum Command {
     Passes,
     /// Run a model on inputs from .npy/.npz files and print or save the outputs.
     Run(RunArgs),
+    /// Quantize a float model to int8 (static, calibrated), validate and report.
+    Quantize(QuantizeArgs),
+    /// Run calibration only and save the statistics (histograms) for reuse.
+    Calibrate(CalibrateArgs),
+    /// Compare a quantized model with the original on data; exit 1 below thresholds.
+    Validate(ValidateArgs),
+}
+
+/// Where calibration data comes from.
+#[derive(Args, Debug, Clone)]
+pub struct CalibArgs {
+    /// Directory of .npz samples (keys = input names), .npy samples, or
+    /// test_data_set_*/input_*.pb folders. Read in sorted order.
+    #[arg(long, value_name = "DIR")]
+    pub calib: Option<PathBuf>,
+    /// Use N seeded random samples instead of data (ranges will be poor).
+    #[arg(long, value_name = "N")]
+    pub calib_random: Option<usize>,
+    /// Use at most the first N samples.
+    #[arg(long, value_name = "N")]
+    pub calib_limit: Option<usize>,
+    /// Fix an input's shape: NAME=D0,D1,...
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    pub input_shapes: Vec<String>,
+    /// Worker threads for model runs (results do not depend on it).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bars.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub write: WriteArgs,
+    #[command(flatten)]
+    pub calib: CalibArgs,
+    /// Reuse saved statistics instead of running calibration.
+    #[arg(long, value_name = "FILE")]
+    pub stats: Option<PathBuf>,
+    /// Save the calibration statistics to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub save_stats: Option<PathBuf>,
+    /// Calibration method: minmax, percentile, percentile{p=99.9}, entropy, mse.
+    #[arg(long, default_value = "mse")]
+    pub method: String,
+    /// Per-tensor weight scales instead of per-channel.
+    #[arg(long, conflicts_with = "per_channel")]
+    pub per_tensor: bool,
+    /// Per-channel weight scales (the default).
+    #[arg(long)]
+    pub per_channel: bool,
+    /// Activation type: u8 (asymmetric) or s8 (symmetric).
+    #[arg(long, default_value = "u8")]
+    pub activations: String,
+    /// Weight type: s8 or u8 (both symmetric).
+    #[arg(long, default_value = "s8")]
+    pub weights: String,
+    /// 7-bit quantization for runtimes whose int8 kernels can overflow.
+    #[arg(long)]
+    pub reduce_range: bool,
+    /// Keep these nodes or op types in float (repeatable; glob `*`).
+    #[arg(long, value_name = "NODE_OR_OPTYPE")]
+    pub exclude: Vec<String>,
+    /// Only quantize these op types (comma list).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub op_types: Vec<String>,
+    /// Validation data (default: the first samples of the calibration data).
+    #[arg(long, value_name = "DIR")]
+    pub val: Option<PathBuf>,
+    /// Validate on at most N samples (0: skip validation).
+    #[arg(long, default_value_t = 8)]
+    pub val_samples: usize,
+    /// Write the full report as JSON.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CalibrateArgs {
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub calib: CalibArgs,
+    /// Where to write the statistics (JSON).
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// The float model.
+    pub original: PathBuf,
+    /// The quantized model.
+    pub quantized: PathBuf,
+    /// Samples to compare on (same layouts as --calib).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Use at most N samples.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Fail (exit 1) if any float output's SQNR is below DB.
+    #[arg(long, value_name = "DB")]
+    pub min_sqnr: Option<f64>,
+    /// Fail (exit 1) if any float output's mean cosine is below C.
+    #[arg(long, value_name = "C")]
+    pub min_cosine: Option<f64>,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -327,6 +438,121 @@ pub fn cmd_inspect(a: &InspectArgs) -> CliResult {
 }
 
 pub fn cmd_run(a: &RunArgs) -> CliResult {
-    let _ = a;
-    Err(Failure::bad_input("run: the runtime is not wired yet"))
+    let model = load(&a.model)?;
+    let mut inputs = Vec::new();
+    for arg in &a.inputs {
+        inputs.extend(crate::tensorio::read_inputs_arg(arg).map_err(Failure::bad_input)?);
+    }
+    let shapes: Vec<(String, Vec<usize>, i32)> = inputs.iter().map(|(n, t)| (n.clone(), t.shape().to_vec(), t.dtype())).collect();
+    let ro = crate::runtime::RunOptions { input_shapes: shapes, ..Default::default() };
+    let runner = crate::runtime::Runner::new(&model, &ro).map_err(Failure::bad_input)?;
+    let outs = runner.run(&inputs).map_err(Failure::bad_input)?;
+    match &a.output {
+        Some(p) => {
+            let bytes = crate::tensorio::npz_to_bytes(&outs);
+            export::write_atomic(p, &bytes).map_err(|e| Failure::bad_input(format!("{}: cannot write ({e})", p.display())))?;
+            eprintln!("onnxq run: {} output(s) written to {}", outs.len(), p.display());
+        }
+        None => {
+            for (n, t) in &outs {
+                println!("{n}: {t}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn quantize_options(c: &CalibArgs) -> Result<crate::quantize::QuantizeOptions, Failure> {
+    Ok(crate::quantize::QuantizeOptions {
+        calib: c.calib.clone(),
+        calib_random: c.calib_random,
+        calib_limit: c.calib_limit,
+        input_shapes: parse_input_shapes(&c.input_shapes)?,
+        progress: !c.quiet,
+        threads: c.threads,
+        ..Default::default()
+    })
+}
+
+pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
+    use crate::quant::{range::Method, QType};
+    check_output(&a.model, &a.write)?;
+    let mut o = quantize_options(&a.calib)?;
+    o.stats = a.stats.clone();
+    o.save_stats = a.save_stats.clone();
+    o.method = Method::parse(&a.method).map_err(Failure::bad_input)?;
+    o.activations = QType::parse(&a.activations).ok_or_else(|| Failure::bad_input(format!("--activations '{}': expected u8 or s8", a.activations)))?;
+    o.weights = QType::parse(&a.weights).ok_or_else(|| Failure::bad_input(format!("--weights '{}': expected s8 or u8", a.weights)))?;
+    o.per_channel = !a.per_tensor;
+    o.reduce_range = a.reduce_range;
+    o.exclude = a.exclude.clone();
+    o.op_types = a.op_types.clone();
+    o.val = a.val.clone();
+    o.val_samples = a.val_samples;
+    o.external_data = a.write.external_data;
+    let report = crate::quantize::quantize_file(&a.model, &a.write.output, &o).map_err(Failure::bad_input)?;
+    eprint!("{}", report.summary());
+    if let Some(p) = &a.report {
+        let json = serde_json::to_vec_pretty(&report).expect("invariant: report serializes");
+        export::write_atomic(p, &json).map_err(|e| Failure::bad_input(format!("{}: cannot write ({e})", p.display())))?;
+    }
+    Ok(())
+}
+
+pub fn cmd_calibrate(a: &CalibrateArgs) -> CliResult {
+    let o = quantize_options(&a.calib)?;
+    let mut m = load(&a.model)?;
+    let mut cx = PassContext::new();
+    cx.input_shapes = o.input_shapes.clone();
+    cx.calib_options = crate::calib::CalibOptions { input_shapes: o.input_shapes.clone(), progress: o.progress, threads: o.threads.unwrap_or_else(|| crate::calib::CalibOptions::default().threads) };
+    cx.calib_data = Some(crate::quantize::calib_data(&o).map_err(Failure::bad_input)?.ok_or_else(|| Failure::bad_input(crate::calib::CalibError::NoData))?);
+    let t = std::time::Instant::now();
+    cx.model_hash = Some(crate::calib::model_hash(&m));
+    if let Some(d) = &cx.calib_data {
+        let specs = crate::calib::data::input_specs(&m);
+        for (name, t) in d.load(0, &specs, &o.input_shapes).map_err(Failure::bad_input)? {
+            cx.input_shapes.entry(name).or_insert_with(|| t.shape().to_vec());
+        }
+    }
+    crate::quantize::prepare(&mut m, &mut cx).map_err(Failure::bad_input)?;
+    crate::quantize::run_pipeline(&mut m, &mut cx, "calibrate").map_err(Failure::bad_input)?;
+    let stats = cx.stats.as_ref().expect("invariant: calibrate sets statistics");
+    stats.save(&a.output).map_err(Failure::bad_input)?;
+    eprintln!(
+        "onnxq calibrate: {} tensors over {} samples in {:.2}s -> {} (model {}, data {})",
+        stats.tensors.len(),
+        stats.samples,
+        t.elapsed().as_secs_f64(),
+        a.output.display(),
+        stats.model_hash,
+        &stats.data_hash[..16]
+    );
+    Ok(())
+}
+
+pub fn cmd_validate(a: &ValidateArgs) -> CliResult {
+    let orig = load(&a.original)?;
+    let quant = load(&a.quantized)?;
+    let data = crate::calib::data::DataSet::open(&a.data, a.limit).map_err(Failure::bad_input)?;
+    let v = crate::validate::validate(&orig, &quant, &data).map_err(Failure::bad_input)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v).expect("invariant: serializable"));
+    } else {
+        print!("{}", v.table());
+    }
+    let mut failed = Vec::new();
+    if let (Some(min), Some(got)) = (a.min_sqnr, v.min_sqnr()) {
+        if got < min {
+            failed.push(format!("SQNR {got:.2} dB is below --min-sqnr {min}"));
+        }
+    }
+    if let (Some(min), Some(got)) = (a.min_cosine, v.min_cosine()) {
+        if got < min {
+            failed.push(format!("mean cosine {got:.5} is below --min-cosine {min}"));
+        }
+    }
+    if !failed.is_empty() {
+        return Err(Failure::check(failed.join("; ")));
+    }
+    Ok(())
 }

@@ -28,12 +28,16 @@
 //! Determinism is a design rule: node order, new names and every output
 //! path are independent of hash-map order, thread count and file order.
 
+pub mod calib;
 pub mod cli;
 pub mod error;
 pub mod ir;
 pub mod onnx;
+pub mod quant;
+pub mod quantize;
 pub mod runtime;
 pub mod tensorio;
+pub mod validate;
 
 // Passes live at the top of the repository (the design card's layout), next
 // to `src/`, so that one file per pass is easy to find; mounted here.

@@ -11,6 +11,9 @@ fn main() {
         Command::Opt(a) => cli::cmd_opt(a),
         Command::Passes => cli::cmd_passes(),
         Command::Run(a) => cli::cmd_run(a),
+        Command::Quantize(a) => cli::cmd_quantize(a),
+        Command::Calibrate(a) => cli::cmd_calibrate(a),
+        Command::Validate(a) => cli::cmd_validate(a),
     };
     if let Err(f) = result {
         eprintln!("error: {}", f.message);

@@ -62,6 +62,8 @@ pub fn dims(t: &TypeProto) -> Option<Vec<Dim>> {
             .dim
             .iter()
             .map(|d| match &d.value {
+                // Exporters write -1 for "unknown" (see import's check).
+                Some(dimension::Value::DimValue(v)) if *v < 0 => Dim::Unknown,
                 Some(dimension::Value::DimValue(v)) => Dim::Known(*v),
                 Some(dimension::Value::DimParam(s)) => Dim::Symbol(s.clone()),
                 None => Dim::Unknown,

@@ -41,6 +41,8 @@ pub enum ImportError {
     Tensor { path: String, source: TensorError },
     #[error("{path}: value '{tensor}' declares dimension {dim} at axis {axis}; dimensions must be non-negative")]
     BadDim { path: String, tensor: String, axis: usize, dim: i64 },
+    #[error("{path}: value '{tensor}' declares shape {dims:?}, whose element count overflows; no tensor can have it")]
+    DimOverflow { path: String, tensor: String, dims: Vec<i64> },
     #[error("{path}: tensor '{tensor}' {source}")]
     External { path: String, tensor: String, source: ExternalError },
 }
@@ -203,25 +205,58 @@ impl Importer {
         }
     }
 
+    /// Declared shapes must be ones a tensor can have: later stages (shape
+    /// inference, the runtime) multiply dimensions out, so a negative one or
+    /// a product past 64 bits is refused here, naming the value.
     fn check_dims(&self, vi: &super::ValueInfoProto) -> Result<(), ImportError> {
-        if let Some(ds) = vi.r#type.as_ref().and_then(dims) {
-            for (axis, d) in ds.iter().enumerate() {
-                if let Dim::Known(v) = d {
-                    if *v < 0 {
-                        return Err(ImportError::BadDim {
-                            path: self.label.clone(),
-                            tensor: vi.name().into(),
-                            axis,
-                            dim: *v,
-                        });
-                    }
+        let Some(ds) = vi.r#type.as_ref().and_then(dims) else {
+            return Ok(());
+        };
+        let mut count: Option<u64> = Some(1);
+        for (axis, d) in ds.iter().enumerate() {
+            if let Dim::Known(v) = d {
+                // -1 is how several exporters (PaddlePaddle among them) write
+                // "unknown": accept it as such. Anything below is corrupt.
+                if *v == -1 {
+                    continue;
                 }
+                if *v < 0 {
+                    return Err(ImportError::BadDim {
+                        path: self.label.clone(),
+                        tensor: vi.name().into(),
+                        axis,
+                        dim: *v,
+                    });
+                }
+                count = count.and_then(|c| c.checked_mul(*v as u64));
             }
+        }
+        if count.is_none() {
+            let known = ds
+                .iter()
+                .map(|d| match d {
+                    Dim::Known(v) => *v,
+                    _ => -1,
+                })
+                .collect();
+            return Err(ImportError::DimOverflow { path: self.label.clone(), tensor: vi.name().into(), dims: known });
         }
         Ok(())
     }
 
     fn tensor(&mut self, tp: TensorProto) -> Result<Tensor, ImportError> {
+        // Shape first: sizing an external span from the shape must not
+        // overflow on a hostile `dims`.
+        let shape_only = Tensor::from_proto(TensorProto { dims: tp.dims.clone(), data_type: tp.data_type, name: tp.name.clone(), ..Default::default() });
+        let n = shape_only.checked_len().map_err(|source| ImportError::Tensor { path: self.label.clone(), source })?;
+        if let Some(bits) = crate::onnx::dtype_bits(tp.data_type()) {
+            if n.checked_mul(bits).is_none() {
+                return Err(ImportError::Tensor {
+                    path: self.label.clone(),
+                    source: TensorError::Overflow { name: tp.name().into(), dims: tp.dims.clone() },
+                });
+            }
+        }
         let t = if tp.data_location == Some(DataLocation::External as i32) {
             let span = self.external_span(&tp).map_err(|source| ImportError::External {
                 path: self.label.clone(),

@@ -1,0 +1,89 @@
+//! `calibrate`: runs the float model on the calibration data and records a
+//! histogram of every float tensor that quantization may touch.
+//!
+//! # What
+//! Computes the full default placement (see `quant::plan`) and observes
+//! every activation it could quantize — including outputs of data-movement
+//! ops — so that one set of statistics serves any later `--exclude`,
+//! `--op-types` or fallback choice. The statistics go into the pass
+//! context for `fold-calibration`.
+//!
+//! # Example
+//! ```text
+//! # RUN: calibrate,fold-calibration,insert-qdq
+//! ```
+//! The graph is not changed.
+//!
+//! # Options
+//! None; the data and run settings come from the context (`--calib DIR`,
+//! `--calib-random N`, `--calib-limit N`, `--input-shape`).
+//!
+//! # Preconditions
+//! Calibration data in the context, or statistics already there (loaded with
+//! `--stats`, checked against this model's graph hash): then nothing runs.
+//!
+//! # Numerics
+//! None: analysis only.
+//!
+//! # Errors
+//! No data; a sample whose inputs do not match the model (names the file and
+//! the input); a model tract cannot run.
+
+use super::{Changed, Pass, PassContext, PassError};
+use crate::calib::{self, CalibOptions};
+use crate::ir::Model;
+use crate::quant::plan::{plan, Selection};
+
+#[derive(Debug, Default)]
+pub struct Calibrate;
+
+impl Calibrate {
+    pub fn from_options(o: serde_json::Value) -> Result<Self, PassError> {
+        super::parse_options::<super::NoOptions>("calibrate", o)?;
+        Ok(Calibrate)
+    }
+}
+
+/// Names of the tensors calibration observes for `m`.
+pub fn observed_tensors(m: &Model) -> Vec<String> {
+    let p = plan(m, &Selection::default(), true);
+    let g = &m.graph;
+    let mut names: Vec<String> = p
+        .activations
+        .iter()
+        .chain(p.tied.keys())
+        .chain(p.tied.values())
+        .map(|&v| g.name(v).to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+impl Pass for Calibrate {
+    fn name(&self) -> &'static str {
+        "calibrate"
+    }
+
+    fn run(&mut self, m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
+        let hash = cx.model_hash.clone().unwrap_or_else(|| calib::model_hash(m));
+        if let Some(stats) = &cx.stats {
+            if stats.model_hash != hash {
+                let e = calib::CalibError::ModelMismatch { path: "--stats".into(), theirs: stats.model_hash.clone(), ours: hash };
+                return Err(PassError::Precondition { pass: "calibrate".into(), message: e.to_string() });
+            }
+            return Ok(Changed::No);
+        }
+        let data = cx.calib_data.as_ref().ok_or_else(|| PassError::Precondition {
+            pass: "calibrate".into(),
+            message: calib::CalibError::NoData.to_string(),
+        })?;
+        let tensors = observed_tensors(m);
+        let opts = CalibOptions { input_shapes: cx.input_shapes.clone(), ..cx.calib_options.clone() };
+        let mut stats = calib::calibrate(m, data, &tensors, &opts)
+            .map_err(|e| PassError::Failed { pass: "calibrate".into(), message: e.to_string() })?;
+        stats.model_hash = hash;
+        cx.stats = Some(stats);
+        Ok(Changed::No)
+    }
+}

@@ -1,0 +1,136 @@
+//! `fold-calibration`: turns calibration statistics into a scale and zero
+//! point per activation tensor.
+//!
+//! # What
+//! For every tensor in the statistics, picks a clip range by `method` and
+//! derives the affine parameters for the activation type. The results go
+//! into the pass context for `insert-qdq`, and each is recorded as a remark
+//! (`range [lo, hi] of observed [min, max] → scale s, zero point z`).
+//!
+//! # Example
+//! ```text
+//! # RUN: calibrate,fold-calibration{method=mse,activations=u8}
+//! remark: fold-calibration: X: mse range [0, 5.98] of [0, 6] -> u8 scale 0.02345 zp 0
+//! ```
+//!
+//! # Options
+//! * `method`: `minmax`, `percentile`, `entropy` or `mse` (default); the
+//!   percentile is set with `percentile=99.99`.
+//! * `activations`: `u8` (asymmetric, default) or `s8`.
+//! * `symmetric`: force a symmetric range (default: true for s8, false
+//!   for u8).
+//! * `reduce-range`: 7-bit activations.
+//!
+//! # Preconditions
+//! Statistics in the context (`calibrate` before it).
+//!
+//! # Numerics
+//! None by itself; it decides the numbers `insert-qdq` uses. A tensor with
+//! an empty or zero range gets scale 1, never inf or NaN.
+//!
+//! # Errors
+//! No statistics; an unknown method or activation type.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Changed, Pass, PassContext, PassError};
+use crate::ir::Model;
+use crate::quant::params::{fold, ActConfig};
+use crate::quant::range::Method;
+use crate::quant::QType;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Options {
+    pub method: String,
+    pub percentile: f64,
+    pub activations: String,
+    pub symmetric: Option<bool>,
+    pub reduce_range: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { method: "mse".into(), percentile: 99.99, activations: "u8".into(), symmetric: None, reduce_range: false }
+    }
+}
+
+pub struct FoldCalibration {
+    opts: Options,
+    cfg: ActConfig,
+}
+
+impl FoldCalibration {
+    pub fn from_options(o: serde_json::Value) -> Result<Self, PassError> {
+        let opts: Options = super::parse_options("fold-calibration", o)?;
+        let bad = |m: String| PassError::Options { pass: "fold-calibration".into(), message: m };
+        let method = match opts.method.as_str() {
+            "percentile" => Method::parse(&format!("percentile{{p={}}}", opts.percentile)).map_err(bad)?,
+            other => Method::parse(other).map_err(bad)?,
+        };
+        let qtype = QType::parse(&opts.activations)
+            .ok_or_else(|| bad(format!("activations '{}': expected u8 or s8", opts.activations)))?;
+        let symmetric = opts.symmetric.unwrap_or(qtype == QType::S8);
+        let cfg = ActConfig { method, qtype, symmetric, reduce_range: opts.reduce_range };
+        Ok(FoldCalibration { opts, cfg })
+    }
+
+    pub fn with_config(cfg: ActConfig) -> Self {
+        let (method, percentile) = match cfg.method {
+            Method::Percentile { p } => ("percentile".to_string(), p),
+            m => (m.to_string(), 99.99),
+        };
+        let opts = Options {
+            method,
+            percentile,
+            activations: if cfg.qtype == QType::U8 { "u8".into() } else { "s8".into() },
+            symmetric: Some(cfg.symmetric),
+            reduce_range: cfg.reduce_range,
+        };
+        FoldCalibration { opts, cfg }
+    }
+}
+
+impl Pass for FoldCalibration {
+    fn name(&self) -> &'static str {
+        "fold-calibration"
+    }
+
+    fn options(&self) -> serde_json::Value {
+        super::options_json(&self.opts)
+    }
+
+    fn run(&mut self, _m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
+        let stats = cx.stats.as_ref().ok_or_else(|| PassError::Precondition {
+            pass: "fold-calibration".into(),
+            message: "no calibration statistics: run `calibrate` before this pass (or pass --stats FILE)".into(),
+        })?;
+        let mut params = BTreeMap::new();
+        let mut remarks = Vec::new();
+        for (name, h) in &stats.tensors {
+            let p = fold(h, &self.cfg);
+            remarks.push((
+                name.clone(),
+                format!(
+                    "{} range [{}, {}] of observed [{}, {}] -> {:?} scale {} zero point {}",
+                    self.cfg.method,
+                    p.clip.0 as f32,
+                    p.clip.1 as f32,
+                    p.observed.0,
+                    p.observed.1,
+                    p.qtype,
+                    p.affine.scale,
+                    p.affine.zero_point
+                ),
+            ));
+            params.insert(name.clone(), p);
+        }
+        for (n, r) in remarks {
+            cx.remark("fold-calibration", &n, r);
+        }
+        cx.act_params = Some(params);
+        Ok(Changed::No)
+    }
+}

@@ -1,0 +1,344 @@
+//! `insert-qdq`: rewrites the float graph into QDQ form.
+//!
+//! # What
+//! Following the placement of `quant::plan`:
+//! * each quantized activation `x` gets `x_q = QuantizeLinear(x, s, z)`,
+//!   `x_dq = DequantizeLinear(x_q, s, z)`, and every reader of `x` reads
+//!   `x_dq` (one pair per tensor however many readers);
+//! * each weight becomes an int8 initializer (per-channel along the
+//!   consumer's output-channel axis where the layout has one) read through
+//!   DequantizeLinear, so the file really shrinks;
+//! * each bias of Conv/ConvTranspose/Gemm becomes int32 with scale
+//!   `s_in · s_w`; where a value would overflow int32 the weight scale of
+//!   that channel is widened instead of clipping the bias.
+//!
+//! # Example
+//! ```text
+//! before:  Y = Conv(X, W, B)
+//! after:   X_q = QuantizeLinear(X, X_scale, X_zp)
+//!          X_dq = DequantizeLinear(X_q, X_scale, X_zp)
+//!          W_dq = DequantizeLinear<axis=0>(W_q, W_scale, W_zp)
+//!          B_dq = DequantizeLinear<axis=0>(B_q, B_scale, B_zp)
+//!          Y_pre = Conv(X_dq, W_dq, B_dq) ... then Q/DQ on Y
+//! ```
+//!
+//! # Options
+//! * `per-channel` (default true): per-channel weight scales; needs opset
+//!   ≥ 13, which is upgraded to when that is safe.
+//! * `weights`: `s8` (default, symmetric) or `u8` (symmetric around 128).
+//! * `reduce-range`: 7-bit weights.
+//! * `exclude`: node names or op types (glob `*`) kept in float.
+//! * `op-types`: only quantize these op types.
+//!
+//! # Preconditions
+//! Activation parameters in the context (`fold-calibration` before it);
+//! element types known for the tensors involved (`shape-inference`).
+//!
+//! # Numerics
+//! Changes numbers: activations and weights take quantized values.
+//!
+//! # Errors
+//! No parameters; a tensor the statistics do not cover; an opset that cannot
+//! be upgraded safely for per-channel weights.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Changed, Pass, PassContext, PassError};
+use crate::ir::{Model, Tensor, ValueId};
+use crate::onnx::{AttributeProto, NodeProto};
+use crate::quant::params::ActParams;
+use crate::quant::plan::{plan, Placement, Selection};
+use crate::quant::{quantize_bias, requantize, QType};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Options {
+    pub per_channel: bool,
+    pub weights: String,
+    pub reduce_range: bool,
+    pub exclude: Vec<String>,
+    pub op_types: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { per_channel: true, weights: "s8".into(), reduce_range: false, exclude: vec![], op_types: vec![] }
+    }
+}
+
+pub struct InsertQdq {
+    pub opts: Options,
+    wtype: QType,
+}
+
+impl InsertQdq {
+    pub fn from_options(o: serde_json::Value) -> Result<Self, PassError> {
+        let opts: Options = super::parse_options("insert-qdq", o)?;
+        Self::new(opts)
+    }
+
+    pub fn new(opts: Options) -> Result<Self, PassError> {
+        let wtype = QType::parse(&opts.weights).ok_or_else(|| PassError::Options {
+            pass: "insert-qdq".into(),
+            message: format!("weights '{}': expected s8 or u8", opts.weights),
+        })?;
+        Ok(InsertQdq { opts, wtype })
+    }
+}
+
+/// A quantized weight, ready to be written.
+struct QWeight {
+    axis: Option<usize>,
+    dims: Vec<usize>,
+    scales: Vec<f32>,
+    zp: i32,
+    data: Vec<f32>,
+}
+
+impl QWeight {
+    fn bounds(&self, wtype: QType, reduce: bool) -> (i32, i32) {
+        let (lo, hi) = wtype.bounds(true, reduce);
+        match wtype {
+            // Symmetric u8 weights: [zp - 127, zp + 127] around 128.
+            QType::U8 => (lo + 1, hi),
+            QType::S8 => (lo, hi),
+        }
+    }
+}
+
+fn node_proto(op: &str, name: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto { op_type: Some(op.into()), name: Some(name.into()), attribute: attrs, ..Default::default() }
+}
+
+fn int_attr(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(crate::onnx::attribute_proto::AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+fn zp_tensor(name: &str, qt: QType, zps: &[i32], dims: &[i64]) -> Tensor {
+    match qt {
+        QType::U8 => Tensor::from_u8(name, dims, &zps.iter().map(|&z| z as u8).collect::<Vec<_>>()),
+        QType::S8 => Tensor::from_i8(name, dims, &zps.iter().map(|&z| z as i8).collect::<Vec<_>>()),
+    }
+}
+
+fn scale_tensor(name: &str, scales: &[f32], dims: &[i64]) -> Tensor {
+    let raw: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+    Tensor::from_raw(name, crate::onnx::tensor_proto::DataType::Float as i32, dims, raw.into())
+}
+
+impl Pass for InsertQdq {
+    fn name(&self) -> &'static str {
+        "insert-qdq"
+    }
+
+    fn options(&self) -> serde_json::Value {
+        super::options_json(&self.opts)
+    }
+
+    fn run(&mut self, m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
+        let pass = "insert-qdq";
+        let params = cx.act_params.clone().ok_or_else(|| PassError::Precondition {
+            pass: pass.into(),
+            message: "no quantization parameters: run `calibrate,fold-calibration` before this pass".into(),
+        })?;
+        let sel = Selection { op_types: self.opts.op_types.clone(), exclude: self.opts.exclude.clone(), only: cx.only_nodes.clone() };
+        let placement = plan(m, &sel, self.opts.per_channel);
+        cx.decisions = placement.decisions.clone();
+        if placement.activations.is_empty() && placement.weights.is_empty() {
+            return Ok(Changed::No);
+        }
+        // Q/DQ need opset 10; per-channel (axis) needs 13.
+        let need = if placement.weights.iter().any(|w| w.axis.is_some()) { 13 } else { 10 };
+        let have = m.opset("").unwrap_or(1);
+        if have < need {
+            let ops = crate::quant::opset::upgrade(m, 13).map_err(|why| PassError::Precondition {
+                pass: pass.into(),
+                message: format!(
+                    "the model imports opset {have}; {} needs opset {need}, and upgrading is not safe: {why}. Use --per-tensor (opset ≥ 10) or convert the model to opset 13 first",
+                    if need == 13 { "per-channel quantization" } else { "QuantizeLinear" }
+                ),
+            })?;
+            cx.remark(pass, "<model>", format!("default-domain opset upgraded from {have} to 13 ({ops} nodes rewritten)"));
+        }
+        self.rewrite(m, cx, &placement, &params)?;
+        Ok(Changed::Yes)
+    }
+}
+
+impl InsertQdq {
+    fn rewrite(
+        &self,
+        m: &mut Model,
+        cx: &mut PassContext,
+        p: &Placement,
+        params: &BTreeMap<String, ActParams>,
+    ) -> Result<(), PassError> {
+        let pass = "insert-qdq";
+        let g = &mut m.graph;
+        // Every activation's parameters, looked up before the graph changes.
+        let mut act: Vec<(ValueId, ActParams)> = Vec::new();
+        for &v in p.activations.iter().chain(p.tied.keys()) {
+            let src = p.param_source(v);
+            let name = g.name(src).to_string();
+            let ap = params.get(&name).copied().ok_or_else(|| PassError::Precondition {
+                pass: pass.into(),
+                message: format!("no statistics for tensor '{name}': the statistics do not cover this model; run calibrate on it again"),
+            })?;
+            act.push((v, ap));
+        }
+        act.sort_by_key(|(v, _)| *v);
+        let act_scale = |v: ValueId| -> Option<f32> { act.iter().find(|(x, _)| *x == v).map(|(_, a)| a.affine.scale) };
+
+        // Weights, keyed by (value, axis).
+        let mut weights: BTreeMap<(ValueId, Option<usize>), QWeight> = BTreeMap::new();
+        for w in &p.weights {
+            if weights.contains_key(&(w.value, w.axis)) {
+                continue;
+            }
+            let t = g.constant(w.value).expect("invariant: weights are constants");
+            let a = t.to_f32().map_err(|e| PassError::Failed { pass: pass.into(), message: e.to_string() })?;
+            let dims: Vec<usize> = a.shape().to_vec();
+            let data: Vec<f32> = a.iter().copied().collect();
+            let (outer, channels, inner) = crate::quant::split_axis(&dims, w.axis);
+            let mut amax = vec![0f32; channels];
+            for o in 0..outer {
+                for c in 0..channels {
+                    let base = (o * channels + c) * inner;
+                    for &x in &data[base..base + inner] {
+                        if x.is_finite() {
+                            amax[c] = amax[c].max(x.abs());
+                        }
+                    }
+                }
+            }
+            let (_, hi) = self.wtype.bounds(true, self.opts.reduce_range);
+            let half = match self.wtype {
+                QType::S8 => hi as f32,
+                QType::U8 => (hi - 128) as f32,
+            };
+            let scales: Vec<f32> = amax.iter().map(|&a| if a > 0.0 && (a / half).is_normal() { a / half } else { 1.0 }).collect();
+            let zp = if self.wtype == QType::U8 { 128 } else { 0 };
+            weights.insert((w.value, w.axis), QWeight { axis: w.axis, dims, scales, zp, data });
+        }
+
+        // Biases: int32 with s_in · s_w, widening weight scales on overflow.
+        let mut biases: Vec<(usize, Vec<i32>, Vec<f32>)> = Vec::new();
+        for (i, b) in p.biases.iter().enumerate() {
+            let Some(s_in) = act_scale(b.input) else { continue };
+            let wuse = p.weights.iter().find(|w| w.node == b.node && w.slot == 1).expect("invariant: biased ops have a weight use");
+            let Some(qw) = weights.get_mut(&(wuse.value, wuse.axis)) else { continue };
+            let t = g.constant(b.value).expect("invariant: biases are constants");
+            let bv: Vec<f32> = t.to_f32().map_err(|e| PassError::Failed { pass: pass.into(), message: e.to_string() })?.iter().copied().collect();
+            let channels = qw.scales.len();
+            if channels != 1 && channels != bv.len() {
+                continue; // bias does not line up with the weight's channels: keep float
+            }
+            let bq = quantize_bias(&bv, s_in, &qw.scales);
+            for (c, s) in &bq.widen {
+                qw.scales[*c] = *s;
+                cx.remark(pass, g.name(b.value), format!("weight scale of channel {c} widened to {s} so the int32 bias fits"));
+            }
+            biases.push((i, bq.q, bq.scales));
+        }
+
+        // Materialize activations.
+        let mut n_act = 0;
+        for (v, ap) in &act {
+            let name = g.name(*v).to_string();
+            let producer = g.producer(*v);
+            let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &[ap.affine.scale], &[]));
+            let z = g.add_initializer(zp_tensor(&format!("{name}_zero_point"), ap.qtype, &[ap.affine.zero_point], &[]));
+            let readers = g.users(*v);
+            let (qn, qo) = g.add_op_after(producer, node_proto("QuantizeLinear", &format!("{name}_QuantizeLinear"), vec![]), &[Some(*v), Some(s), Some(z)], &[&format!("{name}_quantized")]);
+            let (_, dqo) = g.add_op_after(qn, node_proto("DequantizeLinear", &format!("{name}_DequantizeLinear"), vec![]), &[Some(qo[0]), Some(s), Some(z)], &[&format!("{name}_dequantized")]);
+            for (reader, slot) in readers {
+                if let crate::ir::Slot::Input(i) = slot {
+                    g.set_input(reader, i as usize, Some(dqo[0]));
+                }
+            }
+            n_act += 1;
+        }
+
+        // Materialize weights.
+        let mut wout: BTreeMap<(ValueId, Option<usize>), ValueId> = BTreeMap::new();
+        let (wlo, whi) = weights.values().next().map(|w| w.bounds(self.wtype, self.opts.reduce_range)).unwrap_or((0, 0));
+        for (&(v, axis), qw) in &weights {
+            let name = g.name(v).to_string();
+            let dims_i: Vec<i64> = qw.dims.iter().map(|&d| d as i64).collect();
+            let zps: Vec<i32> = vec![qw.zp; qw.scales.len()];
+            let q = requantize_with_zp(&qw.data, &qw.dims, qw.axis, &qw.scales, qw.zp, wlo, whi);
+            let qt = match self.wtype {
+                QType::S8 => Tensor::from_i8(&format!("{name}_quantized"), &dims_i, &q.iter().map(|&x| x as i8).collect::<Vec<_>>()),
+                QType::U8 => Tensor::from_u8(&format!("{name}_quantized"), &dims_i, &q.iter().map(|&x| x as u8).collect::<Vec<_>>()),
+            };
+            let pdims: Vec<i64> = if axis.is_some() { vec![qw.scales.len() as i64] } else { vec![] };
+            let qv = g.add_initializer(qt);
+            let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &qw.scales, &pdims));
+            let z = g.add_initializer(zp_tensor(&format!("{name}_zero_point"), self.wtype, &zps, &pdims));
+            let attrs = axis.map(|a| vec![int_attr("axis", a as i64)]).unwrap_or_default();
+            let anchor = g.producer(v);
+            let (_, o) = g.add_op_after(anchor, node_proto("DequantizeLinear", &format!("{name}_DequantizeLinear"), attrs), &[Some(qv), Some(s), Some(z)], &[&format!("{name}_dequantized")]);
+            wout.insert((v, axis), o[0]);
+        }
+        for w in &p.weights {
+            let dq = wout[&(w.value, w.axis)];
+            g.set_input(w.node, w.slot, Some(dq));
+        }
+
+        // Materialize biases.
+        for (i, q, scales) in &biases {
+            let b = &p.biases[*i];
+            let name = g.name(b.value).to_string();
+            let n = q.len() as i64;
+            let qv = g.add_initializer(Tensor::from_i32(&format!("{name}_quantized"), &[n], q));
+            let per_channel = scales.len() > 1 || n == 1;
+            let pdims: Vec<i64> = if per_channel { vec![n] } else { vec![] };
+            let sv: Vec<f32> = if per_channel { scales.clone() } else { vec![scales[0]] };
+            let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &sv, &pdims));
+            let z = g.add_initializer(Tensor::from_i32(&format!("{name}_zero_point"), &pdims, &vec![0; sv.len()]));
+            let attrs = if per_channel { vec![int_attr("axis", 0)] } else { vec![] };
+            let anchor = g.producer(b.value);
+            let (_, o) = g.add_op_after(anchor, node_proto("DequantizeLinear", &format!("{name}_DequantizeLinear"), attrs), &[Some(qv), Some(s), Some(z)], &[&format!("{name}_dequantized")]);
+            g.set_input(b.node, b.slot, Some(o[0]));
+        }
+        cx.remark(
+            pass,
+            "<model>",
+            format!(
+                "{} activations, {} weights and {} biases quantized; {} of {} candidate nodes quantized",
+                n_act,
+                weights.len(),
+                biases.len(),
+                p.decisions.iter().filter(|d| d.quantized).count(),
+                p.decisions.len()
+            ),
+        );
+        Ok(())
+    }
+}
+
+/// Rounds weights to integers with per-channel scales and a common zero point.
+fn requantize_with_zp(w: &[f32], dims: &[usize], axis: Option<usize>, scales: &[f32], zp: i32, lo: i32, hi: i32) -> Vec<i32> {
+    if zp == 0 {
+        return requantize(w, dims, axis, scales, lo, hi).into_iter().map(|x| x as i32).collect();
+    }
+    let (outer, channels, inner) = crate::quant::split_axis(dims, axis);
+    let mut q = vec![0i32; w.len()];
+    for o in 0..outer {
+        for c in 0..channels {
+            let a = crate::quant::Affine { scale: scales[c], zero_point: zp };
+            let base = (o * channels + c) * inner;
+            for i in base..base + inner {
+                q[i] = crate::quant::quantize(w[i], a, lo, hi);
+            }
+        }
+    }
+    q
+}

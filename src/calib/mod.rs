@@ -1,0 +1,234 @@
+//! Calibration: running the float model on representative data and
+//! summarising every tensor that will be quantized.
+//!
+//! Memory does not grow with the number of samples: samples are loaded one
+//! at a time, and each tensor is summarised by a fixed-size exact histogram
+//! ([`hist::FloatHist`]). Statistics are a sum over samples, so they do not
+//! depend on sample order or on how samples are spread over worker threads.
+//! The result is a [`Stats`] artifact that records the histograms (not only
+//! final ranges) with hashes of the model graph and of the data, so that
+//! trying another calibration method needs no new model run.
+
+pub mod data;
+pub mod hist;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ir::Model;
+use crate::runtime::{RunOptions, Runner, RuntimeError};
+use crate::tensorio::HostTensor;
+use data::{DataError, DataSet, InputSpec};
+use hist::{FloatHist, SparseHist};
+
+/// Version of the statistics file format.
+pub const STATS_VERSION: u32 = 1;
+
+/// Calibration statistics for a model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stats {
+    /// Hash of the (prepared) model graph the statistics belong to.
+    pub model_hash: String,
+    /// Order-independent hash of the calibration data.
+    pub data_hash: String,
+    pub samples: usize,
+    /// Per tensor name.
+    pub tensors: BTreeMap<String, FloatHist>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StatsFile {
+    format: String,
+    version: u32,
+    model_hash: String,
+    data_hash: String,
+    samples: usize,
+    histogram: String,
+    tensors: BTreeMap<String, SparseHist>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CalibError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("calibration sample {sample}: {source}")]
+    Runtime { sample: String, source: RuntimeError },
+    #[error("{path}: cannot read statistics ({what})")]
+    Read { path: String, what: String },
+    #[error("{path}: cannot write statistics ({source})")]
+    Write { path: String, source: std::io::Error },
+    #[error("{path}: these statistics were computed for another model (graph hash {theirs}, this model has {ours}); run `onnxq calibrate` on this model again")]
+    ModelMismatch { path: String, theirs: String, ours: String },
+    #[error("no calibration data: give --calib DIR (or --calib-random N for a smoke test)")]
+    NoData,
+}
+
+/// Hash of a model's graph: its text IR (constants by content hash), so
+/// that statistics are tied to structure and weights but not to file bytes.
+pub fn model_hash(m: &Model) -> String {
+    let text = crate::ir::text::print_model(m);
+    data::hex(&Sha256::digest(text.as_bytes()))[..16].to_string()
+}
+
+impl Stats {
+    pub fn save(&self, path: &Path) -> Result<(), CalibError> {
+        let f = StatsFile {
+            format: "onnxq-calibration-stats".into(),
+            version: STATS_VERSION,
+            model_hash: self.model_hash.clone(),
+            data_hash: self.data_hash.clone(),
+            samples: self.samples,
+            histogram: "f32 top-16-bit buckets: bucket b spans the floats whose bit pattern is (b << 16) ..= (b << 16 | 0xffff)".into(),
+            tensors: self.tensors.iter().map(|(k, v)| (k.clone(), v.to_sparse())).collect(),
+        };
+        let json = serde_json::to_vec_pretty(&f).expect("invariant: stats serialize");
+        crate::onnx::export::write_atomic(path, &json)
+            .map_err(|source| CalibError::Write { path: path.display().to_string(), source })
+    }
+
+    pub fn load(path: &Path) -> Result<Stats, CalibError> {
+        let label = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| CalibError::Read { path: label.clone(), what: e.to_string() })?;
+        let f: StatsFile =
+            serde_json::from_slice(&bytes).map_err(|e| CalibError::Read { path: label.clone(), what: e.to_string() })?;
+        if f.version != STATS_VERSION {
+            return Err(CalibError::Read { path: label, what: format!("format version {} (this onnxq reads {STATS_VERSION})", f.version) });
+        }
+        let mut tensors = BTreeMap::new();
+        for (k, v) in f.tensors {
+            let h = FloatHist::from_sparse(&v).map_err(|what| CalibError::Read { path: label.clone(), what: format!("tensor '{k}': {what}") })?;
+            tensors.insert(k, h);
+        }
+        Ok(Stats { model_hash: f.model_hash, data_hash: f.data_hash, samples: f.samples, tensors })
+    }
+
+    /// Refuses statistics computed for another model (`m` as the user gave
+    /// it, before preparation).
+    pub fn check_model(&self, m: &Model, path: &str) -> Result<(), CalibError> {
+        let ours = model_hash(m);
+        if ours != self.model_hash {
+            return Err(CalibError::ModelMismatch { path: path.into(), theirs: self.model_hash.clone(), ours });
+        }
+        Ok(())
+    }
+}
+
+/// How to run calibration.
+#[derive(Clone, Debug)]
+pub struct CalibOptions {
+    /// Concrete shapes for symbolic input dims.
+    pub input_shapes: BTreeMap<String, Vec<usize>>,
+    /// Worker threads (each runs its own samples); results do not depend on it.
+    pub threads: usize,
+    /// Show a progress bar (only on a terminal).
+    pub progress: bool,
+}
+
+impl Default for CalibOptions {
+    fn default() -> Self {
+        CalibOptions {
+            input_shapes: BTreeMap::new(),
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4),
+            progress: true,
+        }
+    }
+}
+
+/// A shape signature: runners are built per distinct input shape set.
+type Signature = Vec<(String, Vec<usize>, i32)>;
+
+fn signature(inputs: &[(String, HostTensor)]) -> Signature {
+    inputs.iter().map(|(n, t)| (n.clone(), t.shape().to_vec(), t.dtype())).collect()
+}
+
+/// Runs the model over `data`, summarising the named float tensors.
+pub fn calibrate(m: &Model, data: &DataSet, tensors: &[String], opts: &CalibOptions) -> Result<Stats, CalibError> {
+    let specs = data::input_specs(m);
+    let n = data.len();
+    let threads = opts.threads.clamp(1, n.max(1));
+    let bar = progress_bar(n as u64, "calibrating", opts.progress);
+    // Sample i goes to worker i % threads; each worker merges into its own
+    // histograms and the partial sums are added at the end, which is exact.
+    let results: Vec<Result<BTreeMap<String, FloatHist>, CalibError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|w| {
+                let specs = &specs;
+                let bar = &bar;
+                s.spawn(move || worker(m, data, tensors, specs, opts, w, threads, bar))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("invariant: calibration worker does not panic")).collect()
+    });
+    bar.finish_and_clear();
+    let mut merged: BTreeMap<String, FloatHist> = BTreeMap::new();
+    for r in results {
+        for (k, h) in r? {
+            match merged.get_mut(&k) {
+                Some(acc) => acc.merge(&h),
+                None => {
+                    merged.insert(k, h);
+                }
+            }
+        }
+    }
+    Ok(Stats { model_hash: model_hash(m), data_hash: data.content_hash()?, samples: n, tensors: merged })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker(
+    m: &Model,
+    data: &DataSet,
+    tensors: &[String],
+    specs: &[InputSpec],
+    opts: &CalibOptions,
+    w: usize,
+    threads: usize,
+    bar: &indicatif::ProgressBar,
+) -> Result<BTreeMap<String, FloatHist>, CalibError> {
+    let mut runners: BTreeMap<Signature, Runner> = BTreeMap::new();
+    let mut hists: BTreeMap<String, FloatHist> = BTreeMap::new();
+    for i in (w..data.len()).step_by(threads) {
+        let label = data.sources[i].label();
+        let inputs = data.load(i, specs, &opts.input_shapes)?;
+        let sig = signature(&inputs);
+        if !runners.contains_key(&sig) {
+            let ro = RunOptions { input_shapes: sig.clone(), extra_outputs: tensors.to_vec(), ..Default::default() };
+            let r = Runner::new(m, &ro).map_err(|source| CalibError::Runtime { sample: label.clone(), source })?;
+            runners.insert(sig.clone(), r);
+        }
+        let runner = &runners[&sig];
+        let outs = runner.run(&inputs).map_err(|source| CalibError::Runtime { sample: label.clone(), source })?;
+        let n_graph = outs.len() - tensors.len();
+        for (name, t) in outs.into_iter().skip(n_graph) {
+            let h = hists.entry(name).or_default();
+            match t {
+                HostTensor::F32(a) => match a.as_slice() {
+                    Some(s) => h.observe(s),
+                    None => h.observe(&a.iter().copied().collect::<Vec<f32>>()),
+                },
+                other => h.observe(other.to_f32().as_slice().unwrap_or(&[])),
+            }
+        }
+        bar.inc(1);
+    }
+    Ok(hists)
+}
+
+/// A progress bar on stderr when it is a terminal and wanted; hidden otherwise.
+pub fn progress_bar(len: u64, what: &str, wanted: bool) -> indicatif::ProgressBar {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}")
+            .expect("invariant: valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}

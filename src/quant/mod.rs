@@ -1,0 +1,246 @@
+//! Quantization arithmetic: clip ranges from statistics, scales and zero
+//! points, rounding and packing of weights and biases.
+//!
+//! Conventions follow ONNX `QuantizeLinear`: `q = saturate(round(x / s) + zp)`
+//! with round-half-to-even, and `x ≈ (q - zp) · s`.
+
+pub mod opset;
+pub mod params;
+pub mod plan;
+pub mod range;
+
+use serde::{Deserialize, Serialize};
+
+/// Integer type of a quantized tensor.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum QType {
+    U8,
+    S8,
+}
+
+impl QType {
+    /// ONNX data type code.
+    pub fn onnx(self) -> i32 {
+        match self {
+            QType::U8 => crate::onnx::tensor_proto::DataType::Uint8 as i32,
+            QType::S8 => crate::onnx::tensor_proto::DataType::Int8 as i32,
+        }
+    }
+
+    /// Representable integer range, optionally reduced to 7 bits (for
+    /// runtimes whose int8 kernels can overflow on 8-bit operands), and with
+    /// -128 dropped for symmetric signed tensors so that +x and -x quantize
+    /// to opposite values.
+    pub fn bounds(self, symmetric: bool, reduce_range: bool) -> (i32, i32) {
+        match (self, reduce_range) {
+            (QType::U8, false) => (0, 255),
+            (QType::U8, true) => (0, 127),
+            (QType::S8, false) => (if symmetric { -127 } else { -128 }, 127),
+            (QType::S8, true) => (if symmetric { -63 } else { -64 }, 63),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<QType> {
+        match s {
+            "u8" | "uint8" => Some(QType::U8),
+            "s8" | "i8" | "int8" => Some(QType::S8),
+            _ => None,
+        }
+    }
+}
+
+/// Scale and zero point of one tensor (or one channel).
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Affine {
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+/// Scale below which a range is treated as empty: smaller scales would make
+/// `x / scale` overflow or lose all precision.
+const MIN_RANGE: f64 = 1e-30;
+
+/// Scale and zero point covering `[lo, hi]` (widened to include 0, so zero
+/// padding is exact). A zero or degenerate range gives scale 1, never
+/// inf or NaN.
+pub fn affine_for_range(lo: f64, hi: f64, qt: QType, symmetric: bool, reduce_range: bool) -> Affine {
+    let (qmin, qmax) = qt.bounds(symmetric, reduce_range);
+    let lo = if lo.is_finite() { lo.min(0.0) } else { 0.0 };
+    let hi = if hi.is_finite() { hi.max(0.0) } else { 0.0 };
+    if symmetric {
+        let amax = lo.abs().max(hi.abs());
+        let half = ((qmax - qmin) as f64) / 2.0;
+        let scale = if amax < MIN_RANGE { 1.0 } else { amax / half };
+        // Symmetric u8 centres on 128 (a signed range stored unsigned).
+        let zp = match qt {
+            QType::S8 => 0,
+            QType::U8 => (qmin + qmax + 1) / 2,
+        };
+        return Affine { scale: scale as f32, zero_point: zp };
+    }
+    if hi - lo < MIN_RANGE {
+        let zp = match qt {
+            QType::U8 => qmin,
+            QType::S8 => 0,
+        };
+        return Affine { scale: 1.0, zero_point: zp };
+    }
+    let scale = (hi - lo) / (qmax - qmin) as f64;
+    let scale32 = scale as f32;
+    let zp = (qmin as f64 - lo / scale32 as f64).round_ties_even().clamp(qmin as f64, qmax as f64) as i32;
+    Affine { scale: scale32, zero_point: zp }
+}
+
+/// Quantizes one value.
+#[inline]
+pub fn quantize(x: f32, a: Affine, qmin: i32, qmax: i32) -> i32 {
+    let q = (x / a.scale).round_ties_even() as i64 + a.zero_point as i64;
+    q.clamp(qmin as i64, qmax as i64) as i32
+}
+
+#[inline]
+pub fn dequantize(q: i32, a: Affine) -> f32 {
+    (q - a.zero_point) as f32 * a.scale
+}
+
+/// Per-channel symmetric weight quantization along `axis`: one scale per
+/// slice, from the largest magnitude in it (or from `clip` if given).
+pub struct WeightQuant {
+    pub scales: Vec<f32>,
+    pub q: Vec<i8>,
+}
+
+/// Quantizes `w` (shape `dims`, row-major) symmetrically to int8 with one
+/// scale per index of `axis` (`None`: one scale for the whole tensor).
+pub fn quantize_weights(w: &[f32], dims: &[usize], axis: Option<usize>, reduce_range: bool) -> WeightQuant {
+    let (qmin, qmax) = QType::S8.bounds(true, reduce_range);
+    let (outer, channels, inner) = split_axis(dims, axis);
+    let mut amax = vec![0f32; channels];
+    for o in 0..outer {
+        for c in 0..channels {
+            let base = (o * channels + c) * inner;
+            for &x in &w[base..base + inner] {
+                if x.is_finite() {
+                    amax[c] = amax[c].max(x.abs());
+                }
+            }
+        }
+    }
+    let scales: Vec<f32> = amax
+        .iter()
+        .map(|&a| affine_for_range(-(a as f64), a as f64, QType::S8, true, reduce_range).scale)
+        .collect();
+    let q = requantize(w, dims, axis, &scales, qmin, qmax);
+    WeightQuant { scales, q }
+}
+
+/// Quantizes weights with given per-channel scales.
+pub fn requantize(w: &[f32], dims: &[usize], axis: Option<usize>, scales: &[f32], qmin: i32, qmax: i32) -> Vec<i8> {
+    let (outer, channels, inner) = split_axis(dims, axis);
+    let mut q = vec![0i8; w.len()];
+    for o in 0..outer {
+        for c in 0..channels {
+            let a = Affine { scale: scales[c], zero_point: 0 };
+            let base = (o * channels + c) * inner;
+            for i in base..base + inner {
+                q[i] = quantize(w[i], a, qmin, qmax) as i8;
+            }
+        }
+    }
+    q
+}
+
+/// `(outer, channels, inner)` element counts around `axis`.
+pub fn split_axis(dims: &[usize], axis: Option<usize>) -> (usize, usize, usize) {
+    match axis {
+        None => (1, 1, dims.iter().product()),
+        Some(ax) => (
+            dims[..ax].iter().product(),
+            dims[ax],
+            dims[ax + 1..].iter().product(),
+        ),
+    }
+}
+
+/// Bias quantized to int32 with scale `s_in · s_w[c]`. Where a value would
+/// overflow int32, the weight scale of that channel must be widened: the
+/// returned `widen` lists `(channel, new_weight_scale)`.
+pub struct BiasQuant {
+    pub q: Vec<i32>,
+    pub scales: Vec<f32>,
+    pub widen: Vec<(usize, f32)>,
+}
+
+pub fn quantize_bias(b: &[f32], s_in: f32, s_w: &[f32]) -> BiasQuant {
+    let per_channel = s_w.len() == b.len();
+    let limit = i32::MAX as f64 - 1.0;
+    let mut q = Vec::with_capacity(b.len());
+    let mut scales = Vec::with_capacity(b.len());
+    let mut widen = Vec::new();
+    for (c, &x) in b.iter().enumerate() {
+        let sw = if per_channel { s_w[c] } else { s_w[0] };
+        let mut s = s_in as f64 * sw as f64;
+        if s <= 0.0 || !s.is_finite() {
+            s = 1.0;
+        }
+        if (x as f64 / s).abs() > limit && per_channel {
+            // Widen the weight scale just enough (plus a margin) that the
+            // bias fits; clipping the bias instead would shift every output
+            // of the channel.
+            let new_sw = (x as f64).abs() / (s_in as f64 * limit) * 1.01;
+            widen.push((c, new_sw as f32));
+            s = s_in as f64 * (new_sw as f32) as f64;
+        }
+        let s32 = s as f32;
+        let v = (x as f64 / s32 as f64).round_ties_even().clamp(-limit, limit) as i32;
+        q.push(v);
+        scales.push(s32);
+    }
+    BiasQuant { q, scales, widen }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_range_gives_finite_scale() {
+        for qt in [QType::U8, QType::S8] {
+            for sym in [false, true] {
+                let a = affine_for_range(0.0, 0.0, qt, sym, false);
+                assert!(a.scale.is_finite() && a.scale > 0.0);
+                let a = affine_for_range(1e-40, 1e-40, qt, sym, false);
+                assert!(a.scale.is_finite() && a.scale > 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn asymmetric_u8_represents_zero_exactly() {
+        let a = affine_for_range(-0.3, 5.1, QType::U8, false, false);
+        let q = quantize(0.0, a, 0, 255);
+        assert_eq!(dequantize(q, a), 0.0);
+        assert!((dequantize(quantize(5.1, a, 0, 255), a) - 5.1).abs() <= a.scale);
+    }
+
+    #[test]
+    fn per_channel_weights_use_own_scale() {
+        let w = [1.0, -2.0, 0.5, 0.01, 0.02, -0.04];
+        let wq = quantize_weights(&w, &[2, 3], Some(0), false);
+        assert_eq!(wq.scales.len(), 2);
+        assert!((wq.scales[0] - 2.0 / 127.0).abs() < 1e-9);
+        assert_eq!(wq.q[1], -127);
+        assert_eq!(wq.q[5], -127);
+    }
+
+    #[test]
+    fn bias_overflow_widens_weight_scale() {
+        let bq = quantize_bias(&[1e6, 0.5], 1e-4, &[1e-6, 1e-2]);
+        assert_eq!(bq.widen.len(), 1);
+        assert_eq!(bq.widen[0].0, 0);
+        assert!(bq.q[0].unsigned_abs() < i32::MAX as u32);
+        let back = bq.q[0] as f64 * bq.scales[0] as f64;
+        assert!((back - 1e6).abs() / 1e6 < 1e-6);
+    }
+}

@@ -1,0 +1,361 @@
+//! Static post-training quantization, end to end: the library entry point
+//! behind `onnxq quantize`.
+//!
+//! The preset pipeline is
+//! `eliminate-identity,fuse-batchnorm,fold-constants,dce,shape-inference,`
+//! `calibrate,fold-calibration,insert-qdq,dce`; the result is validated
+//! against the float model on held-out data (or part of the calibration
+//! data) and everything done is reported.
+//!
+//! ```no_run
+//! use onnxq::quantize::{quantize_file, QuantizeOptions};
+//! use std::path::Path;
+//!
+//! // In a build script: quantize a model shipped with the crate.
+//! let opts = QuantizeOptions {
+//!     calib: Some("models/calib".into()),
+//!     ..QuantizeOptions::default()
+//! };
+//! let report = quantize_file(Path::new("models/net.onnx"), Path::new("net.int8.onnx"), &opts)?;
+//! println!("{}", report.summary());
+//! # Ok::<(), onnxq::quantize::QuantizeError>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::calib::data::DataSet;
+use crate::calib::{CalibOptions, Stats};
+use crate::ir::Model;
+use crate::onnx::export::{self, ExportOptions};
+use crate::onnx::import;
+use crate::passes::context::{InputShapes, Remark};
+use crate::passes::fold_calibration::FoldCalibration;
+use crate::passes::insert_qdq::{self, InsertQdq};
+use crate::passes::{PassContext, PassManager, Pipeline};
+use crate::quant::params::ActConfig;
+use crate::quant::plan::Decision;
+use crate::quant::range::Method;
+use crate::quant::QType;
+use crate::validate::{validate, Validation};
+
+/// The passes that prepare a float model for quantization.
+///
+/// `fold-constants` runs first so that `Constant` nodes become initializers
+/// that `fuse-batchnorm` can fold; shape-inference last, on the final graph.
+pub const PREP_PIPELINE: &str = "eliminate-identity,fold-constants,fuse-batchnorm,dce,shape-inference";
+
+/// Everything `quantize` can be told.
+#[derive(Clone, Debug)]
+pub struct QuantizeOptions {
+    /// Calibration data directory.
+    pub calib: Option<PathBuf>,
+    /// Use this many seeded random samples instead of data (poor ranges).
+    pub calib_random: Option<usize>,
+    pub calib_limit: Option<usize>,
+    /// Reuse statistics from `onnxq calibrate` (or a previous `--save-stats`).
+    pub stats: Option<PathBuf>,
+    /// Save the statistics computed here.
+    pub save_stats: Option<PathBuf>,
+    pub method: Method,
+    pub activations: QType,
+    pub symmetric_activations: Option<bool>,
+    pub weights: QType,
+    pub per_channel: bool,
+    pub reduce_range: bool,
+    pub exclude: Vec<String>,
+    pub op_types: Vec<String>,
+    pub input_shapes: InputShapes,
+    /// Validation data; by default a few calibration samples.
+    pub val: Option<PathBuf>,
+    /// How many samples to validate on (0: skip validation).
+    pub val_samples: usize,
+    pub external_data: Option<usize>,
+    pub progress: bool,
+    pub threads: Option<usize>,
+}
+
+impl Default for QuantizeOptions {
+    fn default() -> Self {
+        QuantizeOptions {
+            calib: None,
+            calib_random: None,
+            calib_limit: None,
+            stats: None,
+            save_stats: None,
+            method: Method::Mse,
+            activations: QType::U8,
+            symmetric_activations: None,
+            weights: QType::S8,
+            per_channel: true,
+            reduce_range: false,
+            exclude: vec![],
+            op_types: vec![],
+            input_shapes: InputShapes::new(),
+            val: None,
+            val_samples: 8,
+            external_data: None,
+            progress: true,
+            threads: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    #[error(transparent)]
+    Import(#[from] import::ImportError),
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
+    #[error(transparent)]
+    Pass(#[from] crate::passes::PassError),
+    #[error(transparent)]
+    Calib(#[from] crate::calib::CalibError),
+    #[error(transparent)]
+    Data(#[from] crate::calib::data::DataError),
+    #[error("validation: {0}")]
+    Validate(#[from] crate::validate::ValidateError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl QuantizeError {
+    /// Exit code: every quantize failure is bad input or usage (2).
+    pub fn exit_code(&self) -> i32 {
+        2
+    }
+}
+
+/// What quantization did.
+#[derive(Clone, Debug, Serialize)]
+pub struct QuantizeReport {
+    pub input: String,
+    pub output: String,
+    pub pipeline: String,
+    pub method: String,
+    pub calibration_samples: usize,
+    pub float_bytes: u64,
+    pub quantized_bytes: u64,
+    pub nodes: Vec<Decision>,
+    pub remarks: Vec<Remark>,
+    pub validation: Option<Validation>,
+    pub seconds: Timings,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timings {
+    pub prepare: f64,
+    pub calibrate: f64,
+    pub quantize: f64,
+    pub validate: f64,
+    pub total: f64,
+}
+
+impl QuantizeReport {
+    /// A human summary for the terminal.
+    pub fn summary(&self) -> String {
+        let q = self.nodes.iter().filter(|d| d.quantized).count();
+        let mut s = format!(
+            "onnxq quantize: {} -> {}\n  method {}, {} calibration sample(s); {} of {} candidate nodes quantized\n  size {} -> {} bytes ({:.3}x)\n",
+            self.input,
+            self.output,
+            self.method,
+            self.calibration_samples,
+            q,
+            self.nodes.len(),
+            self.float_bytes,
+            self.quantized_bytes,
+            self.quantized_bytes as f64 / self.float_bytes.max(1) as f64
+        );
+        let skipped: Vec<&Decision> = self.nodes.iter().filter(|d| !d.quantized).collect();
+        if !skipped.is_empty() {
+            s.push_str("  kept in float:\n");
+            for d in skipped.iter().take(20) {
+                s.push_str(&format!("    {} ({}): {}\n", d.node, d.op, d.reason));
+            }
+            if skipped.len() > 20 {
+                s.push_str(&format!("    ... and {} more (see --report)\n", skipped.len() - 20));
+            }
+        }
+        for w in &self.warnings {
+            s.push_str(&format!("  warning: {w}\n"));
+        }
+        if let Some(v) = &self.validation {
+            s.push_str(&v.table());
+        }
+        s.push_str(&format!(
+            "  time: prepare {:.2}s, calibrate {:.2}s, quantize {:.2}s, validate {:.2}s, total {:.2}s\n",
+            self.seconds.prepare, self.seconds.calibrate, self.seconds.quantize, self.seconds.validate, self.seconds.total
+        ));
+        s
+    }
+}
+
+/// Runs a pipeline string over a model with a context.
+pub fn run_pipeline(m: &mut Model, cx: &mut PassContext, pipeline: &str) -> Result<(), QuantizeError> {
+    let mut pm = PassManager::new(Pipeline::parse(pipeline)?);
+    pm.run(m, cx)?;
+    Ok(())
+}
+
+/// Opens the calibration data the options name.
+pub fn calib_data(opts: &QuantizeOptions) -> Result<Option<DataSet>, QuantizeError> {
+    Ok(match (&opts.calib, opts.calib_random) {
+        (Some(_), Some(_)) => return Err(QuantizeError::Usage("give either --calib or --calib-random, not both".into())),
+        (Some(dir), None) => Some(DataSet::open(dir, opts.calib_limit)?),
+        (None, Some(n)) => Some(DataSet::random(n.max(1), 0x6f6e_6e78_71)),
+        (None, None) => None,
+    })
+}
+
+/// Prepares a float model (the prep passes) — also what `calibrate` runs,
+/// so statistics files match.
+pub fn prepare(m: &mut Model, cx: &mut PassContext) -> Result<(), QuantizeError> {
+    run_pipeline(m, cx, PREP_PIPELINE)
+}
+
+/// Quantizes a model in memory. Returns the quantized model and the report
+/// (its `output`, sizes and validation are filled by [`quantize_file`]).
+pub fn quantize_model(float: &Model, opts: &QuantizeOptions) -> Result<(Model, QuantizeReport), QuantizeError> {
+    let t0 = Instant::now();
+    let mut warnings = Vec::new();
+    let mut cx = PassContext::new();
+    cx.input_shapes = opts.input_shapes.clone();
+    cx.calib_options = CalibOptions {
+        input_shapes: opts.input_shapes.clone(),
+        progress: opts.progress,
+        threads: opts.threads.unwrap_or_else(|| CalibOptions::default().threads),
+    };
+    let data = calib_data(opts)?;
+    // Shape inference runs with the calibration shapes, so that every rank
+    // is known while passes decide; the value_info it adds is dropped again
+    // at the end, so the output keeps the model's dynamic dimensions.
+    if let Some(d) = &data {
+        let specs = crate::calib::data::input_specs(float);
+        let first = d.load(0, &specs, &opts.input_shapes)?;
+        for (name, t) in first {
+            cx.input_shapes.entry(name).or_insert_with(|| t.shape().to_vec());
+        }
+    }
+    let declared: std::collections::BTreeSet<String> =
+        float.graph.value_info_values().into_iter().map(|v| float.graph.name(v).to_string()).collect();
+    cx.model_hash = Some(crate::calib::model_hash(float));
+    if opts.calib_random.is_some() {
+        warnings.push("calibrating on RANDOM inputs: activation ranges will be poor; use --calib DIR with representative data".into());
+    }
+    let mut m = float.clone();
+    prepare(&mut m, &mut cx)?;
+    let t_prep = t0.elapsed().as_secs_f64();
+
+    if let Some(path) = &opts.stats {
+        let stats = Stats::load(path)?;
+        stats.check_model(float, &path.display().to_string())?;
+        cx.stats = Some(stats);
+    } else if data.is_none() {
+        return Err(QuantizeError::Calib(crate::calib::CalibError::NoData));
+    }
+    let samples = cx.stats.as_ref().map(|s| s.samples).or(data.as_ref().map(|d| d.len())).unwrap_or(0);
+    cx.calib_data = data;
+    let t1 = Instant::now();
+    run_pipeline(&mut m, &mut cx, "calibrate")?;
+    let t_cal = t1.elapsed().as_secs_f64();
+    if let (Some(path), Some(stats)) = (&opts.save_stats, &cx.stats) {
+        stats.save(path)?;
+    }
+
+    let t2 = Instant::now();
+    let cfg = ActConfig {
+        method: opts.method,
+        qtype: opts.activations,
+        symmetric: opts.symmetric_activations.unwrap_or(opts.activations == QType::S8),
+        reduce_range: opts.reduce_range,
+    };
+    let mut pipeline = Pipeline { passes: vec![] };
+    pipeline.push(Box::new(FoldCalibration::with_config(cfg)));
+    pipeline.push(Box::new(InsertQdq::new(insert_qdq::Options {
+        per_channel: opts.per_channel,
+        weights: if opts.weights == QType::U8 { "u8".into() } else { "s8".into() },
+        reduce_range: opts.reduce_range,
+        exclude: opts.exclude.clone(),
+        op_types: opts.op_types.clone(),
+    })?));
+    pipeline.push(crate::passes::lookup("dce").and_then(|p| (p.make)(serde_json::json!({})))?);
+    let shown = format!("{PREP_PIPELINE},calibrate,{pipeline}");
+    let mut pm = PassManager::new(pipeline);
+    pm.run(&mut m, &mut cx)?;
+    strip_value_info(&mut m, &declared);
+    let t_q = t2.elapsed().as_secs_f64();
+
+    let report = QuantizeReport {
+        input: String::new(),
+        output: String::new(),
+        pipeline: shown,
+        method: opts.method.to_string(),
+        calibration_samples: samples,
+        float_bytes: 0,
+        quantized_bytes: 0,
+        nodes: cx.decisions.clone(),
+        remarks: cx.remarks.iter().filter(|r| r.pass != "fold-calibration").cloned().collect(),
+        validation: None,
+        seconds: Timings { prepare: t_prep, calibrate: t_cal, quantize: t_q, validate: 0.0, total: t0.elapsed().as_secs_f64() },
+        warnings,
+    };
+    Ok((m, report))
+}
+
+/// Quantizes `input` into `output` (written atomically), validates and
+/// reports.
+pub fn quantize_file(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<QuantizeReport, QuantizeError> {
+    let t0 = Instant::now();
+    let float = import::read_model(input)?;
+    let (q, mut report) = quantize_model(&float, opts)?;
+    let summary = export::write_model(&q, output, &ExportOptions { external_min_bytes: opts.external_data })?;
+    report.input = input.display().to_string();
+    report.output = output.display().to_string();
+    report.float_bytes = file_size_with_data(input);
+    report.quantized_bytes = summary.model_bytes + summary.external.as_ref().map(|e| e.1).unwrap_or(0);
+    if opts.val_samples > 0 {
+        let t = Instant::now();
+        let val = match &opts.val {
+            Some(dir) => Some(DataSet::open(dir, Some(opts.val_samples))?),
+            None => calib_data(opts)?.map(|d| d.take(opts.val_samples)),
+        };
+        if let Some(val) = val {
+            // Validate the file as written, against the untouched original.
+            let written = import::read_model(output)?;
+            report.validation = Some(validate(&float, &written, &val)?);
+        }
+        report.seconds.validate = t.elapsed().as_secs_f64();
+    }
+    report.seconds.total = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Drops `value_info` entries other than those the original declared.
+pub fn strip_value_info(m: &mut Model, keep: &std::collections::BTreeSet<String>) {
+    let g = &mut m.graph;
+    let ids: Vec<_> = g.value_ids().collect();
+    for v in ids {
+        if g.value(v).info.is_some() && !keep.contains(g.name(v)) {
+            g.value_mut(v).info = None;
+        }
+    }
+}
+
+/// A model file's size plus the external data files it references.
+pub fn file_size_with_data(path: &Path) -> u64 {
+    let base = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let Ok(m) = import::read_model(path) else { return base };
+    let mut files = std::collections::BTreeSet::new();
+    for n in m.graph.initializer_nodes() {
+        if let Some(t) = m.graph.node(n).initializer() {
+            if let Some(e) = t.external() {
+                files.insert(e.path().to_path_buf());
+            }
+        }
+    }
+    base + files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum::<u64>()
+}
