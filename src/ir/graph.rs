@@ -683,9 +683,11 @@ impl Graph {
         }
         let out_name = self.name(old).to_string();
         let tmp = self.fresh_name(&format!("{out_name}_pre"));
+        // Re-point the port first: `rename` renames every port showing the
+        // value, and this one must end up showing `new` under its old name.
+        self.outputs[index].value = new;
         self.rename(old, &tmp);
         self.rename(new, &out_name);
-        self.outputs[index].value = new;
     }
 
     /// Renames a value. Panics if the name is taken or used by a subgraph.

@@ -72,32 +72,50 @@ fn dims(s: &ShapeFactoid) -> Option<Vec<Dim>> {
 /// Type and shape facts for every value tract can name, by ONNX value name.
 ///
 /// `input_shapes` fixes the shape of the inputs it lists; others keep their
-/// declared, possibly symbolic, shape. As in [`super::Runner::new`], the
-/// model's `value_info` is ignored when any input is fixed (stale exporter
-/// shapes often contradict the fixed ones). Errors only when tract cannot
+/// declared, possibly symbolic, shape. The model's `value_info` is always
+/// ignored: the facts derive from the inputs and the ops alone, so a stale
+/// or wrong annotation is reported against rather than propagated (the
+/// caller compares). Errors only when tract cannot
 /// load the model or an input name is unknown; values tract could not
 /// analyse are absent or partial in the result.
-pub fn infer_facts(model: &Model, input_shapes: &InputShapes) -> Result<BTreeMap<String, Fact>, RuntimeError> {
+pub fn infer_facts(
+    model: &Model,
+    input_shapes: &InputShapes,
+) -> Result<BTreeMap<String, Fact>, RuntimeError> {
     let model_name = match model.graph.shell.name() {
         "" => "model".to_string(),
         n => n.to_string(),
     };
-    let load = |e: tract_onnx::prelude::TractError| RuntimeError::Load { model: model_name.clone(), detail: format!("{e:#}") };
+    let load = |e: tract_onnx::prelude::TractError| RuntimeError::Load {
+        model: model_name.clone(),
+        detail: format!("{e:#}"),
+    };
     let bytes = crate::onnx::export::to_bytes(model);
     let mut im = tract_onnx::onnx()
-        .with_ignore_value_info(!input_shapes.is_empty())
+        .with_ignore_value_info(true)
         .model_for_read(&mut bytes.as_slice())
         .map_err(load)?;
-    let input_names: Vec<String> =
-        im.input_outlets().map_err(load)?.iter().map(|o| im.node(o.node).name.clone()).collect();
+    let input_names: Vec<String> = im
+        .input_outlets()
+        .map_err(load)?
+        .iter()
+        .map(|o| im.node(o.node).name.clone())
+        .collect();
     for (name, shape) in input_shapes {
-        let ix = input_names.iter().position(|n| n == name).ok_or_else(|| RuntimeError::UnknownInput {
-            model: model_name.clone(),
-            name: name.clone(),
-            known: input_names.join(", "),
+        let ix = input_names.iter().position(|n| n == name).ok_or_else(|| {
+            RuntimeError::UnknownInput {
+                model: model_name.clone(),
+                name: name.clone(),
+                known: input_names.join(", "),
+            }
         })?;
         let mut fact = im.input_fact(ix).map_err(load)?.clone();
-        fact.shape = ShapeFactoid::closed(shape.iter().map(|&d| GenericFactoid::Only(TDim::from(d))).collect());
+        fact.shape = ShapeFactoid::closed(
+            shape
+                .iter()
+                .map(|&d| GenericFactoid::Only(TDim::from(d)))
+                .collect(),
+        );
         im.set_input_fact(ix, fact).map_err(load)?;
     }
     // Obstinate: keep analysing past nodes tract cannot type; the first

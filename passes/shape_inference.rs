@@ -1,0 +1,278 @@
+//! `shape-inference`: records the element type and shape of every value
+//! tract can infer, as `value_info`.
+//!
+//! # What
+//! Loads the model into tract as an inference model, runs tract's type and
+//! shape analysis ([`crate::runtime::infer_facts`]) and writes what it found
+//! into the `value_info` entry of each intermediate value and into the
+//! declared types of graph outputs: element type and dims, symbolic dims as
+//! `dim_param`s (tract's compound expressions such as `2*N` become unknown
+//! dims, `?`). What the model already declares is only ever refined: a
+//! known dim is never replaced by a symbol or `?`, a declared symbol never
+//! renamed, and a fact that contradicts a declaration (another element
+//! type, rank or dim) leaves the declaration alone with a remark.
+//! Initializers keep their intrinsic types.
+//!
+//! # Example
+//! ```text
+//! before:  main (float[N,3,8,8] X) => (float[N,4,8,8] Y) <float[4,3,3,3] W> {
+//!            C = Conv <pads: ints = [1, 1, 1, 1]> (X, W)
+//!            Y = Relu (C)
+//!          }
+//! after:   main (float[N,3,8,8] X) => (float[N,4,8,8] Y) <float[4,3,3,3] W, float[N,4,8,8] C> { … }
+//! ```
+//!
+//! # Options
+//! None. Input shapes come from the pass context (`--input-shape`): an
+//! input listed there whose declared shape has symbolic or unknown dims is
+//! analysed at the given shape, and its declared type is specialised to it
+//! so that the model's interface and the inferred shapes agree.
+//!
+//! # Preconditions
+//! Tract must be able to load the model. Nodes tract cannot analyse (ops it
+//! does not implement) are not an error: their results, and what depends on
+//! them, simply get no (or a partial) entry.
+//!
+//! # Numerics
+//! None: only type annotations change.
+//!
+//! # Errors
+//! A context input shape naming no input, or contradicting a fully static
+//! declared shape; a model tract cannot load.
+
+use std::collections::BTreeMap;
+
+use super::{Changed, Pass, PassContext, PassError};
+use crate::ir::types::{self, Dim};
+use crate::ir::{Model, NodeKind, ValueId};
+use crate::onnx::import::node_label;
+use crate::onnx::{TypeProto, ValueInfoProto};
+
+const NAME: &str = "shape-inference";
+
+#[derive(Debug, Default)]
+pub struct ShapeInference;
+
+impl ShapeInference {
+    pub fn from_options(o: serde_json::Value) -> Result<Self, PassError> {
+        super::parse_options::<super::NoOptions>(NAME, o)?;
+        Ok(ShapeInference)
+    }
+}
+
+/// The declared type refined by a fact, `Ok(None)` when nothing changes,
+/// `Err` with the contradiction.
+fn refine(
+    old: Option<&TypeProto>,
+    fact: &crate::runtime::Fact,
+) -> Result<Option<TypeProto>, String> {
+    let (fdt, fdims) = fact;
+    let Some(old) = old else {
+        if *fdt == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(types::tensor_type_dims(*fdt, fdims.as_deref())));
+    };
+    if types::as_tensor(old).is_none() {
+        return Ok(None);
+    }
+    let odt = types::elem_type(old);
+    let dt = match (odt, *fdt) {
+        (0, f) => f,
+        (o, 0) => o,
+        (o, f) if o == f => o,
+        (o, f) => {
+            return Err(format!(
+                "declared {} but tract infers {}",
+                crate::onnx::dtype_name(o),
+                crate::onnx::dtype_name(f)
+            ))
+        }
+    };
+    let odims = types::dims(old);
+    let dims = match (&odims, fdims) {
+        (None, f) => f.clone(),
+        (Some(o), None) => Some(o.clone()),
+        (Some(o), Some(f)) => {
+            if o.len() != f.len() {
+                return Err(format!(
+                    "declared rank {} but tract infers rank {}",
+                    o.len(),
+                    f.len()
+                ));
+            }
+            let mut out = Vec::with_capacity(o.len());
+            for (i, (a, b)) in o.iter().zip(f).enumerate() {
+                out.push(match (a, b) {
+                    (Dim::Known(x), Dim::Known(y)) if x != y => {
+                        return Err(format!("declared dim {x} at axis {i} but tract infers {y}"))
+                    }
+                    (Dim::Known(_), _) => a.clone(),
+                    (_, Dim::Known(_)) => b.clone(),
+                    (Dim::Symbol(_), _) => a.clone(),
+                    (Dim::Unknown, _) => b.clone(),
+                });
+            }
+            Some(out)
+        }
+    };
+    if dt == odt && dims == odims {
+        return Ok(None);
+    }
+    if dt == 0 {
+        return Ok(None);
+    }
+    let mut t = types::tensor_type_dims(dt, dims.as_deref());
+    // Keep denotations and anything else the old type carried.
+    t.denotation = old.denotation.clone();
+    Ok(Some(t))
+}
+
+/// Context input shapes that apply: those whose input is not already static.
+fn applicable_shapes(
+    m: &Model,
+    cx: &PassContext,
+) -> Result<BTreeMap<String, Vec<usize>>, PassError> {
+    let g = &m.graph;
+    let mut out = BTreeMap::new();
+    for (name, shape) in &cx.input_shapes {
+        let port = g
+            .inputs()
+            .iter()
+            .find(|p| p.info.name() == name)
+            .ok_or_else(|| PassError::Precondition {
+                pass: NAME.into(),
+                message: format!(
+                    "input shape given for '{name}', which is not a graph input (inputs: {})",
+                    g.inputs()
+                        .iter()
+                        .map(|p| p.info.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?;
+        let declared = port.info.r#type.as_ref().and_then(types::static_dims);
+        match declared {
+            Some(d) if d == *shape => {}
+            Some(d) => {
+                return Err(PassError::Precondition {
+                    pass: NAME.into(),
+                    message: format!(
+                        "input shape {shape:?} for '{name}' contradicts its declared shape {d:?}"
+                    ),
+                })
+            }
+            None => {
+                out.insert(name.clone(), shape.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Pass for ShapeInference {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(&mut self, m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
+        let shapes = applicable_shapes(m, cx)?;
+        let facts = crate::runtime::infer_facts(m, &shapes).map_err(|e| PassError::Failed {
+            pass: NAME.into(),
+            message: e.to_string(),
+        })?;
+        let g = &mut m.graph;
+        let mut changed = false;
+
+        // Specialise the inputs the analysis fixed.
+        for (name, shape) in &shapes {
+            let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+            let port = g
+                .inputs_mut()
+                .iter_mut()
+                .find(|p| p.info.name() == name)
+                .expect("invariant: checked above");
+            let elem = port.info.r#type.as_ref().map(types::elem_type).unwrap_or(0);
+            let elem = if elem == 0 {
+                facts.get(name).map_or(0, |f| f.0)
+            } else {
+                elem
+            };
+            if elem != 0 {
+                port.info.r#type = Some(types::tensor_type(elem, &dims));
+                changed = true;
+            }
+        }
+
+        let mut next_order = g
+            .value_info_values()
+            .iter()
+            .filter_map(|&v| g.value(v).info.as_ref().map(|i| i.0))
+            .max()
+            .map_or(0, |o| o + 1);
+        // Values in topological order of their producers: deterministic.
+        let values: Vec<ValueId> = g
+            .topo_order()
+            .into_iter()
+            .filter(|&n| matches!(g.node(n).kind, NodeKind::Op(_)))
+            .flat_map(|n| {
+                g.node(n)
+                    .outputs()
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for v in values {
+            let name = g.name(v).to_string();
+            let Some(fact) = facts.get(&name) else {
+                continue;
+            };
+            let out_ix = g.outputs().iter().position(|p| p.value == v);
+            let old = match out_ix {
+                Some(i) => g.outputs()[i].info.r#type.clone(),
+                None => g
+                    .value(v)
+                    .info
+                    .as_ref()
+                    .and_then(|(_, vi)| vi.r#type.clone()),
+            };
+            let new = match refine(old.as_ref(), fact) {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err(why) => {
+                    let p = g.producer_node(v);
+                    cx.remark(
+                        NAME,
+                        &node_label(p.name(), p.op_type()),
+                        format!("'{name}' kept its type: {why}"),
+                    );
+                    continue;
+                }
+            };
+            match out_ix {
+                Some(i) => g.outputs_mut()[i].info.r#type = Some(new),
+                None => {
+                    let val = g.value_mut(v);
+                    match &mut val.info {
+                        Some((_, vi)) => vi.r#type = Some(new),
+                        None => {
+                            val.info = Some((
+                                next_order,
+                                ValueInfoProto {
+                                    name: Some(name),
+                                    r#type: Some(new),
+                                    ..Default::default()
+                                },
+                            ));
+                            next_order += 1;
+                        }
+                    }
+                }
+            }
+            changed = true;
+        }
+        Ok(Changed::from_bool(changed))
+    }
+}
