@@ -20,11 +20,17 @@
 //!
 //! # Example
 //! ```text
-//! before:  s = Constant <value_float: float = 2.0> ()
-//!          Wt = Transpose <perm: ints = [1, 0]> (W)
-//!          Ws = Mul (Wt, s)
-//!          Y = MatMul (X, Ws)
-//! after:   Y = MatMul (X, Ws)          # s, Wt, Ws now initializers
+//! before:  <float[3,2] W = {1.0, 2.0, 3.0, 4.0, 5.0, 6.0}>
+//!          {
+//!            s = Constant <value_float: float = 2.0> ()
+//!            Wt = Transpose <perm: ints = [1, 0]> (W)
+//!            Ws = Mul (Wt, s)
+//!            Y = MatMul (X, Ws)
+//!          }
+//! after:   <float[2,3] Ws = {2.0, 6.0, 10.0, 4.0, 8.0, 12.0}>   # with dce
+//!          {
+//!            Y = MatMul (X, Ws)
+//!          }
 //! ```
 //!
 //! # Options

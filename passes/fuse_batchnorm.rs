@@ -32,14 +32,16 @@
 //!
 //! # Example
 //! ```text
-//! before:  c = Conv <group = 1> (x, W)
-//!          y = BatchNormalization <epsilon = 1e-05> (c, scale, B, mean, var)
-//! after:   c = Conv <group = 1> (x, W_fused, B_fused)      # readers of y read c
+//! before:  C = Conv <kernel_shape: ints = [2, 2]> (X, W)
+//!          Y = BatchNormalization <epsilon: float = 1.0> (C, s, b, mean, var)
+//! after:   Y = Conv <kernel_shape: ints = [2, 2]> (X, W_fused, b_fused)
 //!
-//! before:  y = BatchNormalization (x, scale, B, mean, var)  # x: float[N, 8, H, W]
-//! after:   y_mul = Mul (x, scale_folded)                    # scale_folded: float[8, 1, 1]
-//!          y = Add (y_mul, B_folded)
+//! before:  Y = BatchNormalization (X, s, b, mean, var)     # X: float[N,2,4,4]
+//! after:   Y_mul = Mul (X, s_folded)                       # s_folded: float[2,1,1]
+//!          Y = Add (Y_mul, b_folded)
 //! ```
+//! (In the first, `Y` is a graph output, so the Conv result takes its name;
+//! see `tests/passes/fuse-batchnorm/` for every form.)
 //!
 //! # Options
 //! None.
@@ -47,7 +49,8 @@
 //! # Preconditions
 //! Skipped with a remark (never an error): a BatchNormalization whose scale,
 //! B, mean or var is not a float32 constant 1-D tensor of one common length,
-//! in training mode (`training_mode=1`, `is_test=0`), with `spatial=0`, with
+//! whose input is not float32 (or of unknown type from opset 15 on, where
+//! the parameters may differ in type from the input), in training mode (`training_mode=1`, `is_test=0`), with `spatial=0`, with
 //! its running-statistics outputs used, or whose result a subgraph reads by
 //! name. A producer that cannot absorb it (weight not constant, channel count
 //! mismatch, shared result, MatMul output rank not 2) gets the Mul+Add form
@@ -60,7 +63,8 @@
 //! a few ulps (the test suite checks 1e-5 relative).
 //!
 //! # Errors
-//! None: everything it cannot fold is left as it was, with a remark saying why.
+//! Only bad options (it takes none): everything it cannot fold is left as
+//! it was, with a remark saying why.
 
 use ndarray::{ArrayD, IxDyn};
 
@@ -402,6 +406,8 @@ impl Pass for FuseBatchnorm {
     }
 
     fn run(&mut self, m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
+        // From opset 15 the parameters may have another type than the input.
+        let params_typed_apart = m.opset("").unwrap_or(1) >= 15;
         let g = &mut m.graph;
         let mut changed = false;
         for bn in g.ops() {
@@ -500,12 +506,44 @@ impl Pass for FuseBatchnorm {
                     }
                 }
             } else {
+                let prefix = why_not
+                    .as_ref()
+                    .map(|w| format!("{w}; "))
+                    .unwrap_or_default();
+                // A folded producer has a float weight, so (one type T for its
+                // operands and result) a float result; here the input alone says.
+                let elem = match g.elem_type(x) {
+                    0 => g.elem_type(y),
+                    e => e,
+                };
+                match elem {
+                    FLOAT => {}
+                    0 if !params_typed_apart => {}
+                    0 => {
+                        cx.remark(
+                            NAME,
+                            &label,
+                            format!("{prefix}kept: its input's element type is unknown (run shape-inference first)"),
+                        );
+                        continue;
+                    }
+                    other => {
+                        cx.remark(
+                            NAME,
+                            &label,
+                            format!(
+                                "{prefix}kept: its input is {}; only float is folded",
+                                dtype_name(other)
+                            ),
+                        );
+                        continue;
+                    }
+                }
                 let rank = g
                     .value_type(x)
                     .or_else(|| g.value_type(y))
                     .and_then(|t| crate::ir::types::dims(&t))
                     .map(|d| d.len());
-                let prefix = why_not.map(|w| format!("{w}; ")).unwrap_or_default();
                 let rank = match rank {
                     Some(r) if r >= 2 => r,
                     Some(r) => {

@@ -15,11 +15,16 @@
 //!
 //! # Example
 //! ```text
-//! before:  main (float[N,3,8,8] X) => (float[N,4,8,8] Y) <float[4,3,3,3] W> {
+//! before:  g (float[N,1,4,4] X) => (O)
+//!          <float[2,1,3,3] W = {...}>
+//!          {
 //!            C = Conv <pads: ints = [1, 1, 1, 1]> (X, W)
-//!            Y = Relu (C)
+//!            R = Relu (C)
+//!            O = Flatten (R)
 //!          }
-//! after:   main (float[N,3,8,8] X) => (float[N,4,8,8] Y) <float[4,3,3,3] W, float[N,4,8,8] C> { … }
+//! after:   g (float[N,1,4,4] X) => (float[N,32] O)
+//!          <float[2,1,3,3] W = {...}, float[N,2,4,4] C, float[N,2,4,4] R>
+//!          { … unchanged … }
 //! ```
 //!
 //! # Options

@@ -1,0 +1,244 @@
+//! Exact passes run through tract: the transformed model must compute what
+//! the original does. `dce`, `eliminate-identity` and `fold-constants` must
+//! give bit-identical outputs; `fuse-batchnorm` refolds float arithmetic, so
+//! it must agree within 1e-5 of the output's magnitude.
+
+use onnxq::ir::{text, Model};
+use onnxq::passes::{PassContext, PassManager, Pipeline};
+use onnxq::runtime::{RunOptions, Runner};
+use onnxq::tensorio::HostTensor;
+
+/// Deterministic pseudo-random floats in [lo, hi) (64-bit LCG).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, lo: f32, hi: f32) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let u = (self.0 >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * u
+    }
+    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next(lo, hi)).collect()
+    }
+}
+
+/// A float tensor literal for the textual IR.
+fn lit(v: &[f32]) -> String {
+    let items: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
+    format!("{{{}}}", items.join(", "))
+}
+
+/// BatchNormalization parameters for `c` channels, as initializer lines.
+fn bn_params(r: &mut Lcg, c: usize) -> String {
+    format!(
+        "float[{c}] s = {}, float[{c}] b = {}, float[{c}] mean = {}, float[{c}] var = {}",
+        lit(&r.vec(c, 0.5, 2.0)),
+        lit(&r.vec(c, -1.0, 1.0)),
+        lit(&r.vec(c, -0.5, 0.5)),
+        lit(&r.vec(c, 0.1, 3.0)),
+    )
+}
+
+fn parse(src: &str) -> Model {
+    text::parse_model(src).unwrap_or_else(|e| panic!("test model does not parse: {e}\n{src}"))
+}
+
+fn transform(m: &Model, pipeline: &str) -> Model {
+    let mut out = m.clone();
+    let mut pm = PassManager::new(Pipeline::parse(pipeline).expect("pipeline parses"));
+    pm.verify_each = true;
+    pm.run(&mut out, &mut PassContext::new())
+        .expect("pipeline runs");
+    out
+}
+
+fn run(m: &Model, inputs: &[(String, HostTensor)]) -> Vec<(String, HostTensor)> {
+    Runner::new(m, &RunOptions::default())
+        .expect("tract loads the model")
+        .run(inputs)
+        .expect("tract runs the model")
+}
+
+fn input(name: &str, shape: &[usize], r: &mut Lcg) -> (String, HostTensor) {
+    let n = shape.iter().product();
+    let a =
+        ndarray::ArrayD::from_shape_vec(shape.to_vec(), r.vec(n, -2.0, 2.0)).expect("shape fits");
+    (name.to_string(), HostTensor::F32(a))
+}
+
+fn ops(m: &Model) -> Vec<String> {
+    m.graph
+        .ops()
+        .into_iter()
+        .map(|n| m.graph.node(n).op_type().to_string())
+        .collect()
+}
+
+/// Outputs agree within `rel` of each output's largest magnitude.
+fn assert_close(a: &[(String, HostTensor)], b: &[(String, HostTensor)], rel: f32) {
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        assert_eq!(ta.shape(), tb.shape(), "output {na}");
+        let (x, y) = (ta.to_f32(), tb.to_f32());
+        let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let worst = x
+            .iter()
+            .zip(y.iter())
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= rel * scale,
+            "output {na}: max abs diff {worst} over {rel} x {scale}"
+        );
+    }
+}
+
+const HEADER: &str = "<ir_version: 8, opset_import: [\"\" : 17]>";
+
+fn check_bn(src: &str, inputs: &[(String, HostTensor)]) -> Model {
+    let m = parse(src);
+    let after = transform(&m, "fuse-batchnorm,dce");
+    assert!(
+        !ops(&after).iter().any(|o| o == "BatchNormalization"),
+        "BN left: {:?}",
+        ops(&after)
+    );
+    assert_close(&run(&m, inputs), &run(&after, inputs), 1e-5);
+    after
+}
+
+#[test]
+fn conv_bn_8_channels() {
+    let mut r = Lcg(1);
+    let src = format!(
+        "{HEADER}\ng (float[1,3,6,6] X) => (float[1,8,6,6] Y)\n<float[8,3,3,3] W = {}, float[8] cb = {}, {}>\n{{\n  C = Conv <pads: ints = [1, 1, 1, 1]> (X, W, cb)\n  Y = BatchNormalization <epsilon: float = 0.001> (C, s, b, mean, var)\n}}\n",
+        lit(&r.vec(8 * 27, -1.0, 1.0)),
+        lit(&r.vec(8, -0.5, 0.5)),
+        bn_params(&mut r, 8)
+    );
+    let after = check_bn(&src, &[input("X", &[1, 3, 6, 6], &mut r)]);
+    assert_eq!(ops(&after), ["Conv"]);
+}
+
+#[test]
+fn grouped_conv_bn_no_bias() {
+    let mut r = Lcg(2);
+    let src = format!(
+        "{HEADER}\ng (float[2,4,5,5] X) => (float[2,8,3,3] Y)\n<float[8,2,3,3] W = {}, {}>\n{{\n  C = Conv <group: int = 2> (X, W)\n  Y = BatchNormalization (C, s, b, mean, var)\n}}\n",
+        lit(&r.vec(8 * 2 * 9, -1.0, 1.0)),
+        bn_params(&mut r, 8)
+    );
+    let after = check_bn(&src, &[input("X", &[2, 4, 5, 5], &mut r)]);
+    assert_eq!(ops(&after), ["Conv"]);
+}
+
+#[test]
+fn conv_transpose_group_bn() {
+    let mut r = Lcg(3);
+    // Cin 4, group 2, Cout/group 4: Cout 8.
+    let src = format!(
+        "{HEADER}\ng (float[1,4,3,3] X) => (float[1,8,4,4] Y)\n<float[4,4,2,2] W = {}, float[8] cb = {}, {}>\n{{\n  C = ConvTranspose <group: int = 2> (X, W, cb)\n  Y = BatchNormalization (C, s, b, mean, var)\n}}\n",
+        lit(&r.vec(4 * 4 * 4, -1.0, 1.0)),
+        lit(&r.vec(8, -0.5, 0.5)),
+        bn_params(&mut r, 8)
+    );
+    let after = check_bn(&src, &[input("X", &[1, 4, 3, 3], &mut r)]);
+    assert_eq!(ops(&after), ["ConvTranspose"]);
+}
+
+#[test]
+fn gemm_bn_trans_b_alpha_beta() {
+    let mut r = Lcg(4);
+    for (trans_b, bshape) in [(1, "8,5"), (0, "5,8")] {
+        let src = format!(
+            "{HEADER}\ng (float[3,5] X) => (float[3,8] Y)\n<float[{bshape}] B = {}, float[1,8] C = {}, {}>\n{{\n  G = Gemm <alpha: float = 0.75, beta: float = 1.5, transB: int = {trans_b}> (X, B, C)\n  Y = BatchNormalization (G, s, b, mean, var)\n}}\n",
+            lit(&r.vec(40, -1.0, 1.0)),
+            lit(&r.vec(8, -0.5, 0.5)),
+            bn_params(&mut r, 8)
+        );
+        let after = check_bn(&src, &[input("X", &[3, 5], &mut r)]);
+        assert_eq!(ops(&after), ["Gemm"]);
+    }
+}
+
+#[test]
+fn matmul_bn_and_rank3_fallback() {
+    let mut r = Lcg(5);
+    let src = format!(
+        "{HEADER}\ng (float[4,5] X) => (float[4,8] Y)\n<float[5,8] W = {}, {}>\n{{\n  M = MatMul (X, W)\n  Y = BatchNormalization (M, s, b, mean, var)\n}}\n",
+        lit(&r.vec(40, -1.0, 1.0)),
+        bn_params(&mut r, 8)
+    );
+    let after = check_bn(&src, &[input("X", &[4, 5], &mut r)]);
+    assert_eq!(ops(&after), ["MatMul", "Add"]);
+
+    // [B, T, N]: BN's channel axis is T (here 8), not the weight's N.
+    let src = format!(
+        "{HEADER}\ng (float[2,8,5] X) => (float[2,8,3] Y)\n<float[5,3] W = {}, {}>\n{{\n  M = MatMul (X, W)\n  Y = BatchNormalization (M, s, b, mean, var)\n}}\n",
+        lit(&r.vec(15, -1.0, 1.0)),
+        bn_params(&mut r, 8)
+    );
+    let after = check_bn(&src, &[input("X", &[2, 8, 5], &mut r)]);
+    assert_eq!(ops(&after), ["MatMul", "Mul", "Add"]);
+}
+
+#[test]
+fn standalone_bn_to_mul_add() {
+    let mut r = Lcg(6);
+    let src = format!(
+        "{HEADER}\ng (float[N,8,3,3] X) => (float[N,8,3,3] Y)\n<{}>\n{{\n  Y = BatchNormalization <epsilon: float = 0.01> (X, s, b, mean, var)\n}}\n",
+        bn_params(&mut r, 8)
+    );
+    let after = check_bn(&src, &[input("X", &[2, 8, 3, 3], &mut r)]);
+    assert_eq!(ops(&after), ["Mul", "Add"]);
+}
+
+#[test]
+fn fold_constants_is_exact() {
+    let mut r = Lcg(7);
+    let src = format!(
+        "{HEADER}\ng (float[2,3,4] X) => (float[2,5] Y)\n<float[5,12] W = {}, float[5] B = {}, int64[1] i0 = {{0}}, int64[1] m1 = {{-1}}>\n{{\n  k = Constant <value_float: float = 0.3> ()\n  Wt = Transpose <perm: ints = [1, 0]> (W)\n  Ws = Mul (Wt, k)\n  Bs = Div (B, k)\n  Be = Exp (Bs)\n  S = Shape (X)\n  d0 = Gather <axis: int = 0> (S, i0)\n  T = Concat <axis: int = 0> (d0, m1)\n  F = Reshape (X, T)\n  M = MatMul (F, Ws)\n  Y = Add (M, Be)\n}}\n",
+        lit(&r.vec(60, -1.0, 1.0)),
+        lit(&r.vec(5, -1.0, 1.0)),
+    );
+    let m = parse(&src);
+    let after = transform(&m, "fold-constants,dce");
+    assert_eq!(ops(&after), ["Reshape", "MatMul", "Add"]);
+    let inputs = [input("X", &[2, 3, 4], &mut r)];
+    assert_eq!(run(&m, &inputs), run(&after, &inputs));
+}
+
+#[test]
+fn dce_and_eliminate_identity_are_exact() {
+    let mut r = Lcg(8);
+    let src = format!(
+        "{HEADER}\ng (float[2,6] X) => (float[2,6] Y)\n<float[6] K = {}>\n{{\n  A = Identity (X)\n  D = Relu (A)\n  E = Add (A, K)\n  F = Dropout (E)\n  G = Sigmoid (F)\n  Y = Identity (G)\n}}\n",
+        lit(&r.vec(6, -1.0, 1.0)),
+    );
+    let m = parse(&src);
+    let after = transform(&m, "eliminate-identity,dce");
+    assert_eq!(ops(&after), ["Add", "Sigmoid"]);
+    let inputs = [input("X", &[2, 6], &mut r)];
+    assert_eq!(run(&m, &inputs), run(&after, &inputs));
+}
+
+#[test]
+fn shape_inference_keeps_outputs() {
+    let mut r = Lcg(9);
+    let src = format!(
+        "{HEADER}\ng (float[N,2,4,4] X) => (Y)\n<float[3,2,1,1] W = {}>\n{{\n  C = Conv (X, W)\n  P = MaxPool <kernel_shape: ints = [2, 2], strides: ints = [2, 2]> (C)\n  Y = Flatten (P)\n}}\n",
+        lit(&r.vec(6, -1.0, 1.0)),
+    );
+    let m = parse(&src);
+    let after = transform(&m, "shape-inference");
+    let printed = text::print_model(&after);
+    assert!(printed.contains("float[N,12] Y"), "{printed}");
+    assert!(printed.contains("float[N,3,4,4] C"), "{printed}");
+    assert!(printed.contains("float[N,3,2,2] P"), "{printed}");
+    let inputs = [input("X", &[3, 2, 4, 4], &mut r)];
+    assert_eq!(run(&m, &inputs), run(&after, &inputs));
+}
