@@ -240,6 +240,19 @@ pub fn quantize_model(float: &Model, opts: &QuantizeOptions) -> Result<(Model, Q
             cx.input_shapes.entry(name).or_insert_with(|| t.shape().to_vec());
         }
     }
+    // Saved statistics carry the shapes they were computed with; preparing
+    // with the same ones makes `--stats` give what a direct run gives.
+    let stats = match &opts.stats {
+        Some(path) => {
+            let stats = Stats::load(path)?;
+            stats.check_model(float, &path.display().to_string())?;
+            for (name, dims) in &stats.input_shapes {
+                cx.input_shapes.entry(name.clone()).or_insert_with(|| dims.clone());
+            }
+            Some(stats)
+        }
+        None => None,
+    };
     let declared: std::collections::BTreeSet<String> =
         float.graph.value_info_values().into_iter().map(|v| float.graph.name(v).to_string()).collect();
     cx.model_hash = Some(crate::calib::model_hash(float));
@@ -250,10 +263,8 @@ pub fn quantize_model(float: &Model, opts: &QuantizeOptions) -> Result<(Model, Q
     prepare(&mut m, &mut cx)?;
     let t_prep = t0.elapsed().as_secs_f64();
 
-    if let Some(path) = &opts.stats {
-        let stats = Stats::load(path)?;
-        stats.check_model(float, &path.display().to_string())?;
-        cx.stats = Some(stats);
+    if stats.is_some() {
+        cx.stats = stats;
     } else if data.is_none() {
         return Err(QuantizeError::Calib(crate::calib::CalibError::NoData));
     }

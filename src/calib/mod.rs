@@ -36,6 +36,12 @@ pub struct Stats {
     /// Order-independent hash of the calibration data.
     pub data_hash: String,
     pub samples: usize,
+    /// The concrete input shapes the model was prepared and run with. A
+    /// later `quantize --stats` without data prepares the model with them
+    /// again: shape inference (and so the placement and the opset upgrade)
+    /// must see the same ranks, or the output would differ from a direct
+    /// quantize.
+    pub input_shapes: BTreeMap<String, Vec<usize>>,
     /// Per tensor name.
     pub tensors: BTreeMap<String, FloatHist>,
 }
@@ -47,6 +53,9 @@ struct StatsFile {
     model_hash: String,
     data_hash: String,
     samples: usize,
+    // Absent in files written before it was recorded.
+    #[serde(default)]
+    input_shapes: BTreeMap<String, Vec<usize>>,
     histogram: String,
     tensors: BTreeMap<String, SparseHist>,
 }
@@ -82,6 +91,7 @@ impl Stats {
             model_hash: self.model_hash.clone(),
             data_hash: self.data_hash.clone(),
             samples: self.samples,
+            input_shapes: self.input_shapes.clone(),
             histogram: "f32 top-16-bit buckets: bucket b spans the floats whose bit pattern is (b << 16) ..= (b << 16 | 0xffff)".into(),
             tensors: self.tensors.iter().map(|(k, v)| (k.clone(), v.to_sparse())).collect(),
         };
@@ -103,7 +113,7 @@ impl Stats {
             let h = FloatHist::from_sparse(&v).map_err(|what| CalibError::Read { path: label.clone(), what: format!("tensor '{k}': {what}") })?;
             tensors.insert(k, h);
         }
-        Ok(Stats { model_hash: f.model_hash, data_hash: f.data_hash, samples: f.samples, tensors })
+        Ok(Stats { model_hash: f.model_hash, data_hash: f.data_hash, samples: f.samples, input_shapes: f.input_shapes, tensors })
     }
 
     /// Refuses statistics computed for another model (`m` as the user gave
@@ -175,7 +185,13 @@ pub fn calibrate(m: &Model, data: &DataSet, tensors: &[String], opts: &CalibOpti
             }
         }
     }
-    Ok(Stats { model_hash: model_hash(m), data_hash: data.content_hash()?, samples: n, tensors: merged })
+    Ok(Stats {
+        model_hash: model_hash(m),
+        data_hash: data.content_hash()?,
+        samples: n,
+        input_shapes: opts.input_shapes.clone(),
+        tensors: merged,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
