@@ -298,7 +298,11 @@ impl InsertQdq {
             let name = g.name(b.value).to_string();
             let n = q.len() as i64;
             let qv = g.add_initializer(Tensor::from_i32(&format!("{name}_quantized"), &[n], q));
-            let per_channel = scales.len() > 1 || n == 1;
+            // Per-axis scales only where the channels' scales differ (per-channel
+            // weights, which upgrade the model to opset 13): `axis` on
+            // DequantizeLinear exists from opset 13, and a per-tensor model
+            // keeps its opset (10 or 11), where the scale must be a scalar.
+            let per_channel = scales.iter().any(|s| *s != scales[0]);
             let pdims: Vec<i64> = if per_channel { vec![n] } else { vec![] };
             let sv: Vec<f32> = if per_channel { scales.clone() } else { vec![scales[0]] };
             let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &sv, &pdims));
