@@ -6,6 +6,9 @@
 //! ```text
 //! # RUN: fuse-batchnorm,dce
 //! # INPUT-SHAPE: X=1,3,8,8        (optional, repeatable: PassContext::input_shapes)
+//! # CALIB: X=-1,3                 (optional, repeatable: statistics in which
+//! #                                tensor X observed exactly -1 and 3)
+//! # CALIB-RANDOM: 2               (optional: 2 seeded random calibration samples)
 //! # why this case exists …
 //! <ir_version: 8, opset_import: ["" : 17]>
 //! …
@@ -20,6 +23,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use onnxq::calib::data::DataSet;
+use onnxq::calib::hist::FloatHist;
+use onnxq::calib::{CalibOptions, Stats};
 use onnxq::ir::text;
 use onnxq::passes::{Changed, PassContext, PassManager, Pipeline};
 
@@ -55,6 +61,7 @@ fn run_case(path: &Path) -> String {
         Ok(m) => m,
         Err(e) => return format!("parse error: {e}\n"),
     };
+    seed_calibration(&src, &m, &mut cx);
     let before = text::print_model(&m);
     let pipeline = match Pipeline::parse(run[0]) {
         Ok(p) => p,
@@ -86,6 +93,42 @@ fn run_case(path: &Path) -> String {
     out.push_str("---\n");
     out.push_str(&text::diff(&before, &text::print_model(&m)));
     out
+}
+
+/// Calibration headers. `# CALIB: name=min,max` puts into the statistics a
+/// histogram that observed exactly `min` and `max` (so `minmax` ranges are
+/// exactly them), tied to the parsed model's hash; `# CALIB-RANDOM: N` gives
+/// `calibrate` N seeded random samples to run the model on.
+fn seed_calibration(src: &str, m: &onnxq::ir::Model, cx: &mut PassContext) {
+    let mut tensors = BTreeMap::new();
+    for spec in header(src, "# CALIB:") {
+        let (name, range) = spec.split_once('=').expect("CALIB is name=min,max");
+        let (lo, hi) = range.split_once(',').expect("CALIB is name=min,max");
+        let mut h = FloatHist::new();
+        h.observe(&[
+            lo.trim().parse().expect("a float"),
+            hi.trim().parse().expect("a float"),
+        ]);
+        tensors.insert(name.trim().to_string(), h);
+    }
+    if !tensors.is_empty() {
+        cx.stats = Some(Stats {
+            model_hash: onnxq::calib::model_hash(m),
+            data_hash: "# CALIB header".into(),
+            samples: 1,
+            input_shapes: cx.input_shapes.clone(),
+            tensors,
+        });
+    }
+    if let Some(n) = header(src, "# CALIB-RANDOM:").first() {
+        let n = n.parse().expect("CALIB-RANDOM is a sample count");
+        cx.calib_data = Some(DataSet::random(n, 1));
+        cx.calib_options = CalibOptions {
+            threads: 1,
+            progress: false,
+            ..CalibOptions::default()
+        };
+    }
 }
 
 #[test]
