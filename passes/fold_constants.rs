@@ -59,9 +59,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::{Graph, Model, NodeId, NodeKind, Tensor, ValueId};
+use crate::onnx::attribute_proto::AttributeType;
 use crate::onnx::import::node_label;
 use crate::onnx::tensor_proto::DataType;
-use crate::onnx::{dtype_size, TensorProto, ValueInfoProto};
+use crate::onnx::{dtype_name, dtype_size, AttributeProto, TensorProto, ValueInfoProto};
 use crate::runtime::{RunOptions, Runner};
 use crate::tensorio::HostTensor;
 
@@ -233,6 +234,22 @@ fn evaluate(m: &Model, n: NodeId) -> Result<Vec<HostTensor>, String> {
     }
     let mut proto = node.op().expect("invariant: an op").clone();
     proto.name = Some("fold".into());
+    if node.is("ConstantOfShape") && node.attr("value").is_none() {
+        // ONNX's default is a float32 zero; tract 0.23.9 defaults to an f64
+        // one (`rctensor0(0.0)` in its ConstantOfShape loader), which would
+        // fold into an ill-typed double initializer. Spell the default out.
+        proto.attribute.push(AttributeProto {
+            name: Some("value".into()),
+            r#type: Some(AttributeType::Tensor as i32),
+            t: Some(TensorProto {
+                data_type: Some(DataType::Float as i32),
+                dims: vec![1],
+                float_data: vec![0.0],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     let outs: Vec<String> = node
         .outputs()
         .iter()
@@ -392,6 +409,26 @@ impl Pass for FoldConstants {
                         NAME,
                         &label,
                         format!("kept: its results take {b} bytes, over max-bytes={max}"),
+                    );
+                    continue;
+                }
+                // The runtime must agree with the model on every declared
+                // element type; a mismatch is a runtime quirk, not a fold.
+                let outs: Vec<ValueId> = node.outputs().iter().flatten().copied().collect();
+                let clash = outs.iter().zip(&hosts).find(|(&v, h)| {
+                    let want = g.elem_type(v);
+                    want != 0 && want != h.dtype()
+                });
+                if let Some((&v, h)) = clash {
+                    cx.remark(
+                        NAME,
+                        &label,
+                        format!(
+                            "kept: the runtime computed '{}' as {}, the model declares {}",
+                            g.name(v),
+                            h.dtype_name(),
+                            dtype_name(g.elem_type(v))
+                        ),
                     );
                     continue;
                 }

@@ -11,7 +11,9 @@
 //! known dim is never replaced by a symbol or `?`, a declared symbol never
 //! renamed, and a fact that contradicts a declaration (another element
 //! type, rank or dim) leaves the declaration alone with a remark.
-//! Initializers keep their intrinsic types.
+//! Initializers keep their intrinsic types. Results of ops with subgraphs
+//! (If, Loop, Scan), and values computed from them, are left alone: tract's
+//! facts for them are not reliable.
 //!
 //! # Example
 //! ```text
@@ -45,7 +47,7 @@
 //! A context input shape naming no input, or contradicting a fully static
 //! declared shape; a model tract cannot load.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::types::{self, Dim};
@@ -216,19 +218,24 @@ impl Pass for ShapeInference {
             .max()
             .map_or(0, |o| o + 1);
         // Values in topological order of their producers: deterministic.
-        let values: Vec<ValueId> = g
-            .topo_order()
-            .into_iter()
-            .filter(|&n| matches!(g.node(n).kind, NodeKind::Op(_)))
-            .flat_map(|n| {
-                g.node(n)
-                    .outputs()
-                    .iter()
-                    .flatten()
-                    .copied()
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        // Tract's facts for results of ops with subgraphs (If, Loop, Scan)
+        // are not trustworthy (0.23.9 types an If whose condition folds to
+        // true from its else branch, seen on ONNX's affine_grid tests), so
+        // those results and everything computed from them are left alone.
+        let mut tainted: BTreeSet<ValueId> = BTreeSet::new();
+        let mut values: Vec<ValueId> = Vec::new();
+        for n in g.topo_order() {
+            let node = g.node(n);
+            if !matches!(node.kind, NodeKind::Op(_)) {
+                continue;
+            }
+            let outs = node.outputs().iter().flatten().copied();
+            if node.has_subgraphs() || node.inputs().iter().flatten().any(|v| tainted.contains(v)) {
+                tainted.extend(outs);
+            } else {
+                values.extend(outs);
+            }
+        }
         for v in values {
             let name = g.name(v).to_string();
             let Some(fact) = facts.get(&name) else {

@@ -17,7 +17,10 @@ use tract_onnx::tract_hir::infer::{Factoid, GenericFactoid, ShapeFactoid};
 use super::RuntimeError;
 use crate::ir::types::Dim;
 use crate::ir::Model;
+use crate::onnx::attribute_proto::AttributeType;
 use crate::onnx::tensor_proto::DataType;
+use crate::onnx::{AttributeProto, NodeProto, TensorProto};
+use prost::Message;
 
 /// Fixed input shapes: `input name → dims`.
 pub type InputShapes = BTreeMap<String, Vec<usize>>;
@@ -67,6 +70,31 @@ fn dims(s: &ShapeFactoid) -> Option<Vec<Dim>> {
     }
 }
 
+/// Writes out ONNX attribute defaults tract 0.23.9 gets wrong, so that its
+/// facts follow ONNX: `ConstantOfShape` without `value` makes float32 zeros
+/// (tract's loader uses an f64 zero, and every type downstream would follow).
+fn spell_out_defaults(nodes: &mut [NodeProto]) {
+    for n in nodes {
+        let default_domain = matches!(n.domain(), "" | "ai.onnx");
+        if default_domain
+            && n.op_type() == "ConstantOfShape"
+            && !n.attribute.iter().any(|a| a.name() == "value")
+        {
+            n.attribute.push(AttributeProto {
+                name: Some("value".into()),
+                r#type: Some(AttributeType::Tensor as i32),
+                t: Some(TensorProto {
+                    data_type: Some(DataType::Float as i32),
+                    dims: vec![1],
+                    float_data: vec![0.0],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+    }
+}
+
 // ---- infer_facts: added for `shape-inference` (passes/shape_inference.rs) ----
 
 /// Type and shape facts for every value tract can name, by ONNX value name.
@@ -90,7 +118,11 @@ pub fn infer_facts(
         model: model_name.clone(),
         detail: format!("{e:#}"),
     };
-    let bytes = crate::onnx::export::to_bytes(model);
+    let mut proto = crate::onnx::export::to_proto(model);
+    if let Some(g) = proto.graph.as_mut() {
+        spell_out_defaults(&mut g.node);
+    }
+    let bytes = proto.encode_to_vec();
     let mut im = tract_onnx::onnx()
         .with_ignore_value_info(true)
         .model_for_read(&mut bytes.as_slice())
