@@ -283,8 +283,8 @@ impl InsertQdq {
             let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &qw.scales, &pdims));
             let z = g.add_initializer(zp_tensor(&format!("{name}_zero_point"), self.wtype, &zps, &pdims));
             let attrs = axis.map(|a| vec![int_attr("axis", a as i64)]).unwrap_or_default();
-            let anchor = g.producer(v);
-            let (_, o) = g.add_op_after(anchor, node_proto("DequantizeLinear", &format!("{name}_DequantizeLinear"), attrs), &[Some(qv), Some(s), Some(z)], &[&format!("{name}_dequantized")]);
+            let anchor = p.weights.iter().find(|w| w.value == v && w.axis == axis).expect("invariant: weight has a use").node;
+            let (_, o) = g.add_op_before(anchor, node_proto("DequantizeLinear", &format!("{name}_DequantizeLinear"), attrs), &[Some(qv), Some(s), Some(z)], &[&format!("{name}_dequantized")]);
             wout.insert((v, axis), o[0]);
         }
         for w in &p.weights {
@@ -308,8 +308,7 @@ impl InsertQdq {
             let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &sv, &pdims));
             let z = g.add_initializer(Tensor::from_i32(&format!("{name}_zero_point"), &pdims, &vec![0; sv.len()]));
             let attrs = if per_channel { vec![int_attr("axis", 0)] } else { vec![] };
-            let anchor = g.producer(b.value);
-            let (_, o) = g.add_op_after(anchor, node_proto("DequantizeLinear", &format!("{name}_DequantizeLinear"), attrs), &[Some(qv), Some(s), Some(z)], &[&format!("{name}_dequantized")]);
+            let (_, o) = g.add_op_before(b.node, node_proto("DequantizeLinear", &format!("{name}_DequantizeLinear"), attrs), &[Some(qv), Some(s), Some(z)], &[&format!("{name}_dequantized")]);
             g.set_input(b.node, b.slot, Some(o[0]));
         }
         cx.remark(

@@ -297,7 +297,7 @@ pub fn quantize_model(float: &Model, opts: &QuantizeOptions) -> Result<(Model, Q
     let shown = format!("{PREP_PIPELINE},calibrate,{pipeline}");
     let mut pm = PassManager::new(pipeline);
     pm.run(&mut m, &mut cx)?;
-    strip_value_info(&mut m, &declared);
+    restore_interface(&mut m, float, &declared);
     let t_q = t2.elapsed().as_secs_f64();
 
     let report = QuantizeReport {
@@ -345,9 +345,22 @@ pub fn quantize_file(input: &Path, output: &Path, opts: &QuantizeOptions) -> Res
     Ok(report)
 }
 
-/// Drops `value_info` entries other than those the original declared.
-pub fn strip_value_info(m: &mut Model, keep: &std::collections::BTreeSet<String>) {
+/// Drops `value_info` entries other than those the original declared, and
+/// gives graph inputs and outputs back their declared types: shapes were
+/// fixed for calibration, but the quantized model keeps the float model's
+/// interface (dynamic dimensions included).
+pub fn restore_interface(m: &mut Model, float: &Model, keep: &std::collections::BTreeSet<String>) {
     let g = &mut m.graph;
+    for port in g.inputs_mut().iter_mut() {
+        if let Some(orig) = float.graph.inputs().iter().find(|p| p.info.name() == port.info.name()) {
+            port.info = orig.info.clone();
+        }
+    }
+    for port in g.outputs_mut().iter_mut() {
+        if let Some(orig) = float.graph.outputs().iter().find(|p| p.info.name() == port.info.name()) {
+            port.info = orig.info.clone();
+        }
+    }
     let ids: Vec<_> = g.value_ids().collect();
     for v in ids {
         if g.value(v).info.is_some() && !keep.contains(g.name(v)) {

@@ -472,6 +472,16 @@ impl Graph {
         o
     }
 
+    fn order_before(&mut self, anchor: NodeId) -> (u64, u64) {
+        self.next_sub += 1;
+        let (major, sub) = self.node(anchor).order;
+        if sub > 0 {
+            // The anchor was itself inserted; sort just ahead of it.
+            return (major, sub - 1);
+        }
+        (major.saturating_sub(1), u64::MAX - self.next_sub)
+    }
+
     fn order_after(&mut self, anchor: NodeId) -> (u64, u64) {
         self.next_sub += 1;
         (self.node(anchor).order.0, self.next_sub)
@@ -563,6 +573,19 @@ impl Graph {
         output_names: &[&str],
     ) -> (NodeId, Vec<ValueId>) {
         let order = self.order_after(anchor);
+        self.add_op_ordered(proto, inputs, output_names, order)
+    }
+
+    /// Like [`Graph::add_op`], but ordered just before `anchor` when ties
+    /// are broken (for the DequantizeLinear of a weight, next to its reader).
+    pub fn add_op_before(
+        &mut self,
+        anchor: NodeId,
+        proto: NodeProto,
+        inputs: &[Option<ValueId>],
+        output_names: &[&str],
+    ) -> (NodeId, Vec<ValueId>) {
+        let order = self.order_before(anchor);
         self.add_op_ordered(proto, inputs, output_names, order)
     }
 

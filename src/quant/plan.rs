@@ -63,6 +63,11 @@ pub const DATA_MOVEMENT_OPS: &[&str] = &[
     "Tile",
 ];
 
+/// Compute ops: where the multiply-accumulates are, always quantized when
+/// selected. The other ops of [`QUANT_OPS`] are quantized only next to a
+/// quantized compute op (see [`plan`]).
+pub const COMPUTE_OPS: &[&str] = &["Conv", "ConvTranspose", "MatMul", "Gemm"];
+
 /// What the user asked to quantize.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Selection {
@@ -176,6 +181,23 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
     let mut p = Placement::default();
     let allowed = |op: &str| sel.op_types.is_empty() || sel.op_types.iter().any(|t| t == op);
     let mut quantized_nodes: BTreeSet<NodeId> = BTreeSet::new();
+    let excluded = |label: &str, op: &str| -> bool {
+        sel.exclude.iter().any(|pat| glob_match(pat, label) || glob_match(pat, op))
+            || sel.only.as_ref().is_some_and(|only| !only.contains(label))
+    };
+    // Compute ops that will be quantized: the anchors of the integer region.
+    let compute: BTreeSet<NodeId> = g
+        .ops()
+        .into_iter()
+        .filter(|&n| {
+            let node = g.node(n);
+            let op = node.op_type();
+            node.domain().is_empty()
+                && COMPUTE_OPS.contains(&op)
+                && allowed(op)
+                && !excluded(&node_label(node.name(), op), op)
+        })
+        .collect();
 
     for n in g.ops() {
         let node = g.node(n);
@@ -191,6 +213,15 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
         let decide = |q: bool, why: &str| Decision { node: label.clone(), op: op.clone(), quantized: q, reason: why.to_string() };
         if !embedding && !allowed(&op) {
             p.decisions.push(decide(false, "op type not selected (--op-types)"));
+            continue;
+        }
+        // Elementwise ops, activations, pooling, Concat and Resize pay off
+        // only where they extend the integer path of a quantized compute op
+        // (a reader or producer of theirs, through data movement). Elsewhere
+        // — inside normalisations, gates, decomposed softmaxes — a Q/DQ pair
+        // costs accuracy and saves no time.
+        if !embedding && !COMPUTE_OPS.contains(&op.as_str()) && !adjacent_to(g, n, &compute) {
+            p.decisions.push(decide(false, "not next to a quantized Conv/MatMul/Gemm: a Q/DQ pair here would cost accuracy and save no time"));
             continue;
         }
         if let Some(pat) = sel.exclude.iter().find(|pat| glob_match(pat, &label) || glob_match(pat, &op)) {
@@ -245,7 +276,7 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
             if g.constant(v).is_some() {
                 let axis = if per_channel { weight_axis(g, n, slot, v) } else { None };
                 p.weights.push(WeightUse { node: n, slot, value: v, axis });
-            } else {
+            } else if !(slot == 0 && fused_into_activation(g, v)) {
                 p.activations.insert(v);
             }
         }
@@ -261,12 +292,7 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
         }
         // The output, unless fused into a following Relu/Clip or kept float.
         if let Some(out) = node.outputs().first().copied().flatten() {
-            let users = g.user_nodes(out);
-            let fused = matches!(op.as_str(), "Conv" | "ConvTranspose" | "MatMul" | "Gemm" | "Add")
-                && users.len() == 1
-                && (g.node(users[0]).is("Relu") || g.node(users[0]).is("Clip"))
-                && !g.is_graph_output(out);
-            if !fused && !g.is_graph_output(out) && is_float(g, out) {
+            if !fused_into_activation(g, out) && !g.is_graph_output(out) && is_float(g, out) {
                 p.activations.insert(out);
             }
         }
@@ -309,4 +335,66 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
         }
     }
     p
+}
+
+/// Whether `v` is the output of Conv/ConvTranspose/MatMul/Gemm/Add read
+/// only by one Relu or Clip: runtimes fuse the activation into the op, so the
+/// tensor between them gets no Q/DQ pair. Purely structural, so calibration
+/// and rewriting agree whatever is excluded.
+fn fused_into_activation(g: &Graph, v: ValueId) -> bool {
+    let producer = g.producer_node(v);
+    if !matches!(producer.op_type(), "Conv" | "ConvTranspose" | "MatMul" | "Gemm" | "Add") || !producer.domain().is_empty() {
+        return false;
+    }
+    let users = g.users(v);
+    users.len() == 1
+        && !g.is_graph_output(v)
+        && matches!(users[0].1, crate::ir::Slot::Input(0))
+        && (g.node(users[0].0).is("Relu") || g.node(users[0].0).is("Clip"))
+}
+
+/// Whether node `n` reads from or feeds one of the `compute` nodes, looking
+/// through data-movement ops (and through a fused activation).
+fn adjacent_to(g: &Graph, n: NodeId, compute: &BTreeSet<NodeId>) -> bool {
+    let node = g.node(n);
+    let is_move = |m: NodeId| {
+        let x = g.node(m);
+        x.domain().is_empty() && DATA_MOVEMENT_OPS.contains(&x.op_type())
+    };
+    // Backwards: the producer of any float input.
+    for v in node.inputs().iter().flatten() {
+        let mut p = g.producer(*v);
+        for _ in 0..8 {
+            if compute.contains(&p) {
+                return true;
+            }
+            if !is_move(p) {
+                break;
+            }
+            match g.node(p).input(0) {
+                Some(x) => p = g.producer(x),
+                None => break,
+            }
+        }
+    }
+    // Forwards: any reader of the output.
+    let mut frontier: Vec<ValueId> = node.outputs().iter().flatten().copied().collect();
+    for _ in 0..8 {
+        let mut next = Vec::new();
+        for v in frontier {
+            for u in g.user_nodes(v) {
+                if compute.contains(&u) {
+                    return true;
+                }
+                if is_move(u) {
+                    next.extend(g.node(u).outputs().iter().flatten().copied());
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        frontier = next;
+    }
+    false
 }
