@@ -64,7 +64,13 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { per_channel: true, weights: "s8".into(), reduce_range: false, exclude: vec![], op_types: vec![] }
+        Options {
+            per_channel: true,
+            weights: "s8".into(),
+            reduce_range: false,
+            exclude: vec![],
+            op_types: vec![],
+        }
     }
 }
 
@@ -74,6 +80,17 @@ pub struct InsertQdq {
 }
 
 impl InsertQdq {
+    /// The pass with its options, as a pipeline element.
+    pub fn describe(&self) -> String {
+        crate::passes::Pipeline {
+            passes: vec![Box::new(InsertQdq {
+                opts: self.opts.clone(),
+                wtype: self.wtype,
+            })],
+        }
+        .to_string()
+    }
+
     pub fn from_options(o: serde_json::Value) -> Result<Self, PassError> {
         let opts: Options = super::parse_options("insert-qdq", o)?;
         Self::new(opts)
@@ -109,7 +126,12 @@ impl QWeight {
 }
 
 fn node_proto(op: &str, name: &str, attrs: Vec<AttributeProto>) -> NodeProto {
-    NodeProto { op_type: Some(op.into()), name: Some(name.into()), attribute: attrs, ..Default::default() }
+    NodeProto {
+        op_type: Some(op.into()),
+        name: Some(name.into()),
+        attribute: attrs,
+        ..Default::default()
+    }
 }
 
 fn int_attr(name: &str, v: i64) -> AttributeProto {
@@ -123,14 +145,27 @@ fn int_attr(name: &str, v: i64) -> AttributeProto {
 
 fn zp_tensor(name: &str, qt: QType, zps: &[i32], dims: &[i64]) -> Tensor {
     match qt {
-        QType::U8 => Tensor::from_u8(name, dims, &zps.iter().map(|&z| z as u8).collect::<Vec<_>>()),
-        QType::S8 => Tensor::from_i8(name, dims, &zps.iter().map(|&z| z as i8).collect::<Vec<_>>()),
+        QType::U8 => Tensor::from_u8(
+            name,
+            dims,
+            &zps.iter().map(|&z| z as u8).collect::<Vec<_>>(),
+        ),
+        QType::S8 => Tensor::from_i8(
+            name,
+            dims,
+            &zps.iter().map(|&z| z as i8).collect::<Vec<_>>(),
+        ),
     }
 }
 
 fn scale_tensor(name: &str, scales: &[f32], dims: &[i64]) -> Tensor {
     let raw: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
-    Tensor::from_raw(name, crate::onnx::tensor_proto::DataType::Float as i32, dims, raw.into())
+    Tensor::from_raw(
+        name,
+        crate::onnx::tensor_proto::DataType::Float as i32,
+        dims,
+        raw.into(),
+    )
 }
 
 impl Pass for InsertQdq {
@@ -144,18 +179,31 @@ impl Pass for InsertQdq {
 
     fn run(&mut self, m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
         let pass = "insert-qdq";
-        let params = cx.act_params.clone().ok_or_else(|| PassError::Precondition {
-            pass: pass.into(),
-            message: "no quantization parameters: run `calibrate,fold-calibration` before this pass".into(),
-        })?;
-        let sel = Selection { op_types: self.opts.op_types.clone(), exclude: self.opts.exclude.clone(), only: cx.only_nodes.clone() };
+        let params = cx
+            .act_params
+            .clone()
+            .ok_or_else(|| PassError::Precondition {
+                pass: pass.into(),
+                message:
+                    "no quantization parameters: run `calibrate,fold-calibration` before this pass"
+                        .into(),
+            })?;
+        let sel = Selection {
+            op_types: self.opts.op_types.clone(),
+            exclude: self.opts.exclude.clone(),
+            only: cx.only_nodes.clone(),
+        };
         let placement = plan(m, &sel, self.opts.per_channel);
         cx.decisions = placement.decisions.clone();
         if placement.activations.is_empty() && placement.weights.is_empty() {
             return Ok(Changed::No);
         }
         // Q/DQ need opset 10; per-channel (axis) needs 13.
-        let need = if placement.weights.iter().any(|w| w.axis.is_some()) { 13 } else { 10 };
+        let need = if placement.weights.iter().any(|w| w.axis.is_some()) {
+            13
+        } else {
+            10
+        };
         let have = m.opset("").unwrap_or(1);
         if have < need {
             let ops = crate::quant::opset::upgrade(m, 13).map_err(|why| PassError::Precondition {
@@ -165,7 +213,11 @@ impl Pass for InsertQdq {
                     if need == 13 { "per-channel quantization" } else { "QuantizeLinear" }
                 ),
             })?;
-            cx.remark(pass, "<model>", format!("default-domain opset upgraded from {have} to 13 ({ops} nodes rewritten)"));
+            cx.remark(
+                pass,
+                "<model>",
+                format!("default-domain opset upgraded from {have} to 13 ({ops} nodes rewritten)"),
+            );
         }
         self.rewrite(m, cx, &placement, &params)?;
         Ok(Changed::Yes)
@@ -194,7 +246,11 @@ impl InsertQdq {
             act.push((v, ap));
         }
         act.sort_by_key(|(v, _)| *v);
-        let act_scale = |v: ValueId| -> Option<f32> { act.iter().find(|(x, _)| *x == v).map(|(_, a)| a.affine.scale) };
+        let act_scale = |v: ValueId| -> Option<f32> {
+            act.iter()
+                .find(|(x, _)| *x == v)
+                .map(|(_, a)| a.affine.scale)
+        };
 
         // Weights, keyed by (value, axis).
         let mut weights: BTreeMap<(ValueId, Option<usize>), QWeight> = BTreeMap::new();
@@ -202,8 +258,13 @@ impl InsertQdq {
             if weights.contains_key(&(w.value, w.axis)) {
                 continue;
             }
-            let t = g.constant(w.value).expect("invariant: weights are constants");
-            let a = t.to_f32().map_err(|e| PassError::Failed { pass: pass.into(), message: e.to_string() })?;
+            let t = g
+                .constant(w.value)
+                .expect("invariant: weights are constants");
+            let a = t.to_f32().map_err(|e| PassError::Failed {
+                pass: pass.into(),
+                message: e.to_string(),
+            })?;
             let dims: Vec<usize> = a.shape().to_vec();
             let data: Vec<f32> = a.iter().copied().collect();
             let (outer, channels, inner) = crate::quant::split_axis(&dims, w.axis);
@@ -223,19 +284,55 @@ impl InsertQdq {
                 QType::S8 => hi as f32,
                 QType::U8 => (hi - 128) as f32,
             };
-            let scales: Vec<f32> = amax.iter().map(|&a| if a > 0.0 && (a / half).is_normal() { a / half } else { 1.0 }).collect();
+            let scales: Vec<f32> = amax
+                .iter()
+                .map(|&a| {
+                    if a > 0.0 && (a / half).is_normal() {
+                        a / half
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
             let zp = if self.wtype == QType::U8 { 128 } else { 0 };
-            weights.insert((w.value, w.axis), QWeight { axis: w.axis, dims, scales, zp, data });
+            weights.insert(
+                (w.value, w.axis),
+                QWeight {
+                    axis: w.axis,
+                    dims,
+                    scales,
+                    zp,
+                    data,
+                },
+            );
         }
 
         // Biases: int32 with s_in · s_w, widening weight scales on overflow.
         let mut biases: Vec<(usize, Vec<i32>, Vec<f32>)> = Vec::new();
         for (i, b) in p.biases.iter().enumerate() {
-            let Some(s_in) = act_scale(b.input) else { continue };
-            let wuse = p.weights.iter().find(|w| w.node == b.node && w.slot == 1).expect("invariant: biased ops have a weight use");
-            let Some(qw) = weights.get_mut(&(wuse.value, wuse.axis)) else { continue };
-            let t = g.constant(b.value).expect("invariant: biases are constants");
-            let bv: Vec<f32> = t.to_f32().map_err(|e| PassError::Failed { pass: pass.into(), message: e.to_string() })?.iter().copied().collect();
+            let Some(s_in) = act_scale(b.input) else {
+                continue;
+            };
+            let wuse = p
+                .weights
+                .iter()
+                .find(|w| w.node == b.node && w.slot == 1)
+                .expect("invariant: biased ops have a weight use");
+            let Some(qw) = weights.get_mut(&(wuse.value, wuse.axis)) else {
+                continue;
+            };
+            let t = g
+                .constant(b.value)
+                .expect("invariant: biases are constants");
+            let bv: Vec<f32> = t
+                .to_f32()
+                .map_err(|e| PassError::Failed {
+                    pass: pass.into(),
+                    message: e.to_string(),
+                })?
+                .iter()
+                .copied()
+                .collect();
             let channels = qw.scales.len();
             if channels != 1 && channels != bv.len() {
                 continue; // bias does not line up with the weight's channels: keep float
@@ -243,7 +340,11 @@ impl InsertQdq {
             let bq = quantize_bias(&bv, s_in, &qw.scales);
             for (c, s) in &bq.widen {
                 qw.scales[*c] = *s;
-                cx.remark(pass, g.name(b.value), format!("weight scale of channel {c} widened to {s} so the int32 bias fits"));
+                cx.remark(
+                    pass,
+                    g.name(b.value),
+                    format!("weight scale of channel {c} widened to {s} so the int32 bias fits"),
+                );
             }
             biases.push((i, bq.q, bq.scales));
         }
@@ -253,11 +354,34 @@ impl InsertQdq {
         for (v, ap) in &act {
             let name = g.name(*v).to_string();
             let producer = g.producer(*v);
-            let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &[ap.affine.scale], &[]));
-            let z = g.add_initializer(zp_tensor(&format!("{name}_zero_point"), ap.qtype, &[ap.affine.zero_point], &[]));
+            let s = g.add_initializer(scale_tensor(
+                &format!("{name}_scale"),
+                &[ap.affine.scale],
+                &[],
+            ));
+            let z = g.add_initializer(zp_tensor(
+                &format!("{name}_zero_point"),
+                ap.qtype,
+                &[ap.affine.zero_point],
+                &[],
+            ));
             let readers = g.users(*v);
-            let (qn, qo) = g.add_op_after(producer, node_proto("QuantizeLinear", &format!("{name}_QuantizeLinear"), vec![]), &[Some(*v), Some(s), Some(z)], &[&format!("{name}_quantized")]);
-            let (_, dqo) = g.add_op_after(qn, node_proto("DequantizeLinear", &format!("{name}_DequantizeLinear"), vec![]), &[Some(qo[0]), Some(s), Some(z)], &[&format!("{name}_dequantized")]);
+            let (qn, qo) = g.add_op_after(
+                producer,
+                node_proto("QuantizeLinear", &format!("{name}_QuantizeLinear"), vec![]),
+                &[Some(*v), Some(s), Some(z)],
+                &[&format!("{name}_quantized")],
+            );
+            let (_, dqo) = g.add_op_after(
+                qn,
+                node_proto(
+                    "DequantizeLinear",
+                    &format!("{name}_DequantizeLinear"),
+                    vec![],
+                ),
+                &[Some(qo[0]), Some(s), Some(z)],
+                &[&format!("{name}_dequantized")],
+            );
             for (reader, slot) in readers {
                 if let crate::ir::Slot::Input(i) = slot {
                     g.set_input(reader, i as usize, Some(dqo[0]));
@@ -268,23 +392,60 @@ impl InsertQdq {
 
         // Materialize weights.
         let mut wout: BTreeMap<(ValueId, Option<usize>), ValueId> = BTreeMap::new();
-        let (wlo, whi) = weights.values().next().map(|w| w.bounds(self.wtype, self.opts.reduce_range)).unwrap_or((0, 0));
+        let (wlo, whi) = weights
+            .values()
+            .next()
+            .map(|w| w.bounds(self.wtype, self.opts.reduce_range))
+            .unwrap_or((0, 0));
         for (&(v, axis), qw) in &weights {
             let name = g.name(v).to_string();
             let dims_i: Vec<i64> = qw.dims.iter().map(|&d| d as i64).collect();
             let zps: Vec<i32> = vec![qw.zp; qw.scales.len()];
             let q = requantize_with_zp(&qw.data, &qw.dims, qw.axis, &qw.scales, qw.zp, wlo, whi);
             let qt = match self.wtype {
-                QType::S8 => Tensor::from_i8(&format!("{name}_quantized"), &dims_i, &q.iter().map(|&x| x as i8).collect::<Vec<_>>()),
-                QType::U8 => Tensor::from_u8(&format!("{name}_quantized"), &dims_i, &q.iter().map(|&x| x as u8).collect::<Vec<_>>()),
+                QType::S8 => Tensor::from_i8(
+                    &format!("{name}_quantized"),
+                    &dims_i,
+                    &q.iter().map(|&x| x as i8).collect::<Vec<_>>(),
+                ),
+                QType::U8 => Tensor::from_u8(
+                    &format!("{name}_quantized"),
+                    &dims_i,
+                    &q.iter().map(|&x| x as u8).collect::<Vec<_>>(),
+                ),
             };
-            let pdims: Vec<i64> = if axis.is_some() { vec![qw.scales.len() as i64] } else { vec![] };
+            let pdims: Vec<i64> = if axis.is_some() {
+                vec![qw.scales.len() as i64]
+            } else {
+                vec![]
+            };
             let qv = g.add_initializer(qt);
             let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &qw.scales, &pdims));
-            let z = g.add_initializer(zp_tensor(&format!("{name}_zero_point"), self.wtype, &zps, &pdims));
-            let attrs = axis.map(|a| vec![int_attr("axis", a as i64)]).unwrap_or_default();
-            let anchor = p.weights.iter().find(|w| w.value == v && w.axis == axis).expect("invariant: weight has a use").node;
-            let (_, o) = g.add_op_before(anchor, node_proto("DequantizeLinear", &format!("{name}_DequantizeLinear"), attrs), &[Some(qv), Some(s), Some(z)], &[&format!("{name}_dequantized")]);
+            let z = g.add_initializer(zp_tensor(
+                &format!("{name}_zero_point"),
+                self.wtype,
+                &zps,
+                &pdims,
+            ));
+            let attrs = axis
+                .map(|a| vec![int_attr("axis", a as i64)])
+                .unwrap_or_default();
+            let anchor = p
+                .weights
+                .iter()
+                .find(|w| w.value == v && w.axis == axis)
+                .expect("invariant: weight has a use")
+                .node;
+            let (_, o) = g.add_op_before(
+                anchor,
+                node_proto(
+                    "DequantizeLinear",
+                    &format!("{name}_DequantizeLinear"),
+                    attrs,
+                ),
+                &[Some(qv), Some(s), Some(z)],
+                &[&format!("{name}_dequantized")],
+            );
             wout.insert((v, axis), o[0]);
         }
         for w in &p.weights {
@@ -304,11 +465,32 @@ impl InsertQdq {
             // keeps its opset (10 or 11), where the scale must be a scalar.
             let per_channel = scales.iter().any(|s| *s != scales[0]);
             let pdims: Vec<i64> = if per_channel { vec![n] } else { vec![] };
-            let sv: Vec<f32> = if per_channel { scales.clone() } else { vec![scales[0]] };
+            let sv: Vec<f32> = if per_channel {
+                scales.clone()
+            } else {
+                vec![scales[0]]
+            };
             let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &sv, &pdims));
-            let z = g.add_initializer(Tensor::from_i32(&format!("{name}_zero_point"), &pdims, &vec![0; sv.len()]));
-            let attrs = if per_channel { vec![int_attr("axis", 0)] } else { vec![] };
-            let (_, o) = g.add_op_before(b.node, node_proto("DequantizeLinear", &format!("{name}_DequantizeLinear"), attrs), &[Some(qv), Some(s), Some(z)], &[&format!("{name}_dequantized")]);
+            let z = g.add_initializer(Tensor::from_i32(
+                &format!("{name}_zero_point"),
+                &pdims,
+                &vec![0; sv.len()],
+            ));
+            let attrs = if per_channel {
+                vec![int_attr("axis", 0)]
+            } else {
+                vec![]
+            };
+            let (_, o) = g.add_op_before(
+                b.node,
+                node_proto(
+                    "DequantizeLinear",
+                    &format!("{name}_DequantizeLinear"),
+                    attrs,
+                ),
+                &[Some(qv), Some(s), Some(z)],
+                &[&format!("{name}_dequantized")],
+            );
             g.set_input(b.node, b.slot, Some(o[0]));
         }
         cx.remark(
@@ -328,15 +510,29 @@ impl InsertQdq {
 }
 
 /// Rounds weights to integers with per-channel scales and a common zero point.
-fn requantize_with_zp(w: &[f32], dims: &[usize], axis: Option<usize>, scales: &[f32], zp: i32, lo: i32, hi: i32) -> Vec<i32> {
+fn requantize_with_zp(
+    w: &[f32],
+    dims: &[usize],
+    axis: Option<usize>,
+    scales: &[f32],
+    zp: i32,
+    lo: i32,
+    hi: i32,
+) -> Vec<i32> {
     if zp == 0 {
-        return requantize(w, dims, axis, scales, lo, hi).into_iter().map(|x| x as i32).collect();
+        return requantize(w, dims, axis, scales, lo, hi)
+            .into_iter()
+            .map(|x| x as i32)
+            .collect();
     }
     let (outer, channels, inner) = crate::quant::split_axis(dims, axis);
     let mut q = vec![0i32; w.len()];
     for o in 0..outer {
         for c in 0..channels {
-            let a = crate::quant::Affine { scale: scales[c], zero_point: zp };
+            let a = crate::quant::Affine {
+                scale: scales[c],
+                zero_point: zp,
+            };
             let base = (o * channels + c) * inner;
             for i in base..base + inner {
                 q[i] = crate::quant::quantize(w[i], a, lo, hi);

@@ -21,17 +21,27 @@ pub struct Failure {
 
 impl Failure {
     pub fn bad_input(m: impl std::fmt::Display) -> Self {
-        Failure { code: 2, message: m.to_string() }
+        Failure {
+            code: 2,
+            message: m.to_string(),
+        }
     }
     pub fn check(m: impl std::fmt::Display) -> Self {
-        Failure { code: 1, message: m.to_string() }
+        Failure {
+            code: 1,
+            message: m.to_string(),
+        }
     }
 }
 
 pub type CliResult = Result<(), Failure>;
 
 #[derive(Parser, Debug)]
-#[command(name = "onnxq", version, about = "Compile ONNX models into quantized ONNX models")]
+#[command(
+    name = "onnxq",
+    version,
+    about = "Compile ONNX models into quantized ONNX models"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -53,6 +63,8 @@ pub enum Command {
     Calibrate(CalibrateArgs),
     /// Compare a quantized model with the original on data; exit 1 below thresholds.
     Validate(ValidateArgs),
+    /// Time every node (tract, median of N runs) and list the hotspots with MACs.
+    Profile(ProfileArgs),
 }
 
 /// Where calibration data comes from.
@@ -125,6 +137,13 @@ pub struct QuantizeArgs {
     /// Write the full report as JSON.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
+    /// Automatic fallback: keep the most sensitive nodes in float until the
+    /// worst output SQNR on the validation data reaches DB.
+    #[arg(long, value_name = "DB")]
+    pub target_sqnr: Option<f64>,
+    /// Automatic fallback on mean cosine similarity (e.g. 0.995).
+    #[arg(long, value_name = "C")]
+    pub target_cosine: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -158,6 +177,16 @@ pub struct ValidateArgs {
     /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also report per-tensor SQNR and each quantized node's isolated
+    /// sensitivity (output SQNR with only that node quantized), ranked.
+    #[arg(long)]
+    pub per_layer: bool,
+    /// With --per-layer: how many rows of each ranking to print.
+    #[arg(long, default_value_t = 15)]
+    pub top: usize,
+    /// No progress bars.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -241,33 +270,50 @@ pub fn check_output(input: &Path, w: &WriteArgs) -> CliResult {
         _ => false,
     };
     if same && !w.in_place {
-        return Err(Failure::bad_input(export::ExportError::WouldOverwrite { path: w.output.display().to_string() }));
+        return Err(Failure::bad_input(export::ExportError::WouldOverwrite {
+            path: w.output.display().to_string(),
+        }));
     }
     Ok(())
 }
 
 pub fn save(model: &Model, w: &WriteArgs) -> Result<export::WriteSummary, Failure> {
-    let opts = ExportOptions { external_min_bytes: w.external_data };
+    let opts = ExportOptions {
+        external_min_bytes: w.external_data,
+    };
     export::write_model(model, &w.output, &opts).map_err(Failure::bad_input)
 }
 
 pub fn parse_input_shapes(list: &[String]) -> Result<passes::context::InputShapes, Failure> {
     let mut out = BTreeMap::new();
     for s in list {
-        let (name, dims) = s
-            .split_once('=')
-            .ok_or_else(|| Failure::bad_input(format!("--input-shape '{s}': expected NAME=D0,D1,...")))?;
-        let dims: Result<Vec<usize>, _> = dims.split(',').map(|d| d.trim().parse::<usize>()).collect();
-        let dims = dims.map_err(|_| Failure::bad_input(format!("--input-shape '{s}': dimensions must be non-negative integers")))?;
+        let (name, dims) = s.split_once('=').ok_or_else(|| {
+            Failure::bad_input(format!("--input-shape '{s}': expected NAME=D0,D1,..."))
+        })?;
+        let dims: Result<Vec<usize>, _> =
+            dims.split(',').map(|d| d.trim().parse::<usize>()).collect();
+        let dims = dims.map_err(|_| {
+            Failure::bad_input(format!(
+                "--input-shape '{s}': dimensions must be non-negative integers"
+            ))
+        })?;
         out.insert(name.to_string(), dims);
     }
     Ok(out)
 }
 
 pub fn cmd_passes() -> CliResult {
-    let w = passes::registry().iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let w = passes::registry()
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(0);
     for p in passes::registry() {
-        let tag = if p.changes_numerics { " [changes numerics]" } else { "" };
+        let tag = if p.changes_numerics {
+            " [changes numerics]"
+        } else {
+            ""
+        };
         println!("{:<w$}  {}{}", p.name, p.summary, tag);
     }
     Ok(())
@@ -302,7 +348,12 @@ pub fn cmd_opt(a: &OptArgs) -> CliResult {
         pm.pipeline
     );
     if let Some((p, n)) = s.external {
-        eprintln!("  external data: {} ({} tensors, {} bytes)", p.display(), s.external_tensors, n);
+        eprintln!(
+            "  external data: {} ({} tensors, {} bytes)",
+            p.display(),
+            s.external_tensors,
+            n
+        );
     }
     Ok(())
 }
@@ -363,7 +414,9 @@ pub fn inspect(path: &Path, m: &Model) -> Inspection {
         let ty = p.info.r#type.as_ref();
         PortInfo {
             name: p.info.name().to_string(),
-            dtype: ty.map(|t| dtype_name(types::elem_type(t)).to_string()).unwrap_or_else(|| "?".into()),
+            dtype: ty
+                .map(|t| dtype_name(types::elem_type(t)).to_string())
+                .unwrap_or_else(|| "?".into()),
             shape: ty.and_then(types::dims).map(|ds| {
                 ds.into_iter()
                     .map(|d| match d {
@@ -383,9 +436,20 @@ pub fn inspect(path: &Path, m: &Model) -> Inspection {
             .meta
             .opset_import
             .iter()
-            .map(|o| (if o.domain().is_empty() { "ai.onnx".to_string() } else { o.domain().to_string() }, o.version()))
+            .map(|o| {
+                (
+                    if o.domain().is_empty() {
+                        "ai.onnx".to_string()
+                    } else {
+                        o.domain().to_string()
+                    },
+                    o.version(),
+                )
+            })
             .collect(),
-        producer: format!("{} {}", m.meta.producer_name(), m.meta.producer_version()).trim().to_string(),
+        producer: format!("{} {}", m.meta.producer_name(), m.meta.producer_version())
+            .trim()
+            .to_string(),
         graph_name: g.shell.name().to_string(),
         nodes: g.ops().len(),
         op_histogram: hist,
@@ -393,38 +457,85 @@ pub fn inspect(path: &Path, m: &Model) -> Inspection {
         parameter_bytes_by_dtype: bytes,
         parameter_count_by_dtype: counts,
         external_tensors: external,
-        inputs: g.inputs().iter().filter(|p| g.producer_node(p.value).initializer().is_none()).map(port).collect(),
+        inputs: g
+            .inputs()
+            .iter()
+            .filter(|p| g.producer_node(p.value).initializer().is_none())
+            .map(port)
+            .collect(),
         outputs: g.outputs().iter().map(port).collect(),
-        metadata: m.meta.metadata_props.iter().map(|e| (e.key().to_string(), e.value().to_string())).collect(),
+        metadata: m
+            .meta
+            .metadata_props
+            .iter()
+            .map(|e| (e.key().to_string(), e.value().to_string()))
+            .collect(),
     }
 }
 
 pub fn cmd_inspect(a: &InspectArgs) -> CliResult {
     let m = load(&a.model)?;
     if a.ir {
-        let opts = crate::ir::text::PrintOptions { elide_above: a.elide_above };
+        let opts = crate::ir::text::PrintOptions {
+            elide_above: a.elide_above,
+        };
         print!("{}", crate::ir::text::print_model_with(&m, &opts));
         return Ok(());
     }
     let r = inspect(&a.model, &m);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r).expect("invariant: serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).expect("invariant: serializable")
+        );
         return Ok(());
     }
     println!("{}  ({} bytes)", r.file, r.file_bytes);
-    println!("  ir_version {}   opsets {}", r.ir_version, r.opsets.iter().map(|(d, v)| format!("{d} {v}")).collect::<Vec<_>>().join(", "));
+    println!(
+        "  ir_version {}   opsets {}",
+        r.ir_version,
+        r.opsets
+            .iter()
+            .map(|(d, v)| format!("{d} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if !r.producer.is_empty() {
         println!("  producer   {}", r.producer);
     }
     println!("  nodes      {}", r.nodes);
     let mut hist: Vec<(&String, &usize)> = r.op_histogram.iter().collect();
     hist.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    println!("  ops        {}", hist.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
-    println!("  parameters {} ({})", r.parameters, r.parameter_bytes_by_dtype.iter().map(|(d, b)| format!("{d}: {} in {b} bytes", r.parameter_count_by_dtype[d])).collect::<Vec<_>>().join(", "));
+    println!(
+        "  ops        {}",
+        hist.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  parameters {} ({})",
+        r.parameters,
+        r.parameter_bytes_by_dtype
+            .iter()
+            .map(|(d, b)| format!("{d}: {} in {b} bytes", r.parameter_count_by_dtype[d]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if r.external_tensors > 0 {
         println!("  external   {} tensors", r.external_tensors);
     }
-    let show = |p: &PortInfo| format!("{} {}[{}]", p.name, p.dtype, p.shape.as_ref().map(|s| s.join(",")).unwrap_or_else(|| "?".into()));
+    let show = |p: &PortInfo| {
+        format!(
+            "{} {}[{}]",
+            p.name,
+            p.dtype,
+            p.shape
+                .as_ref()
+                .map(|s| s.join(","))
+                .unwrap_or_else(|| "?".into())
+        )
+    };
     for p in &r.inputs {
         println!("  input      {}", show(p));
     }
@@ -443,15 +554,26 @@ pub fn cmd_run(a: &RunArgs) -> CliResult {
     for arg in &a.inputs {
         inputs.extend(crate::tensorio::read_inputs_arg(arg).map_err(Failure::bad_input)?);
     }
-    let shapes: Vec<(String, Vec<usize>, i32)> = inputs.iter().map(|(n, t)| (n.clone(), t.shape().to_vec(), t.dtype())).collect();
-    let ro = crate::runtime::RunOptions { input_shapes: shapes, ..Default::default() };
+    let shapes: Vec<(String, Vec<usize>, i32)> = inputs
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec(), t.dtype()))
+        .collect();
+    let ro = crate::runtime::RunOptions {
+        input_shapes: shapes,
+        ..Default::default()
+    };
     let runner = crate::runtime::Runner::new(&model, &ro).map_err(Failure::bad_input)?;
     let outs = runner.run(&inputs).map_err(Failure::bad_input)?;
     match &a.output {
         Some(p) => {
             let bytes = crate::tensorio::npz_to_bytes(&outs);
-            export::write_atomic(p, &bytes).map_err(|e| Failure::bad_input(format!("{}: cannot write ({e})", p.display())))?;
-            eprintln!("onnxq run: {} output(s) written to {}", outs.len(), p.display());
+            export::write_atomic(p, &bytes)
+                .map_err(|e| Failure::bad_input(format!("{}: cannot write ({e})", p.display())))?;
+            eprintln!(
+                "onnxq run: {} output(s) written to {}",
+                outs.len(),
+                p.display()
+            );
         }
         None => {
             for (n, t) in &outs {
@@ -481,8 +603,15 @@ pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
     o.stats = a.stats.clone();
     o.save_stats = a.save_stats.clone();
     o.method = Method::parse(&a.method).map_err(Failure::bad_input)?;
-    o.activations = QType::parse(&a.activations).ok_or_else(|| Failure::bad_input(format!("--activations '{}': expected u8 or s8", a.activations)))?;
-    o.weights = QType::parse(&a.weights).ok_or_else(|| Failure::bad_input(format!("--weights '{}': expected s8 or u8", a.weights)))?;
+    o.activations = QType::parse(&a.activations).ok_or_else(|| {
+        Failure::bad_input(format!(
+            "--activations '{}': expected u8 or s8",
+            a.activations
+        ))
+    })?;
+    o.weights = QType::parse(&a.weights).ok_or_else(|| {
+        Failure::bad_input(format!("--weights '{}': expected s8 or u8", a.weights))
+    })?;
     o.per_channel = !a.per_tensor;
     o.reduce_range = a.reduce_range;
     o.exclude = a.exclude.clone();
@@ -490,11 +619,19 @@ pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
     o.val = a.val.clone();
     o.val_samples = a.val_samples;
     o.external_data = a.write.external_data;
-    let report = crate::quantize::quantize_file(&a.model, &a.write.output, &o).map_err(Failure::bad_input)?;
+    if a.target_sqnr.is_some() || a.target_cosine.is_some() {
+        o.target = Some(crate::quantize::Target {
+            min_sqnr_db: a.target_sqnr,
+            min_cosine: a.target_cosine,
+        });
+    }
+    let report = crate::quantize::quantize_file(&a.model, &a.write.output, &o)
+        .map_err(Failure::bad_input)?;
     eprint!("{}", report.summary());
     if let Some(p) = &a.report {
         let json = serde_json::to_vec_pretty(&report).expect("invariant: report serializes");
-        export::write_atomic(p, &json).map_err(|e| Failure::bad_input(format!("{}: cannot write ({e})", p.display())))?;
+        export::write_atomic(p, &json)
+            .map_err(|e| Failure::bad_input(format!("{}: cannot write ({e})", p.display())))?;
     }
     Ok(())
 }
@@ -504,19 +641,37 @@ pub fn cmd_calibrate(a: &CalibrateArgs) -> CliResult {
     let mut m = load(&a.model)?;
     let mut cx = PassContext::new();
     cx.input_shapes = o.input_shapes.clone();
-    cx.calib_options = crate::calib::CalibOptions { input_shapes: o.input_shapes.clone(), progress: o.progress, threads: o.threads.unwrap_or_else(|| crate::calib::CalibOptions::default().threads) };
-    cx.calib_data = Some(crate::quantize::calib_data(&o).map_err(Failure::bad_input)?.ok_or_else(|| Failure::bad_input(crate::calib::CalibError::NoData))?);
+    cx.calib_options = crate::calib::CalibOptions {
+        input_shapes: o.input_shapes.clone(),
+        progress: o.progress,
+        threads: o
+            .threads
+            .unwrap_or_else(|| crate::calib::CalibOptions::default().threads),
+    };
+    cx.calib_data = Some(
+        crate::quantize::calib_data(&o)
+            .map_err(Failure::bad_input)?
+            .ok_or_else(|| Failure::bad_input(crate::calib::CalibError::NoData))?,
+    );
     let t = std::time::Instant::now();
     cx.model_hash = Some(crate::calib::model_hash(&m));
     if let Some(d) = &cx.calib_data {
         let specs = crate::calib::data::input_specs(&m);
-        for (name, t) in d.load(0, &specs, &o.input_shapes).map_err(Failure::bad_input)? {
-            cx.input_shapes.entry(name).or_insert_with(|| t.shape().to_vec());
+        for (name, t) in d
+            .load(0, &specs, &o.input_shapes)
+            .map_err(Failure::bad_input)?
+        {
+            cx.input_shapes
+                .entry(name)
+                .or_insert_with(|| t.shape().to_vec());
         }
     }
     crate::quantize::prepare(&mut m, &mut cx).map_err(Failure::bad_input)?;
     crate::quantize::run_pipeline(&mut m, &mut cx, "calibrate").map_err(Failure::bad_input)?;
-    let stats = cx.stats.as_ref().expect("invariant: calibrate sets statistics");
+    let stats = cx
+        .stats
+        .as_ref()
+        .expect("invariant: calibrate sets statistics");
     stats.save(&a.output).map_err(Failure::bad_input)?;
     eprintln!(
         "onnxq calibrate: {} tensors over {} samples in {:.2}s -> {} (model {}, data {})",
@@ -535,10 +690,38 @@ pub fn cmd_validate(a: &ValidateArgs) -> CliResult {
     let quant = load(&a.quantized)?;
     let data = crate::calib::data::DataSet::open(&a.data, a.limit).map_err(Failure::bad_input)?;
     let v = crate::validate::validate(&orig, &quant, &data).map_err(Failure::bad_input)?;
+    let layers = if a.per_layer {
+        // Isolated variants are built on the float model as onnxq prepares
+        // it for quantization (Constants folded, BatchNorm fused), which is
+        // what the quantized model's nodes correspond to.
+        let mut prepared = orig.clone();
+        let mut cx = PassContext::new();
+        let specs = crate::calib::data::input_specs(&orig);
+        for (name, t) in data
+            .load(0, &specs, &BTreeMap::new())
+            .map_err(Failure::bad_input)?
+        {
+            cx.input_shapes.insert(name, t.shape().to_vec());
+        }
+        crate::quantize::prepare(&mut prepared, &mut cx).map_err(Failure::bad_input)?;
+        Some(
+            crate::sensitivity::per_layer(&prepared, &quant, &data, !a.quiet)
+                .map_err(Failure::bad_input)?,
+        )
+    } else {
+        None
+    };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&v).expect("invariant: serializable"));
+        let j = serde_json::json!({ "validation": v, "per_layer": layers });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&j).expect("invariant: serializable")
+        );
     } else {
         print!("{}", v.table());
+        if let Some(l) = &layers {
+            print!("{}", l.table(a.top));
+        }
     }
     let mut failed = Vec::new();
     if let (Some(min), Some(got)) = (a.min_sqnr, v.min_sqnr()) {
@@ -556,3 +739,92 @@ pub fn cmd_validate(a: &ValidateArgs) -> CliResult {
     }
     Ok(())
 }
+
+// ---- `onnxq profile` ----
+
+#[derive(Args, Debug)]
+pub struct ProfileArgs {
+    pub model: PathBuf,
+    /// Run on the first sample of this directory (same layouts as --calib);
+    /// without it, on seeded random inputs.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Timed runs after one warm-up; times are medians.
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Fix an input's shape: NAME=D0,D1,... (symbolic dims default to 1
+    /// with random inputs).
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    pub input_shapes: Vec<String>,
+}
+
+/// `onnxq profile`: `shape-inference` at the sample's shapes, then
+/// `profile-hotspots`, printed as a table or JSON.
+pub fn cmd_profile(a: &ProfileArgs) -> CliResult {
+    use crate::calib::data::DataSet;
+    use crate::passes::profile_hotspots::RANDOM_SEED;
+    if a.runs == 0 {
+        return Err(Failure::bad_input("--runs must be at least 1"));
+    }
+    let mut m = load(&a.model)?;
+    let mut cx = PassContext::new();
+    cx.input_shapes = parse_input_shapes(&a.input_shapes)?;
+    let data = match &a.data {
+        Some(dir) => DataSet::open(dir, Some(1)).map_err(Failure::bad_input)?,
+        None => DataSet::random(1, RANDOM_SEED),
+    };
+    // Fixed shapes from the sample, so shape inference sees every dim.
+    let specs = crate::calib::data::input_specs(&m);
+    for (name, t) in data
+        .load(0, &specs, &cx.input_shapes)
+        .map_err(Failure::bad_input)?
+    {
+        cx.input_shapes
+            .entry(name)
+            .or_insert_with(|| t.shape().to_vec());
+    }
+    let source = data.root.clone();
+    cx.calib_data = Some(data);
+    let pipeline = Pipeline::parse(&format!(
+        "shape-inference,profile-hotspots{{runs={}}}",
+        a.runs
+    ))
+    .map_err(Failure::bad_input)?;
+    PassManager::new(pipeline)
+        .run(&mut m, &mut cx)
+        .map_err(Failure::bad_input)?;
+    for r in &cx.remarks {
+        eprintln!("remark: {}: {}: {}", r.pass, r.node, r.message);
+    }
+    let p = cx
+        .profile
+        .as_ref()
+        .expect("invariant: profile-hotspots sets the profile");
+    if a.json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            model: String,
+            data: String,
+            #[serde(flatten)]
+            profile: &'a crate::report::Profile,
+        }
+        let out = Out {
+            model: a.model.display().to_string(),
+            data: source,
+            profile: p,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("invariant: serializable")
+        );
+    } else {
+        println!("{}  (data: {source})", a.model.display());
+        print!("{}", p.table());
+    }
+    Ok(())
+}
+
+// ---- end `onnxq profile` ----

@@ -35,7 +35,9 @@ pub mod ir;
 pub mod onnx;
 pub mod quant;
 pub mod quantize;
+pub mod report;
 pub mod runtime;
+pub mod sensitivity;
 pub mod tensorio;
 pub mod validate;
 

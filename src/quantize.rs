@@ -39,13 +39,14 @@ use crate::quant::params::ActConfig;
 use crate::quant::plan::Decision;
 use crate::quant::range::Method;
 use crate::quant::QType;
-use crate::validate::{validate, Validation};
+use crate::validate::{validate, Reference, Validation};
 
 /// The passes that prepare a float model for quantization.
 ///
 /// `fold-constants` runs first so that `Constant` nodes become initializers
 /// that `fuse-batchnorm` can fold; shape-inference last, on the final graph.
-pub const PREP_PIPELINE: &str = "eliminate-identity,fold-constants,fuse-batchnorm,dce,shape-inference";
+pub const PREP_PIPELINE: &str =
+    "eliminate-identity,fold-constants,fuse-batchnorm,dce,shape-inference";
 
 /// Everything `quantize` can be told.
 #[derive(Clone, Debug)]
@@ -75,6 +76,9 @@ pub struct QuantizeOptions {
     pub external_data: Option<usize>,
     pub progress: bool,
     pub threads: Option<usize>,
+    /// Automatic fallback: keep the most sensitive nodes in float until the
+    /// validation data meets this.
+    pub target: Option<Target>,
 }
 
 impl Default for QuantizeOptions {
@@ -99,6 +103,7 @@ impl Default for QuantizeOptions {
             external_data: None,
             progress: true,
             threads: None,
+            target: None,
         }
     }
 }
@@ -141,6 +146,7 @@ pub struct QuantizeReport {
     pub nodes: Vec<Decision>,
     pub remarks: Vec<Remark>,
     pub validation: Option<Validation>,
+    pub fallback: Option<Fallback>,
     pub seconds: Timings,
     pub warnings: Vec<String>,
 }
@@ -151,6 +157,7 @@ pub struct Timings {
     pub calibrate: f64,
     pub quantize: f64,
     pub validate: f64,
+    pub fallback: f64,
     pub total: f64,
 }
 
@@ -177,7 +184,38 @@ impl QuantizeReport {
                 s.push_str(&format!("    {} ({}): {}\n", d.node, d.op, d.reason));
             }
             if skipped.len() > 20 {
-                s.push_str(&format!("    ... and {} more (see --report)\n", skipped.len() - 20));
+                s.push_str(&format!(
+                    "    ... and {} more (see --report)\n",
+                    skipped.len() - 20
+                ));
+            }
+        }
+        if let Some(fb) = &self.fallback {
+            let t = &fb.target;
+            let goal = [
+                t.min_sqnr_db.map(|x| format!("SQNR >= {x} dB")),
+                t.min_cosine.map(|x| format!("cosine >= {x}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" and ");
+            if fb.excluded.is_empty() && fb.reached {
+                s.push_str(&format!(
+                    "  fallback: {goal} met with everything quantized\n"
+                ));
+            } else if fb.reached {
+                s.push_str(&format!(
+                    "  fallback: {goal} met by keeping {} node(s) in float; pin with:\n    {}\n",
+                    fb.excluded.len(),
+                    fb.excluded
+                        .iter()
+                        .map(|e| format!("--exclude '{e}'"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ));
+            } else {
+                s.push_str(&format!("  fallback: {goal} NOT reached even with every node in float (best kept: {} excluded)\n", fb.excluded.len()));
             }
         }
         for w in &self.warnings {
@@ -187,15 +225,19 @@ impl QuantizeReport {
             s.push_str(&v.table());
         }
         s.push_str(&format!(
-            "  time: prepare {:.2}s, calibrate {:.2}s, quantize {:.2}s, validate {:.2}s, total {:.2}s\n",
-            self.seconds.prepare, self.seconds.calibrate, self.seconds.quantize, self.seconds.validate, self.seconds.total
+            "  time: prepare {:.2}s, calibrate {:.2}s, quantize {:.2}s, fallback {:.2}s, validate {:.2}s, total {:.2}s\n",
+            self.seconds.prepare, self.seconds.calibrate, self.seconds.quantize, self.seconds.fallback, self.seconds.validate, self.seconds.total
         ));
         s
     }
 }
 
 /// Runs a pipeline string over a model with a context.
-pub fn run_pipeline(m: &mut Model, cx: &mut PassContext, pipeline: &str) -> Result<(), QuantizeError> {
+pub fn run_pipeline(
+    m: &mut Model,
+    cx: &mut PassContext,
+    pipeline: &str,
+) -> Result<(), QuantizeError> {
     let mut pm = PassManager::new(Pipeline::parse(pipeline)?);
     pm.run(m, cx)?;
     Ok(())
@@ -204,7 +246,11 @@ pub fn run_pipeline(m: &mut Model, cx: &mut PassContext, pipeline: &str) -> Resu
 /// Opens the calibration data the options name.
 pub fn calib_data(opts: &QuantizeOptions) -> Result<Option<DataSet>, QuantizeError> {
     Ok(match (&opts.calib, opts.calib_random) {
-        (Some(_), Some(_)) => return Err(QuantizeError::Usage("give either --calib or --calib-random, not both".into())),
+        (Some(_), Some(_)) => {
+            return Err(QuantizeError::Usage(
+                "give either --calib or --calib-random, not both".into(),
+            ))
+        }
         (Some(dir), None) => Some(DataSet::open(dir, opts.calib_limit)?),
         (None, Some(n)) => Some(DataSet::random(n.max(1), 0x6f6e_6e78_71)),
         (None, None) => None,
@@ -217,9 +263,57 @@ pub fn prepare(m: &mut Model, cx: &mut PassContext) -> Result<(), QuantizeError>
     run_pipeline(m, cx, PREP_PIPELINE)
 }
 
+fn insert_options(opts: &QuantizeOptions) -> insert_qdq::Options {
+    insert_qdq::Options {
+        per_channel: opts.per_channel,
+        weights: if opts.weights == QType::U8 {
+            "u8".into()
+        } else {
+            "s8".into()
+        },
+        reduce_range: opts.reduce_range,
+        exclude: opts.exclude.clone(),
+        op_types: opts.op_types.clone(),
+    }
+}
+
+/// A prepared, calibrated model from which quantized variants are built:
+/// the full model, or one with only some nodes quantized (sensitivity
+/// analysis, automatic fallback) — without calibrating again.
+pub struct Calibrated {
+    pub prepared: Model,
+    pub act_params: std::collections::BTreeMap<String, crate::quant::params::ActParams>,
+    pub insert: insert_qdq::Options,
+    declared: std::collections::BTreeSet<String>,
+}
+
+impl Calibrated {
+    /// Inserts Q/DQ (restricted to `only` when given), removes dead code and
+    /// restores the float model's interface.
+    pub fn build(
+        &self,
+        float: &Model,
+        only: Option<std::collections::BTreeSet<String>>,
+    ) -> Result<(Model, Vec<Decision>, Vec<Remark>), QuantizeError> {
+        let mut m = self.prepared.clone();
+        let mut cx = PassContext::new();
+        cx.act_params = Some(self.act_params.clone());
+        cx.only_nodes = only;
+        let mut pipeline = Pipeline { passes: vec![] };
+        pipeline.push(Box::new(InsertQdq::new(self.insert.clone())?));
+        pipeline.push(crate::passes::lookup("dce").and_then(|p| (p.make)(serde_json::json!({})))?);
+        PassManager::new(pipeline).run(&mut m, &mut cx)?;
+        restore_interface(&mut m, float, &self.declared);
+        Ok((m, cx.decisions, cx.remarks))
+    }
+}
+
 /// Quantizes a model in memory. Returns the quantized model and the report
 /// (its `output`, sizes and validation are filled by [`quantize_file`]).
-pub fn quantize_model(float: &Model, opts: &QuantizeOptions) -> Result<(Model, QuantizeReport), QuantizeError> {
+pub fn quantize_model(
+    float: &Model,
+    opts: &QuantizeOptions,
+) -> Result<(Model, QuantizeReport, Calibrated), QuantizeError> {
     let t0 = Instant::now();
     let mut warnings = Vec::new();
     let mut cx = PassContext::new();
@@ -227,7 +321,9 @@ pub fn quantize_model(float: &Model, opts: &QuantizeOptions) -> Result<(Model, Q
     cx.calib_options = CalibOptions {
         input_shapes: opts.input_shapes.clone(),
         progress: opts.progress,
-        threads: opts.threads.unwrap_or_else(|| CalibOptions::default().threads),
+        threads: opts
+            .threads
+            .unwrap_or_else(|| CalibOptions::default().threads),
     };
     let data = calib_data(opts)?;
     // Shape inference runs with the calibration shapes, so that every rank
@@ -237,7 +333,9 @@ pub fn quantize_model(float: &Model, opts: &QuantizeOptions) -> Result<(Model, Q
         let specs = crate::calib::data::input_specs(float);
         let first = d.load(0, &specs, &opts.input_shapes)?;
         for (name, t) in first {
-            cx.input_shapes.entry(name).or_insert_with(|| t.shape().to_vec());
+            cx.input_shapes
+                .entry(name)
+                .or_insert_with(|| t.shape().to_vec());
         }
     }
     // Saved statistics carry the shapes they were computed with; preparing
@@ -247,14 +345,20 @@ pub fn quantize_model(float: &Model, opts: &QuantizeOptions) -> Result<(Model, Q
             let stats = Stats::load(path)?;
             stats.check_model(float, &path.display().to_string())?;
             for (name, dims) in &stats.input_shapes {
-                cx.input_shapes.entry(name.clone()).or_insert_with(|| dims.clone());
+                cx.input_shapes
+                    .entry(name.clone())
+                    .or_insert_with(|| dims.clone());
             }
             Some(stats)
         }
         None => None,
     };
-    let declared: std::collections::BTreeSet<String> =
-        float.graph.value_info_values().into_iter().map(|v| float.graph.name(v).to_string()).collect();
+    let declared: std::collections::BTreeSet<String> = float
+        .graph
+        .value_info_values()
+        .into_iter()
+        .map(|v| float.graph.name(v).to_string())
+        .collect();
     cx.model_hash = Some(crate::calib::model_hash(float));
     if opts.calib_random.is_some() {
         warnings.push("calibrating on RANDOM inputs: activation ranges will be poor; use --calib DIR with representative data".into());
@@ -268,7 +372,12 @@ pub fn quantize_model(float: &Model, opts: &QuantizeOptions) -> Result<(Model, Q
     } else if data.is_none() {
         return Err(QuantizeError::Calib(crate::calib::CalibError::NoData));
     }
-    let samples = cx.stats.as_ref().map(|s| s.samples).or(data.as_ref().map(|d| d.len())).unwrap_or(0);
+    let samples = cx
+        .stats
+        .as_ref()
+        .map(|s| s.samples)
+        .or(data.as_ref().map(|d| d.len()))
+        .unwrap_or(0);
     cx.calib_data = data;
     let t1 = Instant::now();
     run_pipeline(&mut m, &mut cx, "calibrate")?;
@@ -281,23 +390,36 @@ pub fn quantize_model(float: &Model, opts: &QuantizeOptions) -> Result<(Model, Q
     let cfg = ActConfig {
         method: opts.method,
         qtype: opts.activations,
-        symmetric: opts.symmetric_activations.unwrap_or(opts.activations == QType::S8),
+        symmetric: opts
+            .symmetric_activations
+            .unwrap_or(opts.activations == QType::S8),
         reduce_range: opts.reduce_range,
     };
-    let mut pipeline = Pipeline { passes: vec![] };
-    pipeline.push(Box::new(FoldCalibration::with_config(cfg)));
-    pipeline.push(Box::new(InsertQdq::new(insert_qdq::Options {
-        per_channel: opts.per_channel,
-        weights: if opts.weights == QType::U8 { "u8".into() } else { "s8".into() },
-        reduce_range: opts.reduce_range,
-        exclude: opts.exclude.clone(),
-        op_types: opts.op_types.clone(),
-    })?));
-    pipeline.push(crate::passes::lookup("dce").and_then(|p| (p.make)(serde_json::json!({})))?);
-    let shown = format!("{PREP_PIPELINE},calibrate,{pipeline}");
-    let mut pm = PassManager::new(pipeline);
-    pm.run(&mut m, &mut cx)?;
-    restore_interface(&mut m, float, &declared);
+    let mut fold = Pipeline {
+        passes: vec![Box::new(FoldCalibration::with_config(cfg))],
+    };
+    let calibrated = {
+        let mut pm = PassManager::new(Pipeline {
+            passes: std::mem::take(&mut fold.passes),
+        });
+        pm.run(&mut m, &mut cx)?;
+        fold = pm.pipeline;
+        Calibrated {
+            prepared: m,
+            act_params: cx
+                .act_params
+                .clone()
+                .expect("invariant: fold-calibration sets parameters"),
+            insert: insert_options(opts),
+            declared,
+        }
+    };
+    let (m, decisions, remarks) = calibrated.build(float, None)?;
+    cx.remarks.extend(remarks);
+    let shown = format!(
+        "{PREP_PIPELINE},calibrate,{fold},{},dce",
+        InsertQdq::new(calibrated.insert.clone())?.describe()
+    );
     let t_q = t2.elapsed().as_secs_f64();
 
     let report = QuantizeReport {
@@ -308,41 +430,220 @@ pub fn quantize_model(float: &Model, opts: &QuantizeOptions) -> Result<(Model, Q
         calibration_samples: samples,
         float_bytes: 0,
         quantized_bytes: 0,
-        nodes: cx.decisions.clone(),
-        remarks: cx.remarks.iter().filter(|r| r.pass != "fold-calibration").cloned().collect(),
+        nodes: decisions,
+        remarks: cx
+            .remarks
+            .iter()
+            .filter(|r| r.pass != "fold-calibration")
+            .cloned()
+            .collect(),
         validation: None,
-        seconds: Timings { prepare: t_prep, calibrate: t_cal, quantize: t_q, validate: 0.0, total: t0.elapsed().as_secs_f64() },
+        fallback: None,
+        seconds: Timings {
+            prepare: t_prep,
+            calibrate: t_cal,
+            quantize: t_q,
+            validate: 0.0,
+            fallback: 0.0,
+            total: t0.elapsed().as_secs_f64(),
+        },
         warnings,
     };
-    Ok((m, report))
+    Ok((m, report, calibrated))
 }
 
 /// Quantizes `input` into `output` (written atomically), validates and
 /// reports.
-pub fn quantize_file(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<QuantizeReport, QuantizeError> {
+pub fn quantize_file(
+    input: &Path,
+    output: &Path,
+    opts: &QuantizeOptions,
+) -> Result<QuantizeReport, QuantizeError> {
     let t0 = Instant::now();
     let float = import::read_model(input)?;
-    let (q, mut report) = quantize_model(&float, opts)?;
-    let summary = export::write_model(&q, output, &ExportOptions { external_min_bytes: opts.external_data })?;
+    let (mut q, mut report, calibrated) = quantize_model(&float, opts)?;
+    let val = if opts.val_samples > 0 || opts.target.is_some() {
+        let n = opts.val_samples.max(1);
+        match &opts.val {
+            Some(dir) => Some(DataSet::open(dir, Some(n))?),
+            None => calib_data(opts)?.map(|d| d.take(n)),
+        }
+    } else {
+        None
+    };
+    if let (Some(target), Some(val)) = (&opts.target, &val) {
+        let t = Instant::now();
+        let reference = Reference::new(&float, val)?;
+        let fb = fallback(
+            &float,
+            &calibrated,
+            &q,
+            &report.nodes,
+            &reference,
+            target,
+            opts.progress,
+        )?;
+        if let Some(m) = fb.model.clone() {
+            q = m;
+            report.nodes = fb.decisions.clone();
+        }
+        report.fallback = Some(fb);
+        report.seconds.fallback = t.elapsed().as_secs_f64();
+    }
+    let summary = export::write_model(
+        &q,
+        output,
+        &ExportOptions {
+            external_min_bytes: opts.external_data,
+        },
+    )?;
     report.input = input.display().to_string();
     report.output = output.display().to_string();
     report.float_bytes = file_size_with_data(input);
-    report.quantized_bytes = summary.model_bytes + summary.external.as_ref().map(|e| e.1).unwrap_or(0);
-    if opts.val_samples > 0 {
+    report.quantized_bytes =
+        summary.model_bytes + summary.external.as_ref().map(|e| e.1).unwrap_or(0);
+    if let (true, Some(val)) = (opts.val_samples > 0, &val) {
         let t = Instant::now();
-        let val = match &opts.val {
-            Some(dir) => Some(DataSet::open(dir, Some(opts.val_samples))?),
-            None => calib_data(opts)?.map(|d| d.take(opts.val_samples)),
-        };
-        if let Some(val) = val {
-            // Validate the file as written, against the untouched original.
-            let written = import::read_model(output)?;
-            report.validation = Some(validate(&float, &written, &val)?);
-        }
+        // Validate the file as written, against the untouched original.
+        let written = import::read_model(output)?;
+        report.validation = Some(validate(&float, &written, val)?);
         report.seconds.validate = t.elapsed().as_secs_f64();
     }
     report.seconds.total = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// A fidelity target for automatic fallback.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Target {
+    pub min_sqnr_db: Option<f64>,
+    pub min_cosine: Option<f64>,
+}
+
+impl Target {
+    pub fn met(&self, v: &Validation) -> bool {
+        self.min_sqnr_db
+            .is_none_or(|t| v.min_sqnr().is_none_or(|s| s >= t))
+            && self
+                .min_cosine
+                .is_none_or(|t| v.min_cosine().is_none_or(|c| c >= t))
+    }
+}
+
+/// What automatic fallback did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fallback {
+    pub target: Target,
+    pub reached: bool,
+    /// Nodes kept in float, most sensitive first: pin them with --exclude.
+    pub excluded: Vec<String>,
+    /// Isolated sensitivity of every quantized node, worst first.
+    pub sensitivity: Vec<crate::sensitivity::NodeSensitivity>,
+    /// (number excluded, worst output SQNR, worst mean cosine) per trial.
+    pub trials: Vec<(usize, Option<f64>, Option<f64>)>,
+    #[serde(skip)]
+    pub model: Option<Model>,
+    #[serde(skip)]
+    pub decisions: Vec<Decision>,
+}
+
+/// Keeps the most sensitive nodes in float until `target` is met: ranks
+/// nodes by isolated sensitivity, then bisects on how many of the worst to
+/// exclude. Deterministic: ties are broken by node name.
+pub fn fallback(
+    float: &Model,
+    cal: &Calibrated,
+    full: &Model,
+    decisions: &[Decision],
+    reference: &Reference,
+    target: &Target,
+    progress: bool,
+) -> Result<Fallback, QuantizeError> {
+    let v0 = reference.score(full)?;
+    let mut trials = vec![(0, v0.min_sqnr(), v0.min_cosine())];
+    let quantized: Vec<String> = decisions
+        .iter()
+        .filter(|d| d.quantized)
+        .map(|d| d.node.clone())
+        .collect();
+    let mut fb = Fallback {
+        target: *target,
+        reached: target.met(&v0),
+        excluded: vec![],
+        sensitivity: vec![],
+        trials: vec![],
+        model: None,
+        decisions: vec![],
+    };
+    if fb.reached || quantized.is_empty() {
+        fb.trials = trials;
+        return Ok(fb);
+    }
+    let bar = crate::calib::progress_bar(quantized.len() as u64, "sensitivity", progress);
+    let mut sens = Vec::with_capacity(quantized.len());
+    for label in &quantized {
+        let only: std::collections::BTreeSet<String> = [label.clone()].into_iter().collect();
+        let (m, d, _) = cal.build(float, Some(only))?;
+        let v = reference.score(&m)?;
+        let op = d
+            .iter()
+            .find(|x| &x.node == label)
+            .map(|x| x.op.clone())
+            .unwrap_or_default();
+        sens.push(crate::sensitivity::NodeSensitivity {
+            node: label.clone(),
+            op,
+            output_sqnr_db: v.min_sqnr().unwrap_or(crate::validate::IDENTICAL_DB),
+            cosine_mean: v.min_cosine(),
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    // Worst first; a lower cosine breaks SQNR ties, then the name.
+    sens.sort_by(|a, b| {
+        a.output_sqnr_db
+            .total_cmp(&b.output_sqnr_db)
+            .then(
+                a.cosine_mean
+                    .unwrap_or(1.0)
+                    .total_cmp(&b.cosine_mean.unwrap_or(1.0)),
+            )
+            .then(a.node.cmp(&b.node))
+    });
+    let ranked: Vec<String> = sens.iter().map(|s| s.node.clone()).collect();
+    let try_k = |k: usize| -> Result<(Model, Vec<Decision>, Validation), QuantizeError> {
+        let keep: std::collections::BTreeSet<String> = ranked[k..].iter().cloned().collect();
+        let (m, d, _) = cal.build(float, Some(keep))?;
+        let v = reference.score(&m)?;
+        Ok((m, d, v))
+    };
+    // Bisect on k, the number of worst nodes kept in float: k = 0 fails.
+    let (mut lo, mut hi) = (0usize, ranked.len());
+    let mut best = {
+        let (m, d, v) = try_k(hi)?;
+        trials.push((hi, v.min_sqnr(), v.min_cosine()));
+        fb.reached = target.met(&v);
+        (m, d)
+    };
+    if fb.reached {
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            let (m, d, v) = try_k(mid)?;
+            trials.push((mid, v.min_sqnr(), v.min_cosine()));
+            if target.met(&v) {
+                hi = mid;
+                best = (m, d);
+            } else {
+                lo = mid;
+            }
+        }
+    }
+    fb.excluded = ranked[..hi].to_vec();
+    fb.model = Some(best.0);
+    fb.decisions = best.1;
+    fb.sensitivity = sens;
+    fb.trials = trials;
+    Ok(fb)
 }
 
 /// Drops `value_info` entries other than those the original declared, and
@@ -352,12 +653,22 @@ pub fn quantize_file(input: &Path, output: &Path, opts: &QuantizeOptions) -> Res
 pub fn restore_interface(m: &mut Model, float: &Model, keep: &std::collections::BTreeSet<String>) {
     let g = &mut m.graph;
     for port in g.inputs_mut().iter_mut() {
-        if let Some(orig) = float.graph.inputs().iter().find(|p| p.info.name() == port.info.name()) {
+        if let Some(orig) = float
+            .graph
+            .inputs()
+            .iter()
+            .find(|p| p.info.name() == port.info.name())
+        {
             port.info = orig.info.clone();
         }
     }
     for port in g.outputs_mut().iter_mut() {
-        if let Some(orig) = float.graph.outputs().iter().find(|p| p.info.name() == port.info.name()) {
+        if let Some(orig) = float
+            .graph
+            .outputs()
+            .iter()
+            .find(|p| p.info.name() == port.info.name())
+        {
             port.info = orig.info.clone();
         }
     }
@@ -372,7 +683,9 @@ pub fn restore_interface(m: &mut Model, float: &Model, keep: &std::collections::
 /// A model file's size plus the external data files it references.
 pub fn file_size_with_data(path: &Path) -> u64 {
     let base = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let Ok(m) = import::read_model(path) else { return base };
+    let Ok(m) = import::read_model(path) else {
+        return base;
+    };
     let mut files = std::collections::BTreeSet::new();
     for n in m.graph.initializer_nodes() {
         if let Some(t) = m.graph.node(n).initializer() {
@@ -381,5 +694,8 @@ pub fn file_size_with_data(path: &Path) -> u64 {
             }
         }
     }
-    base + files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum::<u64>()
+    base + files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum::<u64>()
 }

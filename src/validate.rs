@@ -46,18 +46,29 @@ pub struct Validation {
 impl Validation {
     /// Worst SQNR over float outputs.
     pub fn min_sqnr(&self) -> Option<f64> {
-        self.outputs.iter().filter_map(|o| o.sqnr_db).reduce(f64::min)
+        self.outputs
+            .iter()
+            .filter_map(|o| o.sqnr_db)
+            .reduce(f64::min)
     }
     pub fn min_cosine(&self) -> Option<f64> {
-        self.outputs.iter().filter_map(|o| o.cosine_mean).reduce(f64::min)
+        self.outputs
+            .iter()
+            .filter_map(|o| o.cosine_mean)
+            .reduce(f64::min)
     }
 
     /// A table for the terminal.
     pub fn table(&self) -> String {
-        let mut s = format!("validation on {} sample(s) of {}\n", self.samples, self.data);
+        let mut s = format!(
+            "validation on {} sample(s) of {}\n",
+            self.samples, self.data
+        );
         s.push_str("  output                          SQNR dB   cos mean   cos min   max |err|   top-1 agree\n");
         for o in &self.outputs {
-            let f = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "-".into());
+            let f = |v: Option<f64>, p: usize| {
+                v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "-".into())
+            };
             if let Some(e) = o.exact_match {
                 s.push_str(&format!("  {:<30} exact match {:.1}%\n", o.name, e * 100.0));
                 continue;
@@ -68,8 +79,12 @@ impl Validation {
                 f(o.sqnr_db, 2),
                 f(o.cosine_mean, 5),
                 f(o.cosine_min, 5),
-                o.max_abs_err.map(|x| format!("{x:.4e}")).unwrap_or_else(|| "-".into()),
-                o.top1_agreement.map(|x| format!("{:.1}%", x * 100.0)).unwrap_or_else(|| "-".into()),
+                o.max_abs_err
+                    .map(|x| format!("{x:.4e}"))
+                    .unwrap_or_else(|| "-".into()),
+                o.top1_agreement
+                    .map(|x| format!("{:.1}%", x * 100.0))
+                    .unwrap_or_else(|| "-".into()),
             ));
         }
         s
@@ -81,9 +96,16 @@ pub enum ValidateError {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error("{which} model, sample {sample}: {source}")]
-    Runtime { which: &'static str, sample: String, source: RuntimeError },
+    Runtime {
+        which: &'static str,
+        sample: String,
+        source: RuntimeError,
+    },
     #[error("the models differ in outputs: {orig:?} vs {quant:?}")]
-    Outputs { orig: Vec<String>, quant: Vec<String> },
+    Outputs {
+        orig: Vec<String>,
+        quant: Vec<String>,
+    },
 }
 
 #[derive(Default)]
@@ -111,13 +133,27 @@ pub struct RunnerCache<'a> {
 
 impl<'a> RunnerCache<'a> {
     pub fn new(model: &'a Model, extra: Vec<String>) -> Self {
-        RunnerCache { model, extra, runners: BTreeMap::new() }
+        RunnerCache {
+            model,
+            extra,
+            runners: BTreeMap::new(),
+        }
     }
 
-    pub fn run(&mut self, inputs: &[(String, HostTensor)]) -> Result<Vec<(String, HostTensor)>, RuntimeError> {
-        let sig: Vec<(String, Vec<usize>, i32)> = inputs.iter().map(|(n, t)| (n.clone(), t.shape().to_vec(), t.dtype())).collect();
+    pub fn run(
+        &mut self,
+        inputs: &[(String, HostTensor)],
+    ) -> Result<Vec<(String, HostTensor)>, RuntimeError> {
+        let sig: Vec<(String, Vec<usize>, i32)> = inputs
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shape().to_vec(), t.dtype()))
+            .collect();
         if !self.runners.contains_key(&sig) {
-            let ro = RunOptions { input_shapes: sig.clone(), extra_outputs: self.extra.clone(), ..Default::default() };
+            let ro = RunOptions {
+                input_shapes: sig.clone(),
+                extra_outputs: self.extra.clone(),
+                ..Default::default()
+            };
             let r = Runner::new(self.model, &ro)?;
             self.runners.insert(sig.clone(), r);
         }
@@ -152,26 +188,88 @@ fn argmax(row: &[f32]) -> usize {
 
 /// Compares `quant` against `orig` on every sample of `data`.
 pub fn validate(orig: &Model, quant: &Model, data: &DataSet) -> Result<Validation, ValidateError> {
-    let specs = input_specs(orig);
-    let mut ro = RunnerCache::new(orig, vec![]);
-    let mut rq = RunnerCache::new(quant, vec![]);
-    let mut accs: Vec<(String, Acc)> = Vec::new();
-    let no_fixed = BTreeMap::new();
-    for i in 0..data.len() {
-        let label = data.sources[i].label();
-        let inputs = data.load(i, &specs, &no_fixed)?;
-        let a = ro.run(&inputs).map_err(|source| ValidateError::Runtime { which: "original", sample: label.clone(), source })?;
-        let b = rq.run(&inputs).map_err(|source| ValidateError::Runtime { which: "quantized", sample: label.clone(), source })?;
+    Reference::new(orig, data)?.score(quant)
+}
+
+/// The original model's outputs on a data set, computed once, so that many
+/// candidates (per-node sensitivity, fallback search) are scored against
+/// them without rerunning the float model.
+pub struct Reference {
+    pub data: DataSet,
+    samples: Vec<(String, Vec<(String, HostTensor)>, Vec<(String, HostTensor)>)>,
+}
+
+impl Reference {
+    pub fn new(orig: &Model, data: &DataSet) -> Result<Reference, ValidateError> {
+        let specs = input_specs(orig);
+        let mut ro = RunnerCache::new(orig, vec![]);
+        let no_fixed = BTreeMap::new();
+        let mut samples = Vec::with_capacity(data.len());
+        for i in 0..data.len() {
+            let label = data.sources[i].label();
+            let inputs = data.load(i, &specs, &no_fixed)?;
+            let a = ro.run(&inputs).map_err(|source| ValidateError::Runtime {
+                which: "original",
+                sample: label.clone(),
+                source,
+            })?;
+            samples.push((label, inputs, a));
+        }
+        Ok(Reference {
+            data: data.clone(),
+            samples,
+        })
+    }
+
+    /// Scores a candidate against the reference outputs.
+    pub fn score(&self, quant: &Model) -> Result<Validation, ValidateError> {
+        let mut rq = RunnerCache::new(quant, vec![]);
+        let mut accs: Vec<(String, Acc)> = Vec::new();
+        for (label, inputs, a) in &self.samples {
+            let b = rq.run(inputs).map_err(|source| ValidateError::Runtime {
+                which: "quantized",
+                sample: label.clone(),
+                source,
+            })?;
+            compare_sample(&mut accs, a, &b)?;
+        }
+        Ok(finish(&self.data, accs))
+    }
+}
+
+fn compare_sample(
+    accs: &mut Vec<(String, Acc)>,
+    a: &[(String, HostTensor)],
+    b: &[(String, HostTensor)],
+) -> Result<(), ValidateError> {
+    {
         if a.len() != b.len() {
-            return Err(ValidateError::Outputs { orig: a.into_iter().map(|x| x.0).collect(), quant: b.into_iter().map(|x| x.0).collect() });
+            return Err(ValidateError::Outputs {
+                orig: a.iter().map(|x| x.0.clone()).collect(),
+                quant: b.iter().map(|x| x.0.clone()).collect(),
+            });
         }
         if accs.is_empty() {
-            accs = a.iter().map(|(n, _)| (n.clone(), Acc { cos_min: f64::INFINITY, ..Default::default() })).collect();
+            *accs = a
+                .iter()
+                .map(|(n, _)| {
+                    (
+                        n.clone(),
+                        Acc {
+                            cos_min: f64::INFINITY,
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect();
         }
-        for (k, ((_, ta), (_, tb))) in a.iter().zip(&b).enumerate() {
+        for (k, ((_, ta), (_, tb))) in a.iter().zip(b).enumerate() {
             let acc = &mut accs[k].1;
             acc.n += 1;
-            let float = matches!(ta, HostTensor::F32(_) | HostTensor::F64(_) | HostTensor::F16(_));
+            let float = matches!(
+                ta,
+                HostTensor::F32(_) | HostTensor::F64(_) | HostTensor::F16(_)
+            );
             if !float {
                 acc.is_int = true;
                 if ta == tb {
@@ -196,7 +294,13 @@ pub fn validate(orig: &Model, quant: &Model, data: &DataSet) -> Result<Validatio
                 nx += p * p;
                 ny += q * q;
             }
-            let cos = if nx == 0.0 && ny == 0.0 { 1.0 } else if nx == 0.0 || ny == 0.0 { 0.0 } else { dot / (nx.sqrt() * ny.sqrt()) };
+            let cos = if nx == 0.0 && ny == 0.0 {
+                1.0
+            } else if nx == 0.0 || ny == 0.0 {
+                0.0
+            } else {
+                dot / (nx.sqrt() * ny.sqrt())
+            };
             acc.cos_sum += cos;
             acc.cos_min = acc.cos_min.min(cos);
             acc.cos_n += 1;
@@ -204,7 +308,10 @@ pub fn validate(orig: &Model, quant: &Model, data: &DataSet) -> Result<Validatio
                 acc.classes = looks_like_classes(x.shape(), &xs);
             }
             if acc.classes {
-                let c = *x.shape().last().expect("invariant: classes have a last axis");
+                let c = *x
+                    .shape()
+                    .last()
+                    .expect("invariant: classes have a last axis");
                 for (ra, rb) in xs.chunks(c).zip(ys.chunks(c)) {
                     acc.top1_rows += 1;
                     acc.top1_hits += (argmax(ra) == argmax(rb)) as u64;
@@ -212,6 +319,10 @@ pub fn validate(orig: &Model, quant: &Model, data: &DataSet) -> Result<Validatio
             }
         }
     }
+    Ok(())
+}
+
+fn finish(data: &DataSet, accs: Vec<(String, Acc)>) -> Validation {
     let outputs = accs
         .into_iter()
         .map(|(name, a)| {
@@ -241,10 +352,15 @@ pub fn validate(orig: &Model, quant: &Model, data: &DataSet) -> Result<Validatio
                 cosine_mean: (a.cos_n > 0).then(|| a.cos_sum / a.cos_n as f64),
                 cosine_min: (a.cos_n > 0).then_some(a.cos_min),
                 max_abs_err: Some(a.max_abs),
-                top1_agreement: (a.classes && a.top1_rows > 0).then(|| a.top1_hits as f64 / a.top1_rows as f64),
+                top1_agreement: (a.classes && a.top1_rows > 0)
+                    .then(|| a.top1_hits as f64 / a.top1_rows as f64),
                 exact_match: None,
             }
         })
         .collect();
-    Ok(Validation { data: data.root.clone(), samples: data.len(), outputs })
+    Validation {
+        data: data.root.clone(),
+        samples: data.len(),
+        outputs,
+    }
 }

@@ -166,7 +166,11 @@ fn weight_axis(g: &Graph, n: NodeId, slot: usize, w: ValueId) -> Option<usize> {
         // ConvTranspose weights are [Cin, Cout/group, ...]: axis 1 is the
         // output channel only when there is one group.
         ("ConvTranspose", 1) if node.attr_i("group").unwrap_or(1) == 1 => Some(1),
-        ("Gemm", 1) if rank == 2 => Some(if node.attr_i("transB").unwrap_or(0) != 0 { 0 } else { 1 }),
+        ("Gemm", 1) if rank == 2 => Some(if node.attr_i("transB").unwrap_or(0) != 0 {
+            0
+        } else {
+            1
+        }),
         ("MatMul", 1) if rank >= 2 => Some(rank - 1),
         // Embedding tables: one scale per row keeps rare tokens exact.
         ("Gather", 0) if rank == 2 => Some(0),
@@ -181,9 +185,13 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
     let mut p = Placement::default();
     let allowed = |op: &str| sel.op_types.is_empty() || sel.op_types.iter().any(|t| t == op);
     let mut quantized_nodes: BTreeSet<NodeId> = BTreeSet::new();
+    // Adjacency is judged against the compute ops the user's selection
+    // keeps, not against a fallback `only` set: quantizing one Add alone (to
+    // measure its sensitivity) must place it exactly as in the full model.
     let excluded = |label: &str, op: &str| -> bool {
-        sel.exclude.iter().any(|pat| glob_match(pat, label) || glob_match(pat, op))
-            || sel.only.as_ref().is_some_and(|only| !only.contains(label))
+        sel.exclude
+            .iter()
+            .any(|pat| glob_match(pat, label) || glob_match(pat, op))
     };
     // Compute ops that will be quantized: the anchors of the integer region.
     let compute: BTreeSet<NodeId> = g
@@ -205,14 +213,22 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
         let label = node_label(node.name(), &op);
         let is_quant_op = node.domain().is_empty() && QUANT_OPS.contains(&op.as_str());
         let embedding = node.is("Gather")
-            && node.input(0).is_some_and(|d| g.constant(d).is_some() && is_float(g, d))
+            && node
+                .input(0)
+                .is_some_and(|d| g.constant(d).is_some() && is_float(g, d))
             && allowed("Gather");
         if !is_quant_op && !embedding {
             continue;
         }
-        let decide = |q: bool, why: &str| Decision { node: label.clone(), op: op.clone(), quantized: q, reason: why.to_string() };
+        let decide = |q: bool, why: &str| Decision {
+            node: label.clone(),
+            op: op.clone(),
+            quantized: q,
+            reason: why.to_string(),
+        };
         if !embedding && !allowed(&op) {
-            p.decisions.push(decide(false, "op type not selected (--op-types)"));
+            p.decisions
+                .push(decide(false, "op type not selected (--op-types)"));
             continue;
         }
         // Elementwise ops, activations, pooling, Concat and Resize pay off
@@ -224,13 +240,19 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
             p.decisions.push(decide(false, "not next to a quantized Conv/MatMul/Gemm: a Q/DQ pair here would cost accuracy and save no time"));
             continue;
         }
-        if let Some(pat) = sel.exclude.iter().find(|pat| glob_match(pat, &label) || glob_match(pat, &op)) {
-            p.decisions.push(decide(false, &format!("excluded by '{pat}'")));
+        if let Some(pat) = sel
+            .exclude
+            .iter()
+            .find(|pat| glob_match(pat, &label) || glob_match(pat, &op))
+        {
+            p.decisions
+                .push(decide(false, &format!("excluded by '{pat}'")));
             continue;
         }
         if let Some(only) = &sel.only {
             if !only.contains(&label) {
-                p.decisions.push(decide(false, "kept in float by the fallback selection"));
+                p.decisions
+                    .push(decide(false, "kept in float by the fallback selection"));
                 continue;
             }
         }
@@ -250,9 +272,16 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
         if let Some((_, v)) = data_inputs.iter().find(|(_, v)| !is_float(g, *v)) {
             let t = g.elem_type(*v);
             let why = if t == 0 {
-                format!("element type of '{}' unknown (run shape-inference first)", g.name(*v))
+                format!(
+                    "element type of '{}' unknown (run shape-inference first)",
+                    g.name(*v)
+                )
             } else {
-                format!("input '{}' is {}, not float", g.name(*v), crate::onnx::dtype_name(t))
+                format!(
+                    "input '{}' is {}, not float",
+                    g.name(*v),
+                    crate::onnx::dtype_name(t)
+                )
             };
             p.decisions.push(decide(false, &why));
             continue;
@@ -264,7 +293,16 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
         quantized_nodes.insert(n);
         if embedding {
             let d = node.input(0).expect("invariant: checked");
-            p.weights.push(WeightUse { node: n, slot: 0, value: d, axis: if per_channel { weight_axis(g, n, 0, d) } else { None } });
+            p.weights.push(WeightUse {
+                node: n,
+                slot: 0,
+                value: d,
+                axis: if per_channel {
+                    weight_axis(g, n, 0, d)
+                } else {
+                    None
+                },
+            });
             p.decisions.push(decide(true, "int8 embedding table"));
             continue;
         }
@@ -274,8 +312,17 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
                 continue; // decided below, once input and weight are known
             }
             if g.constant(v).is_some() {
-                let axis = if per_channel { weight_axis(g, n, slot, v) } else { None };
-                p.weights.push(WeightUse { node: n, slot, value: v, axis });
+                let axis = if per_channel {
+                    weight_axis(g, n, slot, v)
+                } else {
+                    None
+                };
+                p.weights.push(WeightUse {
+                    node: n,
+                    slot,
+                    value: v,
+                    axis,
+                });
             } else if !(slot == 0 && fused_into_activation(g, v)) {
                 p.activations.insert(v);
             }
@@ -284,7 +331,13 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
             if let (Some(b), Some(x), Some(w)) = (node.input(2), node.input(0), node.input(1)) {
                 let b_ok = g.constant(b).is_some_and(|t| t.dims().len() == 1);
                 if b_ok && g.constant(w).is_some() && g.constant(x).is_none() {
-                    p.biases.push(BiasUse { node: n, slot: 2, value: b, input: x, weight: w });
+                    p.biases.push(BiasUse {
+                        node: n,
+                        slot: 2,
+                        value: b,
+                        input: x,
+                        weight: w,
+                    });
                 } else if g.constant(b).is_none() {
                     p.activations.insert(b);
                 }
@@ -302,7 +355,10 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
     // Values the plan must not touch: graph outputs, Softmax outputs, and
     // values bound by name inside subgraphs.
     let keep_float = |v: ValueId| -> bool {
-        g.is_graph_output(v) || g.producer_node(v).is("Softmax") || g.has_implicit_uses(v) || !is_float(g, v)
+        g.is_graph_output(v)
+            || g.producer_node(v).is("Softmax")
+            || g.has_implicit_uses(v)
+            || !is_float(g, v)
     };
     p.activations.retain(|&v| !keep_float(v));
 
@@ -323,7 +379,10 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
                 continue;
             }
             // Only worth a pair when a quantized node reads the result.
-            let read_by_quantized = g.user_nodes(*out).iter().any(|u| quantized_nodes.contains(u));
+            let read_by_quantized = g
+                .user_nodes(*out)
+                .iter()
+                .any(|u| quantized_nodes.contains(u));
             let reads_through = g.user_nodes(*out).iter().any(|u| {
                 let un = g.node(*u);
                 un.domain().is_empty() && DATA_MOVEMENT_OPS.contains(&un.op_type())
@@ -343,7 +402,11 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
 /// and rewriting agree whatever is excluded.
 fn fused_into_activation(g: &Graph, v: ValueId) -> bool {
     let producer = g.producer_node(v);
-    if !matches!(producer.op_type(), "Conv" | "ConvTranspose" | "MatMul" | "Gemm" | "Add") || !producer.domain().is_empty() {
+    if !matches!(
+        producer.op_type(),
+        "Conv" | "ConvTranspose" | "MatMul" | "Gemm" | "Add"
+    ) || !producer.domain().is_empty()
+    {
         return false;
     }
     let users = g.users(v);
