@@ -66,22 +66,41 @@ impl Pass for Calibrate {
     }
 
     fn run(&mut self, m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
-        let hash = cx.model_hash.clone().unwrap_or_else(|| calib::model_hash(m));
+        let hash = cx
+            .model_hash
+            .clone()
+            .unwrap_or_else(|| calib::model_hash(m));
         if let Some(stats) = &cx.stats {
             if stats.model_hash != hash {
-                let e = calib::CalibError::ModelMismatch { path: "--stats".into(), theirs: stats.model_hash.clone(), ours: hash };
-                return Err(PassError::Precondition { pass: "calibrate".into(), message: e.to_string() });
+                let e = calib::CalibError::ModelMismatch {
+                    path: "--stats".into(),
+                    theirs: stats.model_hash.clone(),
+                    ours: hash,
+                };
+                return Err(PassError::Precondition {
+                    pass: "calibrate".into(),
+                    message: e.to_string(),
+                });
             }
             return Ok(Changed::No);
         }
-        let data = cx.calib_data.as_ref().ok_or_else(|| PassError::Precondition {
-            pass: "calibrate".into(),
-            message: calib::CalibError::NoData.to_string(),
-        })?;
+        let data = cx
+            .calib_data
+            .as_ref()
+            .ok_or_else(|| PassError::Precondition {
+                pass: "calibrate".into(),
+                message: calib::CalibError::NoData.to_string(),
+            })?;
         let tensors = observed_tensors(m);
-        let opts = CalibOptions { input_shapes: cx.input_shapes.clone(), ..cx.calib_options.clone() };
-        let mut stats = calib::calibrate(m, data, &tensors, &opts)
-            .map_err(|e| PassError::Failed { pass: "calibrate".into(), message: e.to_string() })?;
+        let opts = CalibOptions {
+            input_shapes: cx.input_shapes.clone(),
+            ..cx.calib_options.clone()
+        };
+        let mut stats =
+            calib::calibrate(m, data, &tensors, &opts).map_err(|e| PassError::Failed {
+                pass: "calibrate".into(),
+                message: e.to_string(),
+            })?;
         stats.model_hash = hash;
         cx.stats = Some(stats);
         Ok(Changed::No)

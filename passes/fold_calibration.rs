@@ -53,7 +53,13 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { method: "mse".into(), percentile: 99.99, activations: "u8".into(), symmetric: None, reduce_range: false }
+        Options {
+            method: "mse".into(),
+            percentile: 99.99,
+            activations: "u8".into(),
+            symmetric: None,
+            reduce_range: false,
+        }
     }
 }
 
@@ -65,15 +71,29 @@ pub struct FoldCalibration {
 impl FoldCalibration {
     pub fn from_options(o: serde_json::Value) -> Result<Self, PassError> {
         let opts: Options = super::parse_options("fold-calibration", o)?;
-        let bad = |m: String| PassError::Options { pass: "fold-calibration".into(), message: m };
+        let bad = |m: String| PassError::Options {
+            pass: "fold-calibration".into(),
+            message: m,
+        };
         let method = match opts.method.as_str() {
-            "percentile" => Method::parse(&format!("percentile{{p={}}}", opts.percentile)).map_err(bad)?,
+            "percentile" => {
+                Method::parse(&format!("percentile{{p={}}}", opts.percentile)).map_err(bad)?
+            }
             other => Method::parse(other).map_err(bad)?,
         };
-        let qtype = QType::parse(&opts.activations)
-            .ok_or_else(|| bad(format!("activations '{}': expected u8 or s8", opts.activations)))?;
+        let qtype = QType::parse(&opts.activations).ok_or_else(|| {
+            bad(format!(
+                "activations '{}': expected u8 or s8",
+                opts.activations
+            ))
+        })?;
         let symmetric = opts.symmetric.unwrap_or(qtype == QType::S8);
-        let cfg = ActConfig { method, qtype, symmetric, reduce_range: opts.reduce_range };
+        let cfg = ActConfig {
+            method,
+            qtype,
+            symmetric,
+            reduce_range: opts.reduce_range,
+        };
         Ok(FoldCalibration { opts, cfg })
     }
 
@@ -85,7 +105,11 @@ impl FoldCalibration {
         let opts = Options {
             method,
             percentile,
-            activations: if cfg.qtype == QType::U8 { "u8".into() } else { "s8".into() },
+            activations: if cfg.qtype == QType::U8 {
+                "u8".into()
+            } else {
+                "s8".into()
+            },
             symmetric: Some(cfg.symmetric),
             reduce_range: cfg.reduce_range,
         };
@@ -105,7 +129,9 @@ impl Pass for FoldCalibration {
     fn run(&mut self, _m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
         let stats = cx.stats.as_ref().ok_or_else(|| PassError::Precondition {
             pass: "fold-calibration".into(),
-            message: "no calibration statistics: run `calibrate` before this pass (or pass --stats FILE)".into(),
+            message:
+                "no calibration statistics: run `calibrate` before this pass (or pass --stats FILE)"
+                    .into(),
         })?;
         let mut params = BTreeMap::new();
         let mut remarks = Vec::new();

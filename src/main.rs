@@ -14,6 +14,7 @@ fn main() {
         Command::Quantize(a) => cli::cmd_quantize(a),
         Command::Calibrate(a) => cli::cmd_calibrate(a),
         Command::Validate(a) => cli::cmd_validate(a),
+        Command::Profile(a) => cli::cmd_profile(a),
     };
     if let Err(f) = result {
         eprintln!("error: {}", f.message);

@@ -24,7 +24,10 @@ pub use crate::runtime::{input_specs, InputSpec};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: cannot read the data directory ({source})")]
-    Dir { path: String, source: std::io::Error },
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: no samples found; expected .npz files, .npy files or test_data_set_*/input_*.pb folders")]
     Empty { path: String },
     #[error("{path}: mixes sample kinds ({kinds}); use one kind per directory")]
@@ -32,13 +35,31 @@ pub enum DataError {
     #[error(transparent)]
     Io(#[from] TensorIoError),
     #[error("{file}: has no tensor for model input '{input}' (it holds: {have})")]
-    MissingInput { file: String, input: String, have: String },
+    MissingInput {
+        file: String,
+        input: String,
+        have: String,
+    },
     #[error("{file}: tensor '{name}' is not an input of the model (inputs: {inputs})")]
-    UnknownInput { file: String, name: String, inputs: String },
+    UnknownInput {
+        file: String,
+        name: String,
+        inputs: String,
+    },
     #[error("{file}: input '{input}' is {got}, the model expects {want}")]
-    Dtype { file: String, input: String, got: String, want: String },
+    Dtype {
+        file: String,
+        input: String,
+        got: String,
+        want: String,
+    },
     #[error("{file}: input '{input}' has shape {got:?}, the model expects {want}")]
-    Shape { file: String, input: String, got: Vec<usize>, want: String },
+    Shape {
+        file: String,
+        input: String,
+        got: Vec<usize>,
+        want: String,
+    },
     #[error("{file}: .npy samples need a model with exactly one input; this one has {n}: use .npz files keyed by input name")]
     NpyMulti { file: String, n: usize },
 }
@@ -50,7 +71,10 @@ pub enum Source {
     Npy(PathBuf),
     PbDir(PathBuf),
     /// Seeded random inputs (no data given).
-    Random { seed: u64, index: usize },
+    Random {
+        seed: u64,
+        index: usize,
+    },
 }
 
 impl Source {
@@ -73,10 +97,16 @@ impl DataSet {
     /// Lists the samples of a directory (sorted), keeping at most `limit`.
     pub fn open(dir: &Path, limit: Option<usize>) -> Result<DataSet, DataError> {
         let label = dir.display().to_string();
-        let rd = std::fs::read_dir(dir).map_err(|source| DataError::Dir { path: label.clone(), source })?;
+        let rd = std::fs::read_dir(dir).map_err(|source| DataError::Dir {
+            path: label.clone(),
+            source,
+        })?;
         let mut entries: Vec<PathBuf> = Vec::new();
         for e in rd {
-            let e = e.map_err(|source| DataError::Dir { path: label.clone(), source })?;
+            let e = e.map_err(|source| DataError::Dir {
+                path: label.clone(),
+                source,
+            })?;
             entries.push(e.path());
         }
         entries.sort();
@@ -84,7 +114,11 @@ impl DataSet {
         let mut npy = Vec::new();
         let mut pb = Vec::new();
         for p in entries {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
             if p.is_dir() && name.starts_with("test_data_set") {
                 pb.push(Source::PbDir(p));
             } else if name.ends_with(".npz") {
@@ -93,13 +127,20 @@ impl DataSet {
                 npy.push(Source::Npy(p));
             }
         }
-        let kinds: Vec<&str> = [(!npz.is_empty(), ".npz"), (!npy.is_empty(), ".npy"), (!pb.is_empty(), "test_data_set_*")]
-            .iter()
-            .filter(|(b, _)| *b)
-            .map(|(_, k)| *k)
-            .collect();
+        let kinds: Vec<&str> = [
+            (!npz.is_empty(), ".npz"),
+            (!npy.is_empty(), ".npy"),
+            (!pb.is_empty(), "test_data_set_*"),
+        ]
+        .iter()
+        .filter(|(b, _)| *b)
+        .map(|(_, k)| *k)
+        .collect();
         if kinds.len() > 1 {
-            return Err(DataError::Mixed { path: label, kinds: kinds.join(", ") });
+            return Err(DataError::Mixed {
+                path: label,
+                kinds: kinds.join(", "),
+            });
         }
         let mut sources: Vec<Source> = npz.into_iter().chain(npy).chain(pb).collect();
         if sources.is_empty() {
@@ -108,7 +149,10 @@ impl DataSet {
         if let Some(l) = limit {
             sources.truncate(l.max(1));
         }
-        Ok(DataSet { root: label, sources })
+        Ok(DataSet {
+            root: label,
+            sources,
+        })
     }
 
     /// `n` seeded random samples.
@@ -129,7 +173,10 @@ impl DataSet {
 
     /// A subset (for validating on part of the calibration data).
     pub fn take(&self, n: usize) -> DataSet {
-        DataSet { root: self.root.clone(), sources: self.sources.iter().take(n).cloned().collect() }
+        DataSet {
+            root: self.root.clone(),
+            sources: self.sources.iter().take(n).cloned().collect(),
+        }
     }
 
     /// Loads and checks sample `i` against `specs`; returns the inputs in
@@ -147,47 +194,78 @@ impl DataSet {
             Source::Npz(p) => tensorio::read_npz(p)?,
             Source::Npy(p) => {
                 if specs.len() != 1 {
-                    return Err(DataError::NpyMulti { file, n: specs.len() });
+                    return Err(DataError::NpyMulti {
+                        file,
+                        n: specs.len(),
+                    });
                 }
                 vec![(specs[0].name.clone(), tensorio::read_npy(p)?)]
             }
             Source::PbDir(d) => {
                 let mut files: Vec<PathBuf> = std::fs::read_dir(d)
-                    .map_err(|source| DataError::Dir { path: file.clone(), source })?
+                    .map_err(|source| DataError::Dir {
+                        path: file.clone(),
+                        source,
+                    })?
                     .filter_map(|e| e.ok().map(|e| e.path()))
                     .filter(|p| {
-                        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("input_") && n.ends_with(".pb"))
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("input_") && n.ends_with(".pb"))
                     })
                     .collect();
                 // input_10 sorts after input_9.
                 files.sort_by_key(|p| {
                     let n = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-                    n.trim_start_matches("input_").parse::<usize>().unwrap_or(usize::MAX)
+                    n.trim_start_matches("input_")
+                        .parse::<usize>()
+                        .unwrap_or(usize::MAX)
                 });
                 let mut out = Vec::new();
                 for (k, f) in files.iter().enumerate() {
                     let (name, t) = tensorio::read_pb(f)?;
                     // Unnamed tensors bind by position, as in ONNX's test runner.
-                    let name = if name.is_empty() { specs.get(k).map(|s| s.name.clone()).unwrap_or_default() } else { name };
+                    let name = if name.is_empty() {
+                        specs.get(k).map(|s| s.name.clone()).unwrap_or_default()
+                    } else {
+                        name
+                    };
                     out.push((name, t));
                 }
                 out
             }
-            Source::Random { seed, index } => return Ok(random_sample(specs, fixed, *seed, *index)),
+            Source::Random { seed, index } => {
+                return Ok(random_sample(specs, fixed, *seed, *index))
+            }
         };
-        let inputs = specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+        let inputs = specs
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         for (name, _) in &got {
             if !specs.iter().any(|s| &s.name == name) {
-                return Err(DataError::UnknownInput { file: file.clone(), name: name.clone(), inputs: inputs.clone() });
+                return Err(DataError::UnknownInput {
+                    file: file.clone(),
+                    name: name.clone(),
+                    inputs: inputs.clone(),
+                });
             }
         }
         let mut out = Vec::with_capacity(specs.len());
         for s in specs {
-            let have = got.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
-            let pos = got
+            let have = got
                 .iter()
-                .position(|(n, _)| n == &s.name)
-                .ok_or_else(|| DataError::MissingInput { file: file.clone(), input: s.name.clone(), have })?;
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let pos = got.iter().position(|(n, _)| n == &s.name).ok_or_else(|| {
+                DataError::MissingInput {
+                    file: file.clone(),
+                    input: s.name.clone(),
+                    have,
+                }
+            })?;
             let (name, t) = got.swap_remove(pos);
             if s.dtype != 0 && t.dtype() != s.dtype {
                 return Err(DataError::Dtype {
@@ -209,7 +287,10 @@ impl DataSet {
                         file: file.clone(),
                         input: name,
                         got: t.shape().to_vec(),
-                        want: fixed.get(&s.name).map(|f| format!("{f:?}")).unwrap_or_else(|| show_dims(dims)),
+                        want: fixed
+                            .get(&s.name)
+                            .map(|f| format!("{f:?}"))
+                            .unwrap_or_else(|| show_dims(dims)),
                     });
                 }
             }
@@ -226,12 +307,18 @@ impl DataSet {
             let mut h = Sha256::new();
             match s {
                 Source::Npz(p) | Source::Npy(p) => {
-                    let b = std::fs::read(p).map_err(|source| TensorIoError::Io { path: p.display().to_string(), source })?;
+                    let b = std::fs::read(p).map_err(|source| TensorIoError::Io {
+                        path: p.display().to_string(),
+                        source,
+                    })?;
                     h.update(&b);
                 }
                 Source::PbDir(d) => {
                     let mut files: Vec<PathBuf> = std::fs::read_dir(d)
-                        .map_err(|source| DataError::Dir { path: d.display().to_string(), source })?
+                        .map_err(|source| DataError::Dir {
+                            path: d.display().to_string(),
+                            source,
+                        })?
                         .filter_map(|e| e.ok().map(|e| e.path()))
                         .collect();
                     files.sort();
@@ -239,13 +326,18 @@ impl DataSet {
                         if let Some(n) = f.file_name().and_then(|n| n.to_str()) {
                             if n.starts_with("input_") {
                                 h.update(n.as_bytes());
-                                let b = std::fs::read(&f).map_err(|source| TensorIoError::Io { path: f.display().to_string(), source })?;
+                                let b = std::fs::read(&f).map_err(|source| TensorIoError::Io {
+                                    path: f.display().to_string(),
+                                    source,
+                                })?;
                                 h.update(&b);
                             }
                         }
                     }
                 }
-                Source::Random { seed, index } => h.update(format!("random:{seed}:{index}").as_bytes()),
+                Source::Random { seed, index } => {
+                    h.update(format!("random:{seed}:{index}").as_bytes())
+                }
             }
             per.push(h.finalize().into());
         }
@@ -282,7 +374,8 @@ fn random_sample(
     seed: u64,
     index: usize,
 ) -> Vec<(String, HostTensor)> {
-    let mut state = seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    let mut state =
+        seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
     let mut next = move || {
         // splitmix64
         state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -299,21 +392,45 @@ fn random_sample(
                 None => s
                     .dims
                     .as_ref()
-                    .map(|d| d.iter().map(|x| if let Dim::Known(v) = x { *v as usize } else { 1 }).collect())
+                    .map(|d| {
+                        d.iter()
+                            .map(|x| {
+                                if let Dim::Known(v) = x {
+                                    *v as usize
+                                } else {
+                                    1
+                                }
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default(),
             };
             let n: usize = shape.iter().product();
             let ix = ndarray::IxDyn(&shape);
             use crate::onnx::tensor_proto::DataType as D;
             let t = match D::try_from(s.dtype).unwrap_or(D::Float) {
-                D::Int64 => HostTensor::I64(ndarray::ArrayD::from_shape_fn(ix, |_| (next() % 100) as i64)),
-                D::Int32 => HostTensor::I32(ndarray::ArrayD::from_shape_fn(ix, |_| (next() % 100) as i32)),
-                D::Uint8 => HostTensor::U8(ndarray::ArrayD::from_shape_fn(ix, |_| (next() % 256) as u8)),
-                D::Int8 => HostTensor::I8(ndarray::ArrayD::from_shape_fn(ix, |_| (next() % 256) as u8 as i8)),
-                D::Bool => HostTensor::Bool(ndarray::ArrayD::from_shape_fn(ix, |_| next() & 1 == 1)),
+                D::Int64 => HostTensor::I64(ndarray::ArrayD::from_shape_fn(ix, |_| {
+                    (next() % 100) as i64
+                })),
+                D::Int32 => HostTensor::I32(ndarray::ArrayD::from_shape_fn(ix, |_| {
+                    (next() % 100) as i32
+                })),
+                D::Uint8 => {
+                    HostTensor::U8(ndarray::ArrayD::from_shape_fn(ix, |_| (next() % 256) as u8))
+                }
+                D::Int8 => HostTensor::I8(ndarray::ArrayD::from_shape_fn(ix, |_| {
+                    (next() % 256) as u8 as i8
+                })),
+                D::Bool => {
+                    HostTensor::Bool(ndarray::ArrayD::from_shape_fn(ix, |_| next() & 1 == 1))
+                }
                 _ => {
-                    let v: Vec<f32> = (0..n).map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
-                    HostTensor::F32(ndarray::ArrayD::from_shape_vec(ix, v).expect("invariant: sized"))
+                    let v: Vec<f32> = (0..n)
+                        .map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+                        .collect();
+                    HostTensor::F32(
+                        ndarray::ArrayD::from_shape_vec(ix, v).expect("invariant: sized"),
+                    )
                 }
             };
             (s.name.clone(), t)

@@ -29,7 +29,13 @@ pub struct FloatHist {
 
 impl Default for FloatHist {
     fn default() -> Self {
-        FloatHist { min: f32::INFINITY, max: f32::NEG_INFINITY, count: 0, non_finite: 0, counts: vec![0; BUCKETS] }
+        FloatHist {
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+            count: 0,
+            non_finite: 0,
+            counts: vec![0; BUCKETS],
+        }
     }
 }
 
@@ -55,7 +61,9 @@ pub struct Bin {
 impl Bin {
     /// Representative value (midpoint), exactly 0 for the zero buckets' zero.
     pub fn center(&self) -> f64 {
-        if self.lo == 0.0 && self.hi <= f32::MIN_POSITIVE || self.hi == 0.0 && self.lo >= -f32::MIN_POSITIVE {
+        if self.lo == 0.0 && self.hi <= f32::MIN_POSITIVE
+            || self.hi == 0.0 && self.lo >= -f32::MIN_POSITIVE
+        {
             // The bucket around ±0 holds (mostly) exact zeros: ReLU outputs,
             // padding. Treat them as zero so they cost no error.
             return 0.0;
@@ -112,7 +120,11 @@ impl FloatHist {
                 let (lo, hi) = bucket_bounds(b);
                 // Clamp the bucket to the observed extremes so that estimates
                 // never reach past what was actually seen.
-                Bin { lo: lo.max(self.min), hi: hi.min(self.max), count: c }
+                Bin {
+                    lo: lo.max(self.min),
+                    hi: hi.min(self.max),
+                    count: c,
+                }
             })
             .collect();
         v.sort_by(|a, b| a.lo.total_cmp(&b.lo));
@@ -126,14 +138,29 @@ impl FloatHist {
             max: self.max,
             count: self.count,
             non_finite: self.non_finite,
-            buckets: self.counts.iter().enumerate().filter(|(_, &c)| c > 0).map(|(b, &c)| (b as u32, c)).collect(),
+            buckets: self
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(b, &c)| (b as u32, c))
+                .collect(),
         }
     }
 
     pub fn from_sparse(s: &SparseHist) -> Result<Self, String> {
-        let mut h = FloatHist { min: s.min, max: s.max, count: s.count, non_finite: s.non_finite, counts: vec![0; BUCKETS] };
+        let mut h = FloatHist {
+            min: s.min,
+            max: s.max,
+            count: s.count,
+            non_finite: s.non_finite,
+            counts: vec![0; BUCKETS],
+        };
         for &(b, c) in &s.buckets {
-            let slot = h.counts.get_mut(b as usize).ok_or_else(|| format!("bucket {b} out of range"))?;
+            let slot = h
+                .counts
+                .get_mut(b as usize)
+                .ok_or_else(|| format!("bucket {b} out of range"))?;
             *slot += c;
         }
         Ok(h)
@@ -160,7 +187,9 @@ mod tests {
 
     #[test]
     fn order_independent_and_exact_extremes() {
-        let xs: Vec<f32> = (0..1000).map(|i| ((i * 37) % 101) as f32 * 0.13 - 4.0).collect();
+        let xs: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37) % 101) as f32 * 0.13 - 4.0)
+            .collect();
         let mut a = FloatHist::new();
         a.observe(&xs[..500]);
         a.observe(&xs[500..]);
@@ -178,7 +207,15 @@ mod tests {
 
     #[test]
     fn bins_cover_their_values() {
-        for &x in &[0.0f32, -0.0, 1.0, -1.0, 3.5e-20, -7.25e12, f32::MIN_POSITIVE] {
+        for &x in &[
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.0,
+            3.5e-20,
+            -7.25e12,
+            f32::MIN_POSITIVE,
+        ] {
             let (lo, hi) = bucket_bounds((x.to_bits() >> 16) as usize);
             assert!(lo <= x && x <= hi, "{x} not in [{lo}, {hi}]");
         }

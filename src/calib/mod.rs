@@ -65,13 +65,23 @@ pub enum CalibError {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error("calibration sample {sample}: {source}")]
-    Runtime { sample: String, source: RuntimeError },
+    Runtime {
+        sample: String,
+        source: RuntimeError,
+    },
     #[error("{path}: cannot read statistics ({what})")]
     Read { path: String, what: String },
     #[error("{path}: cannot write statistics ({source})")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: these statistics were computed for another model (graph hash {theirs}, this model has {ours}); run `onnxq calibrate` on this model again")]
-    ModelMismatch { path: String, theirs: String, ours: String },
+    ModelMismatch {
+        path: String,
+        theirs: String,
+        ours: String,
+    },
     #[error("no calibration data: give --calib DIR (or --calib-random N for a smoke test)")]
     NoData,
 }
@@ -96,24 +106,46 @@ impl Stats {
             tensors: self.tensors.iter().map(|(k, v)| (k.clone(), v.to_sparse())).collect(),
         };
         let json = serde_json::to_vec_pretty(&f).expect("invariant: stats serialize");
-        crate::onnx::export::write_atomic(path, &json)
-            .map_err(|source| CalibError::Write { path: path.display().to_string(), source })
+        crate::onnx::export::write_atomic(path, &json).map_err(|source| CalibError::Write {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     pub fn load(path: &Path) -> Result<Stats, CalibError> {
         let label = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| CalibError::Read { path: label.clone(), what: e.to_string() })?;
-        let f: StatsFile =
-            serde_json::from_slice(&bytes).map_err(|e| CalibError::Read { path: label.clone(), what: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| CalibError::Read {
+            path: label.clone(),
+            what: e.to_string(),
+        })?;
+        let f: StatsFile = serde_json::from_slice(&bytes).map_err(|e| CalibError::Read {
+            path: label.clone(),
+            what: e.to_string(),
+        })?;
         if f.version != STATS_VERSION {
-            return Err(CalibError::Read { path: label, what: format!("format version {} (this onnxq reads {STATS_VERSION})", f.version) });
+            return Err(CalibError::Read {
+                path: label,
+                what: format!(
+                    "format version {} (this onnxq reads {STATS_VERSION})",
+                    f.version
+                ),
+            });
         }
         let mut tensors = BTreeMap::new();
         for (k, v) in f.tensors {
-            let h = FloatHist::from_sparse(&v).map_err(|what| CalibError::Read { path: label.clone(), what: format!("tensor '{k}': {what}") })?;
+            let h = FloatHist::from_sparse(&v).map_err(|what| CalibError::Read {
+                path: label.clone(),
+                what: format!("tensor '{k}': {what}"),
+            })?;
             tensors.insert(k, h);
         }
-        Ok(Stats { model_hash: f.model_hash, data_hash: f.data_hash, samples: f.samples, input_shapes: f.input_shapes, tensors })
+        Ok(Stats {
+            model_hash: f.model_hash,
+            data_hash: f.data_hash,
+            samples: f.samples,
+            input_shapes: f.input_shapes,
+            tensors,
+        })
     }
 
     /// Refuses statistics computed for another model (`m` as the user gave
@@ -121,7 +153,11 @@ impl Stats {
     pub fn check_model(&self, m: &Model, path: &str) -> Result<(), CalibError> {
         let ours = model_hash(m);
         if ours != self.model_hash {
-            return Err(CalibError::ModelMismatch { path: path.into(), theirs: self.model_hash.clone(), ours });
+            return Err(CalibError::ModelMismatch {
+                path: path.into(),
+                theirs: self.model_hash.clone(),
+                ours,
+            });
         }
         Ok(())
     }
@@ -142,7 +178,10 @@ impl Default for CalibOptions {
     fn default() -> Self {
         CalibOptions {
             input_shapes: BTreeMap::new(),
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(4),
             progress: true,
         }
     }
@@ -152,11 +191,19 @@ impl Default for CalibOptions {
 type Signature = Vec<(String, Vec<usize>, i32)>;
 
 fn signature(inputs: &[(String, HostTensor)]) -> Signature {
-    inputs.iter().map(|(n, t)| (n.clone(), t.shape().to_vec(), t.dtype())).collect()
+    inputs
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec(), t.dtype()))
+        .collect()
 }
 
 /// Runs the model over `data`, summarising the named float tensors.
-pub fn calibrate(m: &Model, data: &DataSet, tensors: &[String], opts: &CalibOptions) -> Result<Stats, CalibError> {
+pub fn calibrate(
+    m: &Model,
+    data: &DataSet,
+    tensors: &[String],
+    opts: &CalibOptions,
+) -> Result<Stats, CalibError> {
     let specs = data::input_specs(m);
     let n = data.len();
     let threads = opts.threads.clamp(1, n.max(1));
@@ -171,7 +218,13 @@ pub fn calibrate(m: &Model, data: &DataSet, tensors: &[String], opts: &CalibOpti
                 s.spawn(move || worker(m, data, tensors, specs, opts, w, threads, bar))
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("invariant: calibration worker does not panic")).collect()
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .expect("invariant: calibration worker does not panic")
+            })
+            .collect()
     });
     bar.finish_and_clear();
     let mut merged: BTreeMap<String, FloatHist> = BTreeMap::new();
@@ -212,12 +265,22 @@ fn worker(
         let inputs = data.load(i, specs, &opts.input_shapes)?;
         let sig = signature(&inputs);
         if !runners.contains_key(&sig) {
-            let ro = RunOptions { input_shapes: sig.clone(), extra_outputs: tensors.to_vec(), ..Default::default() };
-            let r = Runner::new(m, &ro).map_err(|source| CalibError::Runtime { sample: label.clone(), source })?;
+            let ro = RunOptions {
+                input_shapes: sig.clone(),
+                extra_outputs: tensors.to_vec(),
+                ..Default::default()
+            };
+            let r = Runner::new(m, &ro).map_err(|source| CalibError::Runtime {
+                sample: label.clone(),
+                source,
+            })?;
             runners.insert(sig.clone(), r);
         }
         let runner = &runners[&sig];
-        let outs = runner.run(&inputs).map_err(|source| CalibError::Runtime { sample: label.clone(), source })?;
+        let outs = runner.run(&inputs).map_err(|source| CalibError::Runtime {
+            sample: label.clone(),
+            source,
+        })?;
         let n_graph = outs.len() - tensors.len();
         for (name, t) in outs.into_iter().skip(n_graph) {
             let h = hists.entry(name).or_default();
@@ -241,9 +304,11 @@ pub fn progress_bar(len: u64, what: &str, wanted: bool) -> indicatif::ProgressBa
     }
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}")
-            .expect("invariant: valid template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{msg:>12} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
+        )
+        .expect("invariant: valid template")
+        .progress_chars("=> "),
     );
     bar.set_message(what.to_string());
     bar

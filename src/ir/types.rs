@@ -14,7 +14,10 @@ pub enum Dim {
 
 /// A tensor type with a known element type and a shape of known rank.
 pub fn tensor_type(elem: i32, dims: &[i64]) -> TypeProto {
-    tensor_type_dims(elem, Some(&dims.iter().map(|&d| Dim::Known(d)).collect::<Vec<_>>()))
+    tensor_type_dims(
+        elem,
+        Some(&dims.iter().map(|&d| Dim::Known(d)).collect::<Vec<_>>()),
+    )
 }
 
 /// A tensor type from [`Dim`]s; `None` for unknown rank.

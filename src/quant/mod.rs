@@ -64,7 +64,13 @@ const MIN_RANGE: f64 = 1e-30;
 /// Scale and zero point covering `[lo, hi]` (widened to include 0, so zero
 /// padding is exact). A zero or degenerate range gives scale 1, never
 /// inf or NaN.
-pub fn affine_for_range(lo: f64, hi: f64, qt: QType, symmetric: bool, reduce_range: bool) -> Affine {
+pub fn affine_for_range(
+    lo: f64,
+    hi: f64,
+    qt: QType,
+    symmetric: bool,
+    reduce_range: bool,
+) -> Affine {
     let (qmin, qmax) = qt.bounds(symmetric, reduce_range);
     let lo = if lo.is_finite() { lo.min(0.0) } else { 0.0 };
     let hi = if hi.is_finite() { hi.max(0.0) } else { 0.0 };
@@ -77,19 +83,30 @@ pub fn affine_for_range(lo: f64, hi: f64, qt: QType, symmetric: bool, reduce_ran
             QType::S8 => 0,
             QType::U8 => (qmin + qmax + 1) / 2,
         };
-        return Affine { scale: scale as f32, zero_point: zp };
+        return Affine {
+            scale: scale as f32,
+            zero_point: zp,
+        };
     }
     if hi - lo < MIN_RANGE {
         let zp = match qt {
             QType::U8 => qmin,
             QType::S8 => 0,
         };
-        return Affine { scale: 1.0, zero_point: zp };
+        return Affine {
+            scale: 1.0,
+            zero_point: zp,
+        };
     }
     let scale = (hi - lo) / (qmax - qmin) as f64;
     let scale32 = scale as f32;
-    let zp = (qmin as f64 - lo / scale32 as f64).round_ties_even().clamp(qmin as f64, qmax as f64) as i32;
-    Affine { scale: scale32, zero_point: zp }
+    let zp = (qmin as f64 - lo / scale32 as f64)
+        .round_ties_even()
+        .clamp(qmin as f64, qmax as f64) as i32;
+    Affine {
+        scale: scale32,
+        zero_point: zp,
+    }
 }
 
 /// Quantizes one value.
@@ -113,7 +130,12 @@ pub struct WeightQuant {
 
 /// Quantizes `w` (shape `dims`, row-major) symmetrically to int8 with one
 /// scale per index of `axis` (`None`: one scale for the whole tensor).
-pub fn quantize_weights(w: &[f32], dims: &[usize], axis: Option<usize>, reduce_range: bool) -> WeightQuant {
+pub fn quantize_weights(
+    w: &[f32],
+    dims: &[usize],
+    axis: Option<usize>,
+    reduce_range: bool,
+) -> WeightQuant {
     let (qmin, qmax) = QType::S8.bounds(true, reduce_range);
     let (outer, channels, inner) = split_axis(dims, axis);
     let mut amax = vec![0f32; channels];
@@ -136,12 +158,22 @@ pub fn quantize_weights(w: &[f32], dims: &[usize], axis: Option<usize>, reduce_r
 }
 
 /// Quantizes weights with given per-channel scales.
-pub fn requantize(w: &[f32], dims: &[usize], axis: Option<usize>, scales: &[f32], qmin: i32, qmax: i32) -> Vec<i8> {
+pub fn requantize(
+    w: &[f32],
+    dims: &[usize],
+    axis: Option<usize>,
+    scales: &[f32],
+    qmin: i32,
+    qmax: i32,
+) -> Vec<i8> {
     let (outer, channels, inner) = split_axis(dims, axis);
     let mut q = vec![0i8; w.len()];
     for o in 0..outer {
         for c in 0..channels {
-            let a = Affine { scale: scales[c], zero_point: 0 };
+            let a = Affine {
+                scale: scales[c],
+                zero_point: 0,
+            };
             let base = (o * channels + c) * inner;
             for i in base..base + inner {
                 q[i] = quantize(w[i], a, qmin, qmax) as i8;
@@ -193,7 +225,9 @@ pub fn quantize_bias(b: &[f32], s_in: f32, s_w: &[f32]) -> BiasQuant {
             s = s_in as f64 * (new_sw as f32) as f64;
         }
         let s32 = s as f32;
-        let v = (x as f64 / s32 as f64).round_ties_even().clamp(-limit, limit) as i32;
+        let v = (x as f64 / s32 as f64)
+            .round_ties_even()
+            .clamp(-limit, limit) as i32;
         q.push(v);
         scales.push(s32);
     }

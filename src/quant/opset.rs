@@ -15,25 +15,158 @@ use crate::onnx::{AttributeProto, NodeProto};
 /// Ops whose semantics do not change between opset 7 and 13 for the
 /// attributes and inputs they can carry at the older version.
 const SAME_7_TO_13: &[&str] = &[
-    "Abs", "Acos", "Acosh", "Add", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh",
-    "AveragePool", "BatchNormalization", "Cast", "Ceil", "Celu", "Concat", "Constant", "ConstantOfShape",
-    "Conv", "ConvInteger", "ConvTranspose", "Cos", "Cosh", "CumSum", "DepthToSpace", "DequantizeLinear", "Det",
-    "Div", "Einsum", "Elu", "Equal", "Erf", "Exp", "Expand", "EyeLike", "Flatten", "Floor", "GRU",
-    "Gather", "GatherElements", "GatherND", "Gemm", "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool",
-    "Greater", "GreaterOrEqual", "HardSigmoid", "Identity", "If", "InstanceNormalization", "IsInf",
-    "IsNaN", "LRN", "LSTM", "LeakyRelu", "Less", "LessOrEqual", "Log", "Loop", "LpNormalization", "LpPool",
-    "MatMul", "MatMulInteger", "Max", "MaxPool", "MaxRoiPool", "MaxUnpool", "Mean", "Min", "Mod", "Mul",
-    "Multinomial", "Neg", "NonMaxSuppression", "NonZero", "Not", "OneHot", "Or", "PRelu", "Pow",
-    "QLinearConv", "QLinearMatMul", "QuantizeLinear", "RNN", "RandomNormal", "RandomNormalLike",
-    "RandomUniform", "RandomUniformLike", "Range", "Reciprocal", "ReduceL1", "ReduceL2", "ReduceLogSum",
-    "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSumSquare", "Relu",
-    "Reshape", "Resize", "ReverseSequence", "RoiAlign", "Round", "Scan", "ScatterElements", "ScatterND",
-    "Selu", "Shape", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Size", "Softplus", "Softsign",
-    "SpaceToDepth", "Sqrt", "Sub", "Sum", "Tan", "Tanh", "ThresholdedRelu", "Tile", "TopK", "Transpose",
-    "Trilu", "Where", "Xor", "BitShift", "Det", "GreaterOrEqual", "MeanVarianceNormalization",
-    "SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase", "SequenceInsert", "SequenceLength",
-    "SplitToSequence", "ConcatFromSequence", "DynamicQuantizeLinear", "NegativeLogLikelihoodLoss",
-    "SoftmaxCrossEntropyLoss", "Compress", "Clip", "Pad", "Slice",
+    "Abs",
+    "Acos",
+    "Acosh",
+    "Add",
+    "And",
+    "ArgMax",
+    "ArgMin",
+    "Asin",
+    "Asinh",
+    "Atan",
+    "Atanh",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Ceil",
+    "Celu",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "ConvInteger",
+    "ConvTranspose",
+    "Cos",
+    "Cosh",
+    "CumSum",
+    "DepthToSpace",
+    "DequantizeLinear",
+    "Det",
+    "Div",
+    "Einsum",
+    "Elu",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "EyeLike",
+    "Flatten",
+    "Floor",
+    "GRU",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalLpPool",
+    "GlobalMaxPool",
+    "Greater",
+    "GreaterOrEqual",
+    "HardSigmoid",
+    "Identity",
+    "If",
+    "InstanceNormalization",
+    "IsInf",
+    "IsNaN",
+    "LRN",
+    "LSTM",
+    "LeakyRelu",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "Loop",
+    "LpNormalization",
+    "LpPool",
+    "MatMul",
+    "MatMulInteger",
+    "Max",
+    "MaxPool",
+    "MaxRoiPool",
+    "MaxUnpool",
+    "Mean",
+    "Min",
+    "Mod",
+    "Mul",
+    "Multinomial",
+    "Neg",
+    "NonMaxSuppression",
+    "NonZero",
+    "Not",
+    "OneHot",
+    "Or",
+    "PRelu",
+    "Pow",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QuantizeLinear",
+    "RNN",
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "RandomUniformLike",
+    "Range",
+    "Reciprocal",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSumSquare",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "ReverseSequence",
+    "RoiAlign",
+    "Round",
+    "Scan",
+    "ScatterElements",
+    "ScatterND",
+    "Selu",
+    "Shape",
+    "Shrink",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "Sinh",
+    "Size",
+    "Softplus",
+    "Softsign",
+    "SpaceToDepth",
+    "Sqrt",
+    "Sub",
+    "Sum",
+    "Tan",
+    "Tanh",
+    "ThresholdedRelu",
+    "Tile",
+    "TopK",
+    "Transpose",
+    "Trilu",
+    "Where",
+    "Xor",
+    "BitShift",
+    "Det",
+    "GreaterOrEqual",
+    "MeanVarianceNormalization",
+    "SequenceAt",
+    "SequenceConstruct",
+    "SequenceEmpty",
+    "SequenceErase",
+    "SequenceInsert",
+    "SequenceLength",
+    "SplitToSequence",
+    "ConcatFromSequence",
+    "DynamicQuantizeLinear",
+    "NegativeLogLikelihoodLoss",
+    "SoftmaxCrossEntropyLoss",
+    "Compress",
+    "Clip",
+    "Pad",
+    "Slice",
 ];
 
 /// Ops whose older forms take attributes that became inputs.
@@ -53,7 +186,9 @@ pub fn upgrade(m: &mut Model, target: i64) -> Result<usize, String> {
         return Ok(0);
     }
     if from < 7 {
-        return Err(format!("opset {from} predates the ops onnxq can upgrade (7 and later)"));
+        return Err(format!(
+            "opset {from} predates the ops onnxq can upgrade (7 and later)"
+        ));
     }
     if target != 13 {
         return Err(format!("upgrades go to opset 13, not {target}"));
@@ -67,9 +202,17 @@ pub fn upgrade(m: &mut Model, target: i64) -> Result<usize, String> {
             continue;
         }
         let op = node.op_type();
-        if (from < 11 && matches!(op, "Clip" | "Pad" | "Resize" | "Gemm" | "Flatten" | "Concat" | "Gather"))
+        if (from < 11
+            && matches!(
+                op,
+                "Clip" | "Pad" | "Resize" | "Gemm" | "Flatten" | "Concat" | "Gather"
+            ))
             || (from < 10 && matches!(op, "Slice" | "TopK" | "Resize"))
-            || (from < 9 && matches!(op, "BatchNormalization" | "Cast" | "MatMul" | "Gemm" | "Flatten"))
+            || (from < 9
+                && matches!(
+                    op,
+                    "BatchNormalization" | "Cast" | "MatMul" | "Gemm" | "Flatten"
+                ))
         {
             // Attribute/semantics changes at 9–11 are not rewritten here.
             unsafe_ops.push(op.to_string());
@@ -83,12 +226,20 @@ pub fn upgrade(m: &mut Model, target: i64) -> Result<usize, String> {
             continue;
         }
         if matches!(op, "Softmax" | "LogSoftmax" | "Hardmax") {
-            let rank = node.input(0).and_then(|x| g.value_type(x)).and_then(|t| crate::ir::types::dims(&t)).map(|d| d.len());
+            let rank = node
+                .input(0)
+                .and_then(|x| g.value_type(x))
+                .and_then(|t| crate::ir::types::dims(&t))
+                .map(|d| d.len());
             let axis = node.attr_i("axis").unwrap_or(1);
             match rank {
                 Some(r) if axis == r as i64 - 1 || axis == -1 => rewrites.push(n),
-                Some(r) => unsafe_ops.push(format!("{op} (axis {axis} of a rank-{r} input: opset 13 changed its meaning)")),
-                None => unsafe_ops.push(format!("{op} (input rank unknown; run shape-inference first)")),
+                Some(r) => unsafe_ops.push(format!(
+                    "{op} (axis {axis} of a rank-{r} input: opset 13 changed its meaning)"
+                )),
+                None => unsafe_ops.push(format!(
+                    "{op} (input rank unknown; run shape-inference first)"
+                )),
             }
             continue;
         }
@@ -101,7 +252,10 @@ pub fn upgrade(m: &mut Model, target: i64) -> Result<usize, String> {
     if !unsafe_ops.is_empty() {
         unsafe_ops.sort();
         unsafe_ops.dedup();
-        return Err(format!("no known-safe upgrade for {}", unsafe_ops.join(", ")));
+        return Err(format!(
+            "no known-safe upgrade for {}",
+            unsafe_ops.join(", ")
+        ));
     }
     let count = rewrites.len();
     for n in rewrites {
@@ -140,10 +294,17 @@ fn rewrite_node(m: &mut Model, n: NodeId) {
             take_attr(p, "is_test");
         }
         _ => {
-            let (_, attr, _) = ATTR_TO_INPUT.iter().find(|(o, _, _)| *o == op).expect("invariant: listed");
+            let (_, attr, _) = ATTR_TO_INPUT
+                .iter()
+                .find(|(o, _, _)| *o == op)
+                .expect("invariant: listed");
             let a = take_attr(g.node_mut(n).op_mut().expect("invariant: op node"), attr);
             if let Some(a) = a {
-                let name = format!("{}_{attr}", crate::onnx::import::node_label(g.node(n).name(), &op).replace(['<', '>', ' '], ""));
+                let name = format!(
+                    "{}_{attr}",
+                    crate::onnx::import::node_label(g.node(n).name(), &op)
+                        .replace(['<', '>', ' '], "")
+                );
                 let t = Tensor::from_i64(&name, &[a.ints.len() as i64], &a.ints);
                 let v = g.add_initializer(t);
                 let slot = 1; // the attribute becomes operand 1 in each of these ops

@@ -29,6 +29,15 @@ pub struct ActParams {
 pub fn fold(h: &FloatHist, cfg: &ActConfig) -> ActParams {
     let (lo, hi) = clip_range(h, cfg.method, cfg.qtype, cfg.symmetric, cfg.reduce_range);
     let affine = affine_for_range(lo, hi, cfg.qtype, cfg.symmetric, cfg.reduce_range);
-    let observed = if h.is_empty() { (0.0, 0.0) } else { (h.min, h.max) };
-    ActParams { qtype: cfg.qtype, affine, clip: (lo, hi), observed }
+    let observed = if h.is_empty() {
+        (0.0, 0.0)
+    } else {
+        (h.min, h.max)
+    };
+    ActParams {
+        qtype: cfg.qtype,
+        affine,
+        clip: (lo, hi),
+        observed,
+    }
 }

@@ -60,7 +60,13 @@ impl std::fmt::Display for Method {
 }
 
 /// The clip range for a tensor. Always finite, `lo <= 0 <= hi` not implied.
-pub fn clip_range(h: &FloatHist, method: Method, qt: QType, symmetric: bool, reduce_range: bool) -> (f64, f64) {
+pub fn clip_range(
+    h: &FloatHist,
+    method: Method,
+    qt: QType,
+    symmetric: bool,
+    reduce_range: bool,
+) -> (f64, f64) {
     if h.is_empty() {
         return (0.0, 0.0);
     }
@@ -80,7 +86,11 @@ fn quantile(bins: &[Bin], total: u64, q: f64) -> f64 {
     for b in bins {
         let next = acc + b.count as f64;
         if next >= target {
-            let t = if b.count == 0 { 0.0 } else { ((target - acc) / b.count as f64).clamp(0.0, 1.0) };
+            let t = if b.count == 0 {
+                0.0
+            } else {
+                ((target - acc) / b.count as f64).clamp(0.0, 1.0)
+            };
             return b.lo as f64 + t * (b.hi as f64 - b.lo as f64);
         }
         acc = next;
@@ -91,8 +101,16 @@ fn quantile(bins: &[Bin], total: u64, q: f64) -> f64 {
 fn percentile(h: &FloatHist, p: f64) -> (f64, f64) {
     let bins = h.bins();
     let q = p / 100.0;
-    let lo = if h.min >= 0.0 { h.min as f64 } else { quantile(&bins, h.count, 1.0 - q) };
-    let hi = if h.max <= 0.0 { h.max as f64 } else { quantile(&bins, h.count, q) };
+    let lo = if h.min >= 0.0 {
+        h.min as f64
+    } else {
+        quantile(&bins, h.count, 1.0 - q)
+    };
+    let hi = if h.max <= 0.0 {
+        h.max as f64
+    } else {
+        quantile(&bins, h.count, q)
+    };
     (lo.min(hi), hi.max(lo))
 }
 
@@ -173,7 +191,10 @@ fn entropy(h: &FloatHist, qt: QType, symmetric: bool) -> (f64, f64) {
         if b.lo < 0.0 && b.hi > 0.0 {
             a = 0.0;
         }
-        let (ia, iz) = (((a / width) as usize).min(NBINS - 1), ((z / width) as usize).min(NBINS - 1));
+        let (ia, iz) = (
+            ((a / width) as usize).min(NBINS - 1),
+            ((z / width) as usize).min(NBINS - 1),
+        );
         let n = (iz - ia + 1) as f64;
         for slot in &mut hist[ia..=iz] {
             *slot += b.count as f64 / n;
@@ -182,7 +203,11 @@ fn entropy(h: &FloatHist, qt: QType, symmetric: bool) -> (f64, f64) {
     // Levels available on one side: 128 for signed, 256 for a non-negative
     // tensor in u8.
     let nonneg = h.min >= 0.0;
-    let levels = if nonneg && qt == QType::U8 && !symmetric { 256 } else { 128 };
+    let levels = if nonneg && qt == QType::U8 && !symmetric {
+        256
+    } else {
+        128
+    };
     let mut best = (f64::INFINITY, NBINS);
     let start = levels.min(NBINS);
     for i in (start..=NBINS).step_by(16) {
@@ -253,7 +278,9 @@ mod tests {
         for _ in 0..n {
             let mut acc = 0.0f32;
             for _ in 0..4 {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 acc += (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
             }
             v.push(acc);
@@ -269,7 +296,11 @@ mod tests {
         let (lo, hi) = clip_range(&h, Method::Minmax, QType::U8, false, false);
         assert_eq!(hi, 50.0);
         assert!(lo < -1.0);
-        for m in [Method::Percentile { p: 99.99 }, Method::Mse, Method::Entropy] {
+        for m in [
+            Method::Percentile { p: 99.99 },
+            Method::Mse,
+            Method::Entropy,
+        ] {
             let (lo, hi) = clip_range(&h, m, QType::S8, true, false);
             assert!(hi < 10.0 && hi > 0.8, "{m}: hi {hi}");
             assert!(lo < -0.8, "{m}: lo {lo}");
@@ -278,14 +309,22 @@ mod tests {
 
     #[test]
     fn method_parsing() {
-        assert_eq!(Method::parse("percentile{p=99.9}"), Ok(Method::Percentile { p: 99.9 }));
-        assert!(Method::parse("kmeans").unwrap_err().contains("valid methods"));
+        assert_eq!(
+            Method::parse("percentile{p=99.9}"),
+            Ok(Method::Percentile { p: 99.9 })
+        );
+        assert!(Method::parse("kmeans")
+            .unwrap_err()
+            .contains("valid methods"));
         assert!(Method::parse("percentile{p=20}").is_err());
     }
 
     #[test]
     fn empty_histogram_gives_zero_range() {
         let h = FloatHist::new();
-        assert_eq!(clip_range(&h, Method::Mse, QType::U8, false, false), (0.0, 0.0));
+        assert_eq!(
+            clip_range(&h, Method::Mse, QType::U8, false, false),
+            (0.0, 0.0)
+        );
     }
 }
