@@ -17,40 +17,71 @@ use prost::Message;
 use super::external::{self, ExternalError, ExternalSpan, MappedFile};
 use super::tensor_proto::DataLocation;
 use super::{GraphProto, ModelProto, TensorProto};
-use crate::ir::types::{dims, Dim};
 use crate::ir::{Graph, Model, NodeId, Tensor, TensorError};
 
 /// Why a model could not be imported. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("{path}: cannot read ({source})")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: not a valid ONNX model: protobuf decoding failed ({source}); the file may be truncated or not an ONNX file")]
-    Decode { path: String, source: prost::DecodeError },
+    Decode {
+        path: String,
+        source: prost::DecodeError,
+    },
     #[error("{path}: the model has no graph; is this an ONNX model file?")]
     NoGraph { path: String },
     #[error("{path}: node '{node}' ({op}) reads tensor '{tensor}', which no node, input or initializer defines")]
-    Undefined { path: String, node: String, op: String, tensor: String },
+    Undefined {
+        path: String,
+        node: String,
+        op: String,
+        tensor: String,
+    },
     #[error("{path}: graph output '{tensor}' is not produced by any node, input or initializer")]
     UndefinedOutput { path: String, tensor: String },
     #[error("{path}: tensor name '{tensor}' is defined twice ({first} and {second}); every tensor must have one producer")]
-    Duplicate { path: String, tensor: String, first: String, second: String },
+    Duplicate {
+        path: String,
+        tensor: String,
+        first: String,
+        second: String,
+    },
     #[error("{path}: the graph has a cycle through node(s) {nodes}; ONNX graphs must be acyclic")]
     Cycle { path: String, nodes: String },
     #[error("{path}: {source}")]
     Tensor { path: String, source: TensorError },
-    #[error("{path}: value '{tensor}' declares dimension {dim} at axis {axis}; dimensions must be non-negative")]
-    BadDim { path: String, tensor: String, axis: usize, dim: i64 },
+    #[error("{path}: value '{tensor}' declares dimension {dim} at axis {axis}; dimensions must be non-negative (or -1 for unknown)")]
+    BadDim {
+        path: String,
+        tensor: String,
+        axis: usize,
+        dim: i64,
+    },
     #[error("{path}: value '{tensor}' declares shape {dims:?}, whose element count overflows; no tensor can have it")]
-    DimOverflow { path: String, tensor: String, dims: Vec<i64> },
+    DimOverflow {
+        path: String,
+        tensor: String,
+        dims: Vec<i64>,
+    },
     #[error("{path}: tensor '{tensor}' {source}")]
-    External { path: String, tensor: String, source: ExternalError },
+    External {
+        path: String,
+        tensor: String,
+        source: ExternalError,
+    },
 }
 
 /// Reads a model file, resolving external data against its directory.
 pub fn read_model(path: &Path) -> Result<Model, ImportError> {
     let label = path.display().to_string();
-    let io = |source| ImportError::Io { path: label.clone(), source };
+    let io = |source| ImportError::Io {
+        path: label.clone(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     let bytes = if len == 0 {
@@ -58,24 +89,46 @@ pub fn read_model(path: &Path) -> Result<Model, ImportError> {
     } else {
         Bytes::from_owner(external::map_file(&file).map_err(io)?)
     };
-    let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    let dir = path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    });
     from_bytes(bytes, dir, &label)
 }
 
 /// Decodes a model from bytes. `dir` resolves external data; `label` names
 /// the source in errors.
 pub fn from_bytes(bytes: Bytes, dir: Option<&Path>, label: &str) -> Result<Model, ImportError> {
-    let proto = ModelProto::decode(bytes)
-        .map_err(|source| ImportError::Decode { path: label.to_string(), source })?;
+    let proto = ModelProto::decode(bytes).map_err(|source| ImportError::Decode {
+        path: label.to_string(),
+        source,
+    })?;
     from_proto(proto, dir, label)
 }
 
 /// Builds the IR from a decoded model.
-pub fn from_proto(mut proto: ModelProto, dir: Option<&Path>, label: &str) -> Result<Model, ImportError> {
-    let gp = proto.graph.take().ok_or_else(|| ImportError::NoGraph { path: label.to_string() })?;
-    let mut cx = Importer { label: label.to_string(), dir: dir.map(Path::to_path_buf), maps: HashMap::new() };
+pub fn from_proto(
+    mut proto: ModelProto,
+    dir: Option<&Path>,
+    label: &str,
+) -> Result<Model, ImportError> {
+    let gp = proto.graph.take().ok_or_else(|| ImportError::NoGraph {
+        path: label.to_string(),
+    })?;
+    let mut cx = Importer {
+        label: label.to_string(),
+        dir: dir.map(Path::to_path_buf),
+        maps: HashMap::new(),
+    };
     let graph = cx.graph(gp)?;
-    Ok(Model { meta: proto, graph, dir: dir.map(Path::to_path_buf) })
+    Ok(Model {
+        meta: proto,
+        graph,
+        dir: dir.map(Path::to_path_buf),
+    })
 }
 
 struct Importer {
@@ -108,7 +161,11 @@ impl Importer {
             g.add_initializer(t);
         }
         for sp in std::mem::take(&mut gp.sparse_initializer) {
-            let name = sp.values.as_ref().map(|t| t.name().to_string()).unwrap_or_default();
+            let name = sp
+                .values
+                .as_ref()
+                .map(|t| t.name().to_string())
+                .unwrap_or_default();
             define(&mut defined, &name, "a sparse initializer".into())?;
             g.add_sparse_initializer(sp);
         }
@@ -142,8 +199,10 @@ impl Importer {
                 define(&mut defined, o, who.clone())?;
             }
             let free = subgraph_free_names(&np);
-            let outs: Vec<Option<String>> =
-                outputs.into_iter().map(|o| (!o.is_empty()).then_some(o)).collect();
+            let outs: Vec<Option<String>> = outputs
+                .into_iter()
+                .map(|o| (!o.is_empty()).then_some(o))
+                .collect();
             let n = g.import_op(np, &outs);
             pending.push((n, inputs, free));
         }
@@ -157,7 +216,9 @@ impl Importer {
                 g.set_input(n, slot, v);
             }
             for name in free {
-                let v = g.lookup(&name).ok_or_else(|| self.undefined(&g, n, &name))?;
+                let v = g
+                    .lookup(&name)
+                    .ok_or_else(|| self.undefined(&g, n, &name))?;
                 g.add_implicit_input(n, v);
             }
         }
@@ -174,10 +235,12 @@ impl Importer {
         }
         for vi in std::mem::take(&mut gp.output) {
             self.check_dims(&vi)?;
-            let v = g.lookup(vi.name()).ok_or_else(|| ImportError::UndefinedOutput {
-                path: self.label.clone(),
-                tensor: vi.name().into(),
-            })?;
+            let v = g
+                .lookup(vi.name())
+                .ok_or_else(|| ImportError::UndefinedOutput {
+                    path: self.label.clone(),
+                    tensor: vi.name().into(),
+                })?;
             g.push_output(v, vi);
         }
         gp.value_info = orphan_infos;
@@ -190,7 +253,10 @@ impl Importer {
                 .take(6)
                 .map(|&n| format!("'{}'", node_label(g.node(n).name(), g.node(n).op_type())))
                 .collect();
-            return Err(ImportError::Cycle { path: self.label.clone(), nodes: names.join(", ") });
+            return Err(ImportError::Cycle {
+                path: self.label.clone(),
+                nodes: names.join(", "),
+            });
         }
         Ok(g)
     }
@@ -209,37 +275,36 @@ impl Importer {
     /// inference, the runtime) multiply dimensions out, so a negative one or
     /// a product past 64 bits is refused here, naming the value.
     fn check_dims(&self, vi: &super::ValueInfoProto) -> Result<(), ImportError> {
-        let Some(ds) = vi.r#type.as_ref().and_then(dims) else {
+        // The declared numbers as written: `types::dims` already reads every
+        // negative value as "unknown", which would hide corrupt ones here.
+        let Some(ds) = vi.r#type.as_ref().and_then(declared_dims) else {
             return Ok(());
         };
         let mut count: Option<u64> = Some(1);
         for (axis, d) in ds.iter().enumerate() {
-            if let Dim::Known(v) = d {
-                // -1 is how several exporters (PaddlePaddle among them) write
-                // "unknown": accept it as such. Anything below is corrupt.
-                if *v == -1 {
-                    continue;
-                }
-                if *v < 0 {
-                    return Err(ImportError::BadDim {
-                        path: self.label.clone(),
-                        tensor: vi.name().into(),
-                        axis,
-                        dim: *v,
-                    });
-                }
-                count = count.and_then(|c| c.checked_mul(*v as u64));
+            let Some(v) = *d else { continue };
+            // -1 is how several exporters (PaddlePaddle among them) write
+            // "unknown": accept it as such. Anything below is corrupt.
+            if v == -1 {
+                continue;
             }
+            if v < 0 {
+                return Err(ImportError::BadDim {
+                    path: self.label.clone(),
+                    tensor: vi.name().into(),
+                    axis,
+                    dim: v,
+                });
+            }
+            count = count.and_then(|c| c.checked_mul(v as u64));
         }
         if count.is_none() {
-            let known = ds
-                .iter()
-                .map(|d| match d {
-                    Dim::Known(v) => *v,
-                    _ => -1,
-                })
-                .collect();
-            return Err(ImportError::DimOverflow { path: self.label.clone(), tensor: vi.name().into(), dims: known });
+            let known = ds.iter().map(|d| d.unwrap_or(-1)).collect();
+            return Err(ImportError::DimOverflow {
+                path: self.label.clone(),
+                tensor: vi.name().into(),
+                dims: known,
+            });
         }
         Ok(())
     }
@@ -247,41 +312,68 @@ impl Importer {
     fn tensor(&mut self, tp: TensorProto) -> Result<Tensor, ImportError> {
         // Shape first: sizing an external span from the shape must not
         // overflow on a hostile `dims`.
-        let shape_only = Tensor::from_proto(TensorProto { dims: tp.dims.clone(), data_type: tp.data_type, name: tp.name.clone(), ..Default::default() });
-        let n = shape_only.checked_len().map_err(|source| ImportError::Tensor { path: self.label.clone(), source })?;
+        let shape_only = Tensor::from_proto(TensorProto {
+            dims: tp.dims.clone(),
+            data_type: tp.data_type,
+            name: tp.name.clone(),
+            ..Default::default()
+        });
+        let n = shape_only
+            .checked_len()
+            .map_err(|source| ImportError::Tensor {
+                path: self.label.clone(),
+                source,
+            })?;
         if let Some(bits) = crate::onnx::dtype_bits(tp.data_type()) {
             if n.checked_mul(bits).is_none() {
                 return Err(ImportError::Tensor {
                     path: self.label.clone(),
-                    source: TensorError::Overflow { name: tp.name().into(), dims: tp.dims.clone() },
+                    source: TensorError::Overflow {
+                        name: tp.name().into(),
+                        dims: tp.dims.clone(),
+                    },
                 });
             }
         }
         let t = if tp.data_location == Some(DataLocation::External as i32) {
-            let span = self.external_span(&tp).map_err(|source| ImportError::External {
-                path: self.label.clone(),
-                tensor: tp.name().into(),
-                source,
-            })?;
+            let span = self
+                .external_span(&tp)
+                .map_err(|source| ImportError::External {
+                    path: self.label.clone(),
+                    tensor: tp.name().into(),
+                    source,
+                })?;
             Tensor::from_external(tp, Arc::new(span))
         } else {
             Tensor::from_proto(tp)
         };
-        t.validate().map_err(|source| ImportError::Tensor { path: self.label.clone(), source })?;
+        t.validate().map_err(|source| ImportError::Tensor {
+            path: self.label.clone(),
+            source,
+        })?;
         Ok(t)
     }
 
     fn external_span(&mut self, tp: &TensorProto) -> Result<ExternalSpan, ExternalError> {
-        let entry = |k: &str| tp.external_data.iter().find(|e| e.key() == k).map(|e| e.value().to_string());
+        let entry = |k: &str| {
+            tp.external_data
+                .iter()
+                .find(|e| e.key() == k)
+                .map(|e| e.value().to_string())
+        };
         let location = entry("location").ok_or(ExternalError::NoLocation)?;
         let num = |k: &str| -> Result<Option<u64>, ExternalError> {
             match entry(k) {
                 None => Ok(None),
-                Some(v) => v
-                    .trim()
-                    .parse::<u64>()
-                    .map(Some)
-                    .map_err(|_| ExternalError::BadNumber { key: k.into(), value: v }),
+                Some(v) => {
+                    v.trim()
+                        .parse::<u64>()
+                        .map(Some)
+                        .map_err(|_| ExternalError::BadNumber {
+                            key: k.into(),
+                            value: v,
+                        })
+                }
             }
         };
         let offset = num("offset")?.unwrap_or(0);
@@ -290,8 +382,10 @@ impl Importer {
         let file = match self.maps.get(&path) {
             Some(f) => f.clone(),
             None => {
-                let f = MappedFile::open(&path)
-                    .map_err(|source| ExternalError::Missing { path: path.clone(), source })?;
+                let f = MappedFile::open(&path).map_err(|source| ExternalError::Missing {
+                    path: path.clone(),
+                    source,
+                })?;
                 self.maps.insert(path.clone(), f.clone());
                 f
             }
@@ -301,7 +395,10 @@ impl Importer {
             Some(l) => l,
             None => {
                 // No length: the shape decides, or the rest of the file.
-                let probe = Tensor::from_proto(TensorProto { raw_data: None, ..tp.clone() });
+                let probe = Tensor::from_proto(TensorProto {
+                    raw_data: None,
+                    ..tp.clone()
+                });
                 match crate::onnx::dtype_bits(tp.data_type()) {
                     Some(_) => probe.nbytes() as u64,
                     None => size.saturating_sub(offset),
@@ -310,10 +407,33 @@ impl Importer {
         };
         let end = offset.checked_add(length).unwrap_or(u64::MAX);
         if end > size {
-            return Err(ExternalError::OutOfRange { path, offset, end, size });
+            return Err(ExternalError::OutOfRange {
+                path,
+                offset,
+                end,
+                size,
+            });
         }
-        Ok(ExternalSpan::new(file, offset as usize, length as usize).expect("invariant: range checked"))
+        Ok(ExternalSpan::new(file, offset as usize, length as usize)
+            .expect("invariant: range checked"))
     }
+}
+
+/// The `dim_value`s of a tensor type as written (`None` for symbolic or
+/// missing ones); `None` when the type is not a tensor or has no shape.
+fn declared_dims(t: &super::TypeProto) -> Option<Vec<Option<i64>>> {
+    use super::tensor_shape_proto::dimension::Value;
+    let shape = crate::ir::types::as_tensor(t)?.shape.as_ref()?;
+    Some(
+        shape
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(Value::DimValue(v)) => Some(v),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// How a node is named in messages: its name, or its op type if unnamed.
