@@ -181,6 +181,10 @@ pub struct ValidateArgs {
     /// sensitivity (output SQNR with only that node quantized), ranked.
     #[arg(long)]
     pub per_layer: bool,
+    /// With --per-layer: samples for the isolated-sensitivity runs (one
+    /// model run per quantized node per sample).
+    #[arg(long, default_value_t = 4)]
+    pub sensitivity_samples: usize,
     /// With --per-layer: how many rows of each ranking to print.
     #[arg(long, default_value_t = 15)]
     pub top: usize,
@@ -705,7 +709,7 @@ pub fn cmd_validate(a: &ValidateArgs) -> CliResult {
         }
         crate::quantize::prepare(&mut prepared, &mut cx).map_err(Failure::bad_input)?;
         Some(
-            crate::sensitivity::per_layer(&prepared, &quant, &data, !a.quiet)
+            crate::sensitivity::per_layer(&prepared, &quant, &data, a.sensitivity_samples, !a.quiet)
                 .map_err(Failure::bad_input)?,
         )
     } else {

@@ -334,14 +334,18 @@ pub fn isolated_sensitivity(
 }
 
 /// Both views for `onnxq validate --per-layer`.
+///
+/// Isolated sensitivity runs one model per quantized node, so it uses at
+/// most `sens_samples` samples; tensor errors use all of `data`.
 pub fn per_layer(
     orig: &Model,
     quant: &Model,
     data: &DataSet,
+    sens_samples: usize,
     progress: bool,
 ) -> Result<LayerReport, ValidateError> {
     let tensors = tensor_errors(orig, quant, data)?;
-    let reference = Reference::new(orig, data)?;
+    let reference = Reference::new(orig, &data.take(sens_samples.max(1)))?;
     let (nodes, unmatched) = isolated_sensitivity(orig, quant, &reference, progress)?;
     Ok(LayerReport {
         samples: data.len(),
