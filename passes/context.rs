@@ -46,6 +46,8 @@ pub struct PassContext {
     pub model_hash: Option<String>,
     /// What `insert-qdq` decided for each node, for the report.
     pub decisions: Vec<crate::quant::plan::Decision>,
+    /// Measured hotspots from `profile-hotspots`, for cost-aware passes.
+    pub profile: Option<crate::report::Profile>,
 }
 
 impl PassContext {

@@ -38,6 +38,7 @@ pub mod fold_constants;
 pub mod fuse_batchnorm;
 pub mod fold_calibration;
 pub mod insert_qdq;
+pub mod profile_hotspots;
 pub mod shape_inference;
 
 pub use context::PassContext;
@@ -163,6 +164,12 @@ static REGISTRY: &[PassInfo] = &[
         summary: "insert QuantizeLinear/DequantizeLinear around quantizable ops; int8 weights, int32 biases",
         changes_numerics: true,
         make: |o| Ok(Box::new(insert_qdq::InsertQdq::from_options(o)?)),
+    },
+    PassInfo {
+        name: "profile-hotspots",
+        summary: "time every node in tract (median of N runs) and join with MACs/bytes into a hotspot profile",
+        changes_numerics: false,
+        make: |o| Ok(Box::new(profile_hotspots::ProfileHotspots::from_options(o)?)),
     },
 ];
 
