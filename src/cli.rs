@@ -651,6 +651,7 @@ pub fn cmd_calibrate(a: &CalibrateArgs) -> CliResult {
         threads: o
             .threads
             .unwrap_or_else(|| crate::calib::CalibOptions::default().threads),
+        histograms: true,
     };
     cx.calib_data = Some(
         crate::quantize::calib_data(&o)

@@ -324,6 +324,9 @@ pub fn quantize_model(
         threads: opts
             .threads
             .unwrap_or_else(|| CalibOptions::default().threads),
+        // minmax needs only exact ranges; every other method, and a saved
+        // statistics file, needs the histograms.
+        histograms: opts.method != Method::Minmax || opts.save_stats.is_some(),
     };
     let data = calib_data(opts)?;
     // Shape inference runs with the calibration shapes, so that every rank

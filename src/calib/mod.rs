@@ -82,6 +82,8 @@ pub enum CalibError {
         theirs: String,
         ours: String,
     },
+    #[error("calibration sample {sample}: tensor '{tensor}' is not float32 at run time")]
+    NotFloat { sample: String, tensor: String },
     #[error("no calibration data: give --calib DIR (or --calib-random N for a smoke test)")]
     NoData,
 }
@@ -172,6 +174,9 @@ pub struct CalibOptions {
     pub threads: usize,
     /// Show a progress bar (only on a terminal).
     pub progress: bool,
+    /// Keep full histograms (needed by every method but minmax, and by
+    /// saved statistics); without them only exact ranges are kept.
+    pub histograms: bool,
 }
 
 impl Default for CalibOptions {
@@ -183,6 +188,7 @@ impl Default for CalibOptions {
                 .unwrap_or(1)
                 .min(4),
             progress: true,
+            histograms: true,
         }
     }
 }
@@ -277,20 +283,22 @@ fn worker(
             runners.insert(sig.clone(), r);
         }
         let runner = &runners[&sig];
-        let outs = runner.run(&inputs).map_err(|source| CalibError::Runtime {
-            sample: label.clone(),
-            source,
-        })?;
-        let n_graph = outs.len() - tensors.len();
-        for (name, t) in outs.into_iter().skip(n_graph) {
-            let h = hists.entry(name).or_default();
-            match t {
-                HostTensor::F32(a) => match a.as_slice() {
-                    Some(s) => h.observe(s),
-                    None => h.observe(&a.iter().copied().collect::<Vec<f32>>()),
-                },
-                other => h.observe(other.to_f32().as_slice().unwrap_or(&[])),
-            }
+        let n_graph = runner.output_names().len() - tensors.len();
+        let mut failed: Option<String> = None;
+        runner
+            .run_visit(&inputs, |i, name, values| {
+                if i < n_graph {
+                    return;
+                }
+                let h = hists.entry(name.to_string()).or_insert_with(|| FloatHist::with_buckets(opts.histograms));
+                match values {
+                    Some(v) => h.observe(v),
+                    None => failed = Some(name.to_string()),
+                }
+            })
+            .map_err(|source| CalibError::Runtime { sample: label.clone(), source })?;
+        if let Some(name) = failed {
+            return Err(CalibError::NotFloat { sample: label, tensor: name });
         }
         bar.inc(1);
     }

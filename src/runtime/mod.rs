@@ -506,6 +506,33 @@ impl Runner {
         self.collect(out.into_iter().collect())
     }
 
+    /// Runs the model and hands each output (graph outputs, then captured
+    /// tensors) to `visit` without copying it: `Some(values)` for float32
+    /// tensors, `None` for other types. Calibration observes hundreds of
+    /// large intermediates per sample this way.
+    pub fn run_visit(
+        &self,
+        inputs: &[(String, HostTensor)],
+        mut visit: impl FnMut(usize, &str, Option<&[f32]>),
+    ) -> Result<(), RuntimeError> {
+        let values = self.prepare(inputs)?;
+        let out = self
+            .plan
+            .run(values.into_iter().collect())
+            .map_err(|e| self.run_error(e))?;
+        for (i, (name, v)) in self.outputs.iter().zip(out.iter()).enumerate() {
+            let view = if v.datum_type() == DatumType::F32 { v.to_plain_array_view::<f32>().ok() } else { None };
+            match view {
+                Some(a) => match a.as_slice() {
+                    Some(sl) => visit(i, name, Some(sl)),
+                    None => visit(i, name, Some(&a.iter().copied().collect::<Vec<f32>>())),
+                },
+                None => visit(i, name, None),
+            }
+        }
+        Ok(())
+    }
+
     /// Times the model: one untimed warm-up, then `runs` (at least one)
     /// timed runs; reports per-node and whole-run medians.
     pub fn profile(
