@@ -44,6 +44,33 @@ impl Calibrate {
     }
 }
 
+/// Inputs of weighted ops whose per-channel means bias correction needs:
+/// tensor name → channel axis.
+pub fn mean_tensors(m: &Model) -> std::collections::BTreeMap<String, usize> {
+    let p = plan(m, &Selection::default(), true);
+    let g = &m.graph;
+    let mut out = std::collections::BTreeMap::new();
+    for w in &p.weights {
+        let node = g.node(w.node);
+        let Some(x) = node.input(0) else { continue };
+        if w.slot != 1 || g.constant(x).is_some() {
+            continue;
+        }
+        let axis = match node.op_type() {
+            "Conv" => Some(1),
+            "Gemm" => Some(if node.attr_i("transA").unwrap_or(0) != 0 { 0 } else { 1 }),
+            "MatMul" => g.static_shape(x).map(|s| s.len().saturating_sub(1)).or_else(|| {
+                g.value_type(x).and_then(|t| crate::ir::types::dims(&t)).map(|d| d.len().saturating_sub(1))
+            }),
+            _ => None,
+        };
+        if let Some(a) = axis {
+            out.insert(g.name(x).to_string(), a);
+        }
+    }
+    out
+}
+
 /// Names of the tensors calibration observes for `m`.
 pub fn observed_tensors(m: &Model) -> Vec<String> {
     let p = plan(m, &Selection::default(), true);
@@ -93,6 +120,7 @@ impl Pass for Calibrate {
             })?;
         let tensors = observed_tensors(m);
         let opts = CalibOptions {
+            channel_axes: mean_tensors(m),
             input_shapes: cx.input_shapes.clone(),
             ..cx.calib_options.clone()
         };

@@ -38,6 +38,9 @@ pub struct PassContext {
     pub stats: Option<Stats>,
     /// Activation parameters per tensor name, from `fold-calibration`.
     pub act_params: Option<BTreeMap<String, ActParams>>,
+    /// Per-channel means of weighted ops' inputs (from the statistics), for
+    /// bias correction in `insert-qdq`.
+    pub channel_means: BTreeMap<String, crate::calib::ChannelMeans>,
     /// When set, only these nodes (by label) may be quantized: the
     /// fallback and sensitivity machinery narrows quantization with it.
     pub only_nodes: Option<BTreeSet<String>>,
@@ -56,6 +59,10 @@ impl PassContext {
     }
 
     pub fn remark(&mut self, pass: &str, node: &str, message: impl Into<String>) {
-        self.remarks.push(Remark { pass: pass.into(), node: node.into(), message: message.into() });
+        self.remarks.push(Remark {
+            pass: pass.into(),
+            node: node.into(),
+            message: message.into(),
+        });
     }
 }

@@ -153,9 +153,11 @@ impl Pass for FoldCalibration {
             ));
             params.insert(name.clone(), p);
         }
+        let means = stats.means.clone();
         for (n, r) in remarks {
             cx.remark("fold-calibration", &n, r);
         }
+        cx.channel_means = means;
         cx.act_params = Some(params);
         Ok(Changed::No)
     }

@@ -60,6 +60,7 @@ pub struct Options {
     pub reduce_range: bool,
     pub exclude: Vec<String>,
     pub op_types: Vec<String>,
+    pub bias_correction: bool,
 }
 
 impl Default for Options {
@@ -70,6 +71,7 @@ impl Default for Options {
             reduce_range: false,
             exclude: vec![],
             op_types: vec![],
+            bias_correction: true,
         }
     }
 }
@@ -309,6 +311,7 @@ impl InsertQdq {
 
         // Biases: int32 with s_in · s_w, widening weight scales on overflow.
         let mut biases: Vec<(usize, Vec<i32>, Vec<f32>)> = Vec::new();
+        let mut n_corrected = 0usize;
         for (i, b) in p.biases.iter().enumerate() {
             let Some(s_in) = act_scale(b.input) else {
                 continue;
@@ -336,6 +339,27 @@ impl InsertQdq {
             let channels = qw.scales.len();
             if channels != 1 && channels != bv.len() {
                 continue; // bias does not line up with the weight's channels: keep float
+            }
+            let mut bv = bv;
+            if self.opts.bias_correction {
+                let input = g.name(b.input).to_string();
+                if let Some(means) = cx.channel_means.get(&input) {
+                    let node = g.node(b.node);
+                    if let Some(shift) = bias_shift(node, qw, &self.wtype, self.opts.reduce_range, &means.mean) {
+                        // Gemm: y = alpha·A·B + beta·C.
+                        let (alpha, beta) = if node.op_type() == "Gemm" {
+                            (node.attr_f("alpha").unwrap_or(1.0), node.attr_f("beta").unwrap_or(1.0))
+                        } else {
+                            (1.0, 1.0)
+                        };
+                        if shift.len() == bv.len() && beta != 0.0 {
+                            for (x, d) in bv.iter_mut().zip(&shift) {
+                                *x -= (alpha as f64 * d / beta as f64) as f32;
+                            }
+                            n_corrected += 1;
+                        }
+                    }
+                }
             }
             let bq = quantize_bias(&bv, s_in, &qw.scales);
             for (c, s) in &bq.widen {
@@ -497,10 +521,11 @@ impl InsertQdq {
             pass,
             "<model>",
             format!(
-                "{} activations, {} weights and {} biases quantized; {} of {} candidate nodes quantized",
+                "{} activations, {} weights and {} biases quantized ({} bias-corrected); {} of {} candidate nodes quantized",
                 n_act,
                 weights.len(),
                 biases.len(),
+                n_corrected,
                 p.decisions.iter().filter(|d| d.quantized).count(),
                 p.decisions.len()
             ),
@@ -540,4 +565,67 @@ fn requantize_with_zp(
         }
     }
     q
+}
+
+/// Bias correction (Nagel et al., "Data-Free Quantization", §4.2, with
+/// empirical input means): rounding the weights shifts each output channel's
+/// expected value by `Σ δW · E[x]`, a systematic offset that every later
+/// layer inherits. Returns that shift per output channel, to subtract from
+/// the bias. Conv (groups included) and Gemm; `None` for layouts it does not
+/// know.
+fn bias_shift(node: &crate::ir::Node, qw: &QWeight, wtype: &QType, reduce: bool, mean: &[f64]) -> Option<Vec<f64>> {
+    let (lo, hi) = qw.bounds(*wtype, reduce);
+    let dq = |i: usize, c: usize| -> f64 {
+        let a = crate::quant::Affine { scale: qw.scales[c], zero_point: qw.zp };
+        crate::quant::dequantize(crate::quant::quantize(qw.data[i], a, lo, hi), a) as f64 - qw.data[i] as f64
+    };
+    let per_channel = |c: usize| if qw.scales.len() == 1 { 0 } else { c };
+    match node.op_type() {
+        "Conv" => {
+            let d = &qw.dims;
+            if d.len() < 2 || qw.axis.is_some_and(|a| a != 0) {
+                return None;
+            }
+            let (cout, cin_g) = (d[0], d[1]);
+            let taps: usize = d[2..].iter().product();
+            let group = node.attr_i("group").unwrap_or(1).max(1) as usize;
+            if cout % group != 0 || mean.len() != cin_g * group {
+                return None;
+            }
+            let per_group = cout / group;
+            let mut shift = vec![0f64; cout];
+            for (c, sh) in shift.iter_mut().enumerate() {
+                let base_in = (c / per_group) * cin_g;
+                for k in 0..cin_g {
+                    let m = mean[base_in + k];
+                    for t in 0..taps {
+                        let i = (c * cin_g + k) * taps + t;
+                        *sh += dq(i, per_channel(c)) * m;
+                    }
+                }
+            }
+            Some(shift)
+        }
+        "Gemm" => {
+            let d = &qw.dims;
+            if d.len() != 2 {
+                return None;
+            }
+            let trans_b = node.attr_i("transB").unwrap_or(0) != 0;
+            let (k_dim, n_dim) = if trans_b { (d[1], d[0]) } else { (d[0], d[1]) };
+            if mean.len() != k_dim {
+                return None;
+            }
+            let mut shift = vec![0f64; n_dim];
+            for (n, sh) in shift.iter_mut().enumerate() {
+                for (k, m) in mean.iter().enumerate() {
+                    let i = if trans_b { n * k_dim + k } else { k * n_dim + n };
+                    let c = if qw.axis == Some(0) { i / d[1] } else if qw.axis == Some(1) { i % d[1] } else { 0 };
+                    *sh += dq(i, c) * m;
+                }
+            }
+            Some(shift)
+        }
+        _ => None,
+    }
 }

@@ -119,6 +119,9 @@ pub struct QuantizeArgs {
     /// Weight type: s8 or u8 (both symmetric).
     #[arg(long, default_value = "s8")]
     pub weights: String,
+    /// Do not correct biases for the mean shift weight rounding causes.
+    #[arg(long)]
+    pub no_bias_correction: bool,
     /// 7-bit quantization for runtimes whose int8 kernels can overflow.
     #[arg(long)]
     pub reduce_range: bool,
@@ -617,6 +620,7 @@ pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
         Failure::bad_input(format!("--weights '{}': expected s8 or u8", a.weights))
     })?;
     o.per_channel = !a.per_tensor;
+    o.bias_correction = !a.no_bias_correction;
     o.reduce_range = a.reduce_range;
     o.exclude = a.exclude.clone();
     o.op_types = a.op_types.clone();
@@ -652,6 +656,7 @@ pub fn cmd_calibrate(a: &CalibrateArgs) -> CliResult {
             .threads
             .unwrap_or_else(|| crate::calib::CalibOptions::default().threads),
         histograms: true,
+        ..Default::default()
     };
     cx.calib_data = Some(
         crate::quantize::calib_data(&o)

@@ -79,6 +79,8 @@ pub struct QuantizeOptions {
     /// Automatic fallback: keep the most sensitive nodes in float until the
     /// validation data meets this.
     pub target: Option<Target>,
+    /// Correct biases for the mean shift weight rounding causes.
+    pub bias_correction: bool,
 }
 
 impl Default for QuantizeOptions {
@@ -104,6 +106,7 @@ impl Default for QuantizeOptions {
             progress: true,
             threads: None,
             target: None,
+            bias_correction: true,
         }
     }
 }
@@ -274,6 +277,7 @@ fn insert_options(opts: &QuantizeOptions) -> insert_qdq::Options {
         reduce_range: opts.reduce_range,
         exclude: opts.exclude.clone(),
         op_types: opts.op_types.clone(),
+        bias_correction: opts.bias_correction,
     }
 }
 
@@ -283,6 +287,7 @@ fn insert_options(opts: &QuantizeOptions) -> insert_qdq::Options {
 pub struct Calibrated {
     pub prepared: Model,
     pub act_params: std::collections::BTreeMap<String, crate::quant::params::ActParams>,
+    pub channel_means: std::collections::BTreeMap<String, crate::calib::ChannelMeans>,
     pub insert: insert_qdq::Options,
     declared: std::collections::BTreeSet<String>,
 }
@@ -298,6 +303,7 @@ impl Calibrated {
         let mut m = self.prepared.clone();
         let mut cx = PassContext::new();
         cx.act_params = Some(self.act_params.clone());
+        cx.channel_means = self.channel_means.clone();
         cx.only_nodes = only;
         let mut pipeline = Pipeline { passes: vec![] };
         pipeline.push(Box::new(InsertQdq::new(self.insert.clone())?));
@@ -327,6 +333,7 @@ pub fn quantize_model(
         // minmax needs only exact ranges; every other method, and a saved
         // statistics file, needs the histograms.
         histograms: opts.method != Method::Minmax || opts.save_stats.is_some(),
+        ..Default::default()
     };
     let data = calib_data(opts)?;
     // Shape inference runs with the calibration shapes, so that every rank
@@ -413,6 +420,7 @@ pub fn quantize_model(
                 .act_params
                 .clone()
                 .expect("invariant: fold-calibration sets parameters"),
+            channel_means: cx.channel_means.clone(),
             insert: insert_options(opts),
             declared,
         }

@@ -118,6 +118,7 @@ fn seed_calibration(src: &str, m: &onnxq::ir::Model, cx: &mut PassContext) {
             samples: 1,
             input_shapes: cx.input_shapes.clone(),
             tensors,
+            means: Default::default(),
         });
     }
     if let Some(n) = header(src, "# CALIB-RANDOM:").first() {

@@ -44,6 +44,60 @@ pub struct Stats {
     pub input_shapes: BTreeMap<String, Vec<usize>>,
     /// Per tensor name.
     pub tensors: BTreeMap<String, FloatHist>,
+    /// Per-channel means of the inputs of weighted ops, for bias
+    /// correction.
+    pub means: BTreeMap<String, ChannelMeans>,
+}
+
+/// The mean of a tensor over all samples and positions, per channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelMeans {
+    /// The channel axis (1 for NCHW activations, the last for MatMul inputs).
+    pub axis: usize,
+    pub mean: Vec<f64>,
+}
+
+/// Per-sample channel means, summed in sorted order at the end so the
+/// result does not depend on sample order or thread count.
+#[derive(Clone, Debug, Default)]
+struct MeanAcc {
+    axis: usize,
+    per_sample: Vec<Vec<f64>>,
+}
+
+impl MeanAcc {
+    fn observe(&mut self, shape: &[usize], xs: &[f32]) {
+        if self.axis >= shape.len() {
+            return;
+        }
+        let (outer, channels, inner) = crate::quant::split_axis(shape, Some(self.axis));
+        let mut sums = vec![0f64; channels];
+        for o in 0..outer {
+            for (c, sum) in sums.iter_mut().enumerate() {
+                let base = (o * channels + c) * inner;
+                *sum += xs[base..base + inner].iter().map(|&x| if x.is_finite() { x as f64 } else { 0.0 }).sum::<f64>();
+            }
+        }
+        let n = (outer * inner).max(1) as f64;
+        self.per_sample.push(sums.into_iter().map(|s| s / n).collect());
+    }
+
+    fn finish(mut self) -> Option<ChannelMeans> {
+        let channels = self.per_sample.first()?.len();
+        if self.per_sample.iter().any(|v| v.len() != channels) {
+            return None;
+        }
+        let n = self.per_sample.len() as f64;
+        let mean = (0..channels)
+            .map(|c| {
+                let mut v: Vec<f64> = self.per_sample.iter().map(|s| s[c]).collect();
+                v.sort_by(f64::total_cmp);
+                v.iter().sum::<f64>() / n
+            })
+            .collect();
+        self.per_sample.clear();
+        Some(ChannelMeans { axis: self.axis, mean })
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -58,6 +112,9 @@ struct StatsFile {
     input_shapes: BTreeMap<String, Vec<usize>>,
     histogram: String,
     tensors: BTreeMap<String, SparseHist>,
+    // Absent in files written before bias correction.
+    #[serde(default)]
+    means: BTreeMap<String, ChannelMeans>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +163,7 @@ impl Stats {
             input_shapes: self.input_shapes.clone(),
             histogram: "f32 top-16-bit buckets: bucket b spans the floats whose bit pattern is (b << 16) ..= (b << 16 | 0xffff)".into(),
             tensors: self.tensors.iter().map(|(k, v)| (k.clone(), v.to_sparse())).collect(),
+            means: self.means.clone(),
         };
         let json = serde_json::to_vec_pretty(&f).expect("invariant: stats serialize");
         crate::onnx::export::write_atomic(path, &json).map_err(|source| CalibError::Write {
@@ -147,6 +205,7 @@ impl Stats {
             samples: f.samples,
             input_shapes: f.input_shapes,
             tensors,
+            means: f.means,
         })
     }
 
@@ -177,6 +236,9 @@ pub struct CalibOptions {
     /// Keep full histograms (needed by every method but minmax, and by
     /// saved statistics); without them only exact ranges are kept.
     pub histograms: bool,
+    /// Tensors whose per-channel means to record (name → channel axis), for
+    /// bias correction.
+    pub channel_axes: BTreeMap<String, usize>,
 }
 
 impl Default for CalibOptions {
@@ -189,6 +251,7 @@ impl Default for CalibOptions {
                 .min(4),
             progress: true,
             histograms: true,
+            channel_axes: BTreeMap::new(),
         }
     }
 }
@@ -216,7 +279,8 @@ pub fn calibrate(
     let bar = progress_bar(n as u64, "calibrating", opts.progress);
     // Sample i goes to worker i % threads; each worker merges into its own
     // histograms and the partial sums are added at the end, which is exact.
-    let results: Vec<Result<BTreeMap<String, FloatHist>, CalibError>> = std::thread::scope(|s| {
+    type Partial = (BTreeMap<String, FloatHist>, BTreeMap<String, MeanAcc>);
+    let results: Vec<Result<Partial, CalibError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|w| {
                 let specs = &specs;
@@ -234,8 +298,10 @@ pub fn calibrate(
     });
     bar.finish_and_clear();
     let mut merged: BTreeMap<String, FloatHist> = BTreeMap::new();
+    let mut means: BTreeMap<String, MeanAcc> = BTreeMap::new();
     for r in results {
-        for (k, h) in r? {
+        let (hists, ms) = r?;
+        for (k, h) in hists {
             match merged.get_mut(&k) {
                 Some(acc) => acc.merge(&h),
                 None => {
@@ -243,13 +309,20 @@ pub fn calibrate(
                 }
             }
         }
+        for (k, m) in ms {
+            let e = means.entry(k).or_insert_with(|| MeanAcc { axis: m.axis, per_sample: vec![] });
+            e.per_sample.extend(m.per_sample);
+        }
     }
+    let means: BTreeMap<String, ChannelMeans> =
+        means.into_iter().filter_map(|(k, m)| m.finish().map(|cm| (k, cm))).collect();
     Ok(Stats {
         model_hash: model_hash(m),
         data_hash: data.content_hash()?,
         samples: n,
         input_shapes: opts.input_shapes.clone(),
         tensors: merged,
+        means,
     })
 }
 
@@ -263,9 +336,10 @@ fn worker(
     w: usize,
     threads: usize,
     bar: &indicatif::ProgressBar,
-) -> Result<BTreeMap<String, FloatHist>, CalibError> {
+) -> Result<(BTreeMap<String, FloatHist>, BTreeMap<String, MeanAcc>), CalibError> {
     let mut runners: BTreeMap<Signature, Runner> = BTreeMap::new();
     let mut hists: BTreeMap<String, FloatHist> = BTreeMap::new();
+    let mut means: BTreeMap<String, MeanAcc> = BTreeMap::new();
     for i in (w..data.len()).step_by(threads) {
         let label = data.sources[i].label();
         let inputs = data.load(i, specs, &opts.input_shapes)?;
@@ -286,13 +360,18 @@ fn worker(
         let n_graph = runner.output_names().len() - tensors.len();
         let mut failed: Option<String> = None;
         runner
-            .run_visit(&inputs, |i, name, values| {
+            .run_visit(&inputs, |i, name, shape, values| {
                 if i < n_graph {
                     return;
                 }
                 let h = hists.entry(name.to_string()).or_insert_with(|| FloatHist::with_buckets(opts.histograms));
                 match values {
-                    Some(v) => h.observe(v),
+                    Some(v) => {
+                        h.observe(v);
+                        if let Some(&axis) = opts.channel_axes.get(name) {
+                            means.entry(name.to_string()).or_insert_with(|| MeanAcc { axis, per_sample: vec![] }).observe(shape, v);
+                        }
+                    }
                     None => failed = Some(name.to_string()),
                 }
             })
@@ -302,7 +381,7 @@ fn worker(
         }
         bar.inc(1);
     }
-    Ok(hists)
+    Ok((hists, means))
 }
 
 /// A progress bar on stderr when it is a terminal and wanted; hidden otherwise.

@@ -206,6 +206,11 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
                 && !excluded(&node_label(node.name(), op), op)
         })
         .collect();
+    let feeding = feeds_compute(g, &compute, &|n| {
+        let node = g.node(n);
+        let op = node.op_type();
+        node.domain().is_empty() && QUANT_OPS.contains(&op) && allowed(op) && !excluded(&node_label(node.name(), op), op)
+    });
 
     for n in g.ops() {
         let node = g.node(n);
@@ -232,12 +237,12 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
             continue;
         }
         // Elementwise ops, activations, pooling, Concat and Resize pay off
-        // only where they extend the integer path of a quantized compute op
-        // (a reader or producer of theirs, through data movement). Elsewhere
-        // — inside normalisations, gates, decomposed softmaxes — a Q/DQ pair
-        // costs accuracy and saves no time.
-        if !embedding && !COMPUTE_OPS.contains(&op.as_str()) && !adjacent_to(g, n, &compute) {
-            p.decisions.push(decide(false, "not next to a quantized Conv/MatMul/Gemm: a Q/DQ pair here would cost accuracy and save no time"));
+        // only on the integer path into a quantized compute op: their result
+        // is read (through data movement, or through other such ops) by one.
+        // Elsewhere — inside normalisations, gates, decomposed activations
+        // and softmaxes — a Q/DQ pair costs accuracy and saves no time.
+        if !embedding && !COMPUTE_OPS.contains(&op.as_str()) && !feeding.contains(&n) {
+            p.decisions.push(decide(false, "does not feed a quantized Conv/MatMul/Gemm: a Q/DQ pair here would cost accuracy and save no time"));
             continue;
         }
         if let Some(pat) = sel
@@ -416,48 +421,28 @@ fn fused_into_activation(g: &Graph, v: ValueId) -> bool {
         && (g.node(users[0].0).is("Relu") || g.node(users[0].0).is("Clip"))
 }
 
-/// Whether node `n` reads from or feeds one of the `compute` nodes, looking
-/// through data-movement ops (and through a fused activation).
-fn adjacent_to(g: &Graph, n: NodeId, compute: &BTreeSet<NodeId>) -> bool {
-    let node = g.node(n);
+/// The non-compute candidate nodes whose results flow into a quantized
+/// compute op: read by one directly, through data movement, or through
+/// another such node. One sweep in reverse topological order (readers come
+/// later than what they read).
+fn feeds_compute(g: &Graph, compute: &BTreeSet<NodeId>, candidate: &dyn Fn(NodeId) -> bool) -> BTreeSet<NodeId> {
     let is_move = |m: NodeId| {
         let x = g.node(m);
         x.domain().is_empty() && DATA_MOVEMENT_OPS.contains(&x.op_type())
     };
-    // Backwards: the producer of any float input.
-    for v in node.inputs().iter().flatten() {
-        let mut p = g.producer(*v);
-        for _ in 0..8 {
-            if compute.contains(&p) {
-                return true;
-            }
-            if !is_move(p) {
-                break;
-            }
-            match g.node(p).input(0) {
-                Some(x) => p = g.producer(x),
-                None => break,
+    // `reaches[n]`: n's result reaches a quantized node, possibly through
+    // data movement.
+    let mut reaches: BTreeSet<NodeId> = BTreeSet::new();
+    let mut feeding: BTreeSet<NodeId> = BTreeSet::new();
+    for n in g.ops().into_iter().rev() {
+        let users: Vec<NodeId> = g.node(n).outputs().iter().flatten().flat_map(|v| g.user_nodes(*v)).collect();
+        let hit = users.iter().any(|u| compute.contains(u) || feeding.contains(u) || (is_move(*u) && reaches.contains(u)));
+        if hit {
+            reaches.insert(n);
+            if !compute.contains(&n) && candidate(n) {
+                feeding.insert(n);
             }
         }
     }
-    // Forwards: any reader of the output.
-    let mut frontier: Vec<ValueId> = node.outputs().iter().flatten().copied().collect();
-    for _ in 0..8 {
-        let mut next = Vec::new();
-        for v in frontier {
-            for u in g.user_nodes(v) {
-                if compute.contains(&u) {
-                    return true;
-                }
-                if is_move(u) {
-                    next.extend(g.node(u).outputs().iter().flatten().copied());
-                }
-            }
-        }
-        if next.is_empty() {
-            break;
-        }
-        frontier = next;
-    }
-    false
+    feeding
 }

@@ -513,7 +513,7 @@ impl Runner {
     pub fn run_visit(
         &self,
         inputs: &[(String, HostTensor)],
-        mut visit: impl FnMut(usize, &str, Option<&[f32]>),
+        mut visit: impl FnMut(usize, &str, &[usize], Option<&[f32]>),
     ) -> Result<(), RuntimeError> {
         let values = self.prepare(inputs)?;
         let out = self
@@ -521,13 +521,14 @@ impl Runner {
             .run(values.into_iter().collect())
             .map_err(|e| self.run_error(e))?;
         for (i, (name, v)) in self.outputs.iter().zip(out.iter()).enumerate() {
+            let shape = v.shape().to_vec();
             let view = if v.datum_type() == DatumType::F32 { v.to_plain_array_view::<f32>().ok() } else { None };
             match view {
                 Some(a) => match a.as_slice() {
-                    Some(sl) => visit(i, name, Some(sl)),
-                    None => visit(i, name, Some(&a.iter().copied().collect::<Vec<f32>>())),
+                    Some(sl) => visit(i, name, &shape, Some(sl)),
+                    None => visit(i, name, &shape, Some(&a.iter().copied().collect::<Vec<f32>>())),
                 },
-                None => visit(i, name, None),
+                None => visit(i, name, &shape, None),
             }
         }
         Ok(())
