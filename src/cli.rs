@@ -137,8 +137,10 @@ pub struct QuantizeArgs {
     /// Validate on at most N samples (0: skip validation).
     #[arg(long, default_value_t = 8)]
     pub val_samples: usize,
-    /// Write the full report as JSON.
-    #[arg(long, value_name = "FILE.json")]
+    /// Write the full report: FILE.json for machines, FILE.html for people
+    /// (one self-contained page: time per op type, hotspots, per-layer SQNR,
+    /// activation histograms with the chosen clip ranges).
+    #[arg(long, value_name = "FILE.json|FILE.html")]
     pub report: Option<PathBuf>,
     /// Automatic fallback: keep the most sensitive nodes in float until the
     /// worst output SQNR on the validation data reaches DB.
@@ -621,6 +623,7 @@ pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
     })?;
     o.per_channel = !a.per_tensor;
     o.bias_correction = !a.no_bias_correction;
+    o.detailed_report = a.report.is_some();
     o.reduce_range = a.reduce_range;
     o.exclude = a.exclude.clone();
     o.op_types = a.op_types.clone();
@@ -638,6 +641,12 @@ pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
     eprint!("{}", report.summary());
     if let Some(p) = &a.report {
         let json = serde_json::to_vec_pretty(&report).expect("invariant: report serializes");
+        if p.extension().is_some_and(|e| e == "html" || e == "htm") {
+            let html = crate::report::html::render(&report);
+            export::write_atomic(p, html.as_bytes())
+                .map_err(|e| Failure::bad_input(format!("{}: cannot write ({e})", p.display())))?;
+            return Ok(());
+        }
         export::write_atomic(p, &json)
             .map_err(|e| Failure::bad_input(format!("{}: cannot write ({e})", p.display())))?;
     }

@@ -81,6 +81,9 @@ pub struct QuantizeOptions {
     pub target: Option<Target>,
     /// Correct biases for the mean shift weight rounding causes.
     pub bias_correction: bool,
+    /// Collect profile, tensor errors and activation histograms for the
+    /// report (costs a profile run and a validation pass with captures).
+    pub detailed_report: bool,
 }
 
 impl Default for QuantizeOptions {
@@ -107,6 +110,7 @@ impl Default for QuantizeOptions {
             threads: None,
             target: None,
             bias_correction: true,
+            detailed_report: false,
         }
     }
 }
@@ -150,6 +154,12 @@ pub struct QuantizeReport {
     pub remarks: Vec<Remark>,
     pub validation: Option<Validation>,
     pub fallback: Option<Fallback>,
+    /// Filled when a detailed report is asked for (`--report`): where the
+    /// float model spends its time, the error of every shared tensor, and
+    /// each quantized activation's histogram with the range chosen.
+    pub profile: Option<crate::report::profile::Profile>,
+    pub tensor_errors: Vec<crate::sensitivity::TensorError>,
+    pub activations: Vec<ActivationSummary>,
     pub seconds: Timings,
     pub warnings: Vec<String>,
 }
@@ -161,6 +171,7 @@ pub struct Timings {
     pub quantize: f64,
     pub validate: f64,
     pub fallback: f64,
+    pub report: f64,
     pub total: f64,
 }
 
@@ -289,6 +300,7 @@ pub struct Calibrated {
     pub act_params: std::collections::BTreeMap<String, crate::quant::params::ActParams>,
     pub channel_means: std::collections::BTreeMap<String, crate::calib::ChannelMeans>,
     pub insert: insert_qdq::Options,
+    pub stats: Option<Stats>,
     declared: std::collections::BTreeSet<String>,
 }
 
@@ -422,6 +434,7 @@ pub fn quantize_model(
                 .expect("invariant: fold-calibration sets parameters"),
             channel_means: cx.channel_means.clone(),
             insert: insert_options(opts),
+            stats: cx.stats.clone(),
             declared,
         }
     };
@@ -450,12 +463,16 @@ pub fn quantize_model(
             .collect(),
         validation: None,
         fallback: None,
+        profile: None,
+        tensor_errors: vec![],
+        activations: vec![],
         seconds: Timings {
             prepare: t_prep,
             calibrate: t_cal,
             quantize: t_q,
             validate: 0.0,
             fallback: 0.0,
+            report: 0.0,
             total: t0.elapsed().as_secs_f64(),
         },
         warnings,
@@ -520,8 +537,70 @@ pub fn quantize_file(
         report.validation = Some(validate(&float, &written, val)?);
         report.seconds.validate = t.elapsed().as_secs_f64();
     }
+    if opts.detailed_report {
+        let t = Instant::now();
+        if let Some(stats) = &calibrated.stats {
+            report.activations = activation_summaries(stats, &calibrated.act_params, &q);
+        }
+        if let Some(val) = &val {
+            // Error of every shared tensor, on the prepared float model (the
+            // names quantization kept).
+            report.tensor_errors = crate::sensitivity::tensor_errors(&calibrated.prepared, &q, val)?;
+            let specs = crate::calib::data::input_specs(&float);
+            let first = val.load(0, &specs, &opts.input_shapes)?;
+            report.profile = crate::report::profile::measure(&calibrated.prepared, &first, 5).ok();
+        }
+        report.seconds.report = t.elapsed().as_secs_f64();
+    }
     report.seconds.total = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// One quantized activation for the report: the observed distribution
+/// (64 bins over the observed range, counts) and the clip range chosen.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActivationSummary {
+    pub tensor: String,
+    pub observed: (f32, f32),
+    pub clip: (f64, f64),
+    pub scale: f32,
+    pub zero_point: i32,
+    pub qtype: QType,
+    /// Bin edges are `observed.0 + i·(observed.1 − observed.0)/bins.len()`.
+    pub bins: Vec<u64>,
+}
+
+/// Histograms and chosen ranges of the activations that were quantized.
+pub fn activation_summaries(stats: &Stats, params: &std::collections::BTreeMap<String, crate::quant::params::ActParams>, q: &Model) -> Vec<ActivationSummary> {
+    const BINS: usize = 64;
+    let mut out = Vec::new();
+    for (name, p) in params {
+        // Only tensors that actually carry a Q/DQ pair in the output.
+        if q.graph.lookup(&format!("{name}_quantized")).is_none() {
+            continue;
+        }
+        let Some(h) = stats.tensors.get(name) else { continue };
+        let (lo, hi) = (h.min as f64, h.max as f64);
+        let mut bins = vec![0u64; BINS];
+        if hi > lo {
+            for b in h.bins() {
+                let c = ((b.center() - lo) / (hi - lo) * BINS as f64).floor().clamp(0.0, (BINS - 1) as f64) as usize;
+                bins[c] += b.count;
+            }
+        } else if h.count > 0 {
+            bins[0] = h.count;
+        }
+        out.push(ActivationSummary {
+            tensor: name.clone(),
+            observed: (h.min, h.max),
+            clip: p.clip,
+            scale: p.affine.scale,
+            zero_point: p.affine.zero_point,
+            qtype: p.qtype,
+            bins,
+        });
+    }
+    out
 }
 
 /// A fidelity target for automatic fallback.

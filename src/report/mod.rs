@@ -11,3 +11,4 @@ pub mod profile;
 
 pub use cost::{model_costs, node_cost, NodeCost};
 pub use profile::{OpShare, Profile, ProfileNode, ProfileRow};
+pub mod html;
