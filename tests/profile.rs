@@ -141,7 +141,7 @@ fn synthetic() -> Profile {
         ],
         unattributed: vec!["flat".into()],
     };
-    Profile::build(model_costs(&model(MLP_STATIC)), &times)
+    Profile::build(&model(MLP_STATIC), &times)
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -307,4 +307,62 @@ fn cli_json_parses_and_covers_every_op() {
     );
     let s = String::from_utf8(out.stdout).unwrap();
     assert!(s.contains("median ms") && s.contains("per-node sum"), "{s}");
+}
+
+#[test]
+fn prefused_kernels_and_constants_are_regrouped() {
+    // Tract fuses the 1x1 Conv into the BatchNormalization after it as one
+    // node named `bn.prefused`, leaving the Conv its weight packing; the
+    // Constant is folded at load although the runtime links it to its user.
+    let m = model(
+        r#"
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,3,8,8] X) => (float[1,4,8,8] Y)
+<
+  float[4,3,1,1] W = {... 12 elements, hash 00000000},
+  float[4] S = {1.0, 1.0, 1.0, 1.0}, float[4] O = {0.0, 0.0, 0.0, 0.0},
+  float[4] Me = {0.0, 0.0, 0.0, 0.0}, float[4] Va = {1.0, 1.0, 1.0, 1.0},
+  float[1,4,8,8] A, float[1,4,8,8] B, float[1] K
+>
+{
+  [conv] A = Conv (X, W)
+  [bn] B = BatchNormalization (A, S, O, Me, Va)
+  [k] K = Constant <value: tensor = float[1] {2.0}> ()
+  [mul] Y = Mul (B, K)
+}
+"#,
+    );
+    let times = NodeTimes {
+        runs: 1,
+        total: t(4),
+        nodes: vec![
+            node("conv.pack_b", "OptMatMulPack", &["conv"], 1),
+            node("bn.prefused", "OptMatMul", &["bn"], 2),
+            node("mul", "Mul", &["k", "mul"], 1),
+        ],
+        groups: vec![
+            group(&["conv"], &["conv.pack_b"], 1),
+            group(&["bn"], &["bn.prefused"], 2),
+            group(&["k", "mul"], &["mul"], 1),
+        ],
+        unattributed: vec![],
+    };
+    let p = Profile::build(&m, &times);
+    let rows: Vec<(&str, &str, f64)> = p
+        .rows
+        .iter()
+        .map(|r| (r.name.as_str(), r.op.as_str(), r.median_ms))
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        (rows[0].0, rows[0].1),
+        ("conv + bn", "Conv+BatchNormalization")
+    );
+    assert!(close(rows[0].2, 3.0));
+    assert_eq!(p.rows[0].tract_nodes, ["conv.pack_b", "bn.prefused"]);
+    assert_eq!((rows[1].0, rows[1].1), ("mul", "Mul"));
+    assert_eq!(p.folded(), ["k"]);
+    assert_eq!(p.rows[0].macs, Some(4 * 64 * 3));
+    // All of the group's time goes to the Conv, the node with MACs.
+    assert!(close(p.op_types[0].ms, 3.0) && p.op_types[0].op == "Conv");
 }

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::cost::{model_costs, NodeCost};
-use crate::ir::Model;
+use crate::ir::{Model, NodeId};
 use crate::runtime::{NodeTimes, RunOptions, Runner, RuntimeError};
 use crate::tensorio::HostTensor;
 
@@ -111,9 +111,10 @@ fn sum_opt(v: impl Iterator<Item = Option<u64>>) -> Option<u64> {
 }
 
 impl Profile {
-    /// Joins `costs` (every op node, topological order, as
-    /// [`model_costs`] gives them) with measured `times`.
-    pub fn build(costs: Vec<NodeCost>, times: &NodeTimes) -> Profile {
+    /// Joins the static costs of `m` (see [`model_costs`]) with measured
+    /// `times` of the same model.
+    pub fn build(m: &Model, times: &NodeTimes) -> Profile {
+        let costs = model_costs(m);
         let node_sum = ms(times.node_sum());
         let frac = |x: f64| if node_sum > 0.0 { x / node_sum } else { 0.0 };
         // Key → topological index. Only looked up, never iterated.
@@ -122,6 +123,7 @@ impl Profile {
             index.entry(c.node.as_str()).or_insert(i);
         }
         let op_of = |tract_op: &str| format!("tract:{tract_op}");
+        let groups = regroup(m, &costs, &index, times);
 
         // Rows in plan order, with each node's row and attributed time.
         let mut rows = Vec::with_capacity(times.groups.len());
@@ -129,15 +131,9 @@ impl Profile {
         let mut attributed = vec![0.0f64; costs.len()];
         // Time of plan nodes that stand for no ONNX node, by tract op.
         let mut unowned: Vec<(String, f64)> = Vec::new();
-        for grp in &times.groups {
+        for grp in &groups {
             let t = ms(grp.median);
-            let mut members: Vec<usize> = grp
-                .onnx_nodes
-                .iter()
-                .filter_map(|k| index.get(k.as_str()).copied())
-                .collect();
-            members.sort_unstable();
-            members.dedup();
+            let members = grp.members.clone();
             let r = rows.len();
             if members.is_empty() {
                 let op = times
@@ -351,6 +347,120 @@ impl Profile {
     }
 }
 
+/// A fused group after [`regroup`]: ONNX members by topological index.
+struct Group {
+    members: Vec<usize>,
+    tract_nodes: Vec<String>,
+    median: Duration,
+}
+
+/// The runtime's fused groups, with two corrections:
+///
+/// * `Constant` nodes leave groups that hold other nodes. The runtime links
+///   an ONNX node no plan node is named after to its single user, but tract
+///   folds a `Constant` at load: it costs nothing and ends up folded here.
+/// * Tract fuses a matmul-like kernel with the op after it into one plan
+///   node named `<successor>.prefused` (tract-core `ops/einsum/
+///   einsum_matmul.rs`): a 1x1 `Conv` and its `BatchNormalization`, say.
+///   Matching names, the runtime puts that node with the successor and
+///   leaves the `Conv` its weight packing only, so the convolution's time
+///   would be billed to the BatchNormalization. A group holding a
+///   `.prefused` node but no MACs is therefore joined with the group of the
+///   nearest upstream node that has MACs, through single-use data inputs.
+fn regroup(
+    m: &Model,
+    costs: &[NodeCost],
+    index: &HashMap<&str, usize>,
+    times: &NodeTimes,
+) -> Vec<Group> {
+    let g = &m.graph;
+    let ops = g.ops();
+    debug_assert_eq!(ops.len(), costs.len(), "costs are per op, in g.ops() order");
+    let pos: HashMap<NodeId, usize> = ops.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let mut groups: Vec<Group> = times
+        .groups
+        .iter()
+        .map(|grp| {
+            let mut members: Vec<usize> = grp
+                .onnx_nodes
+                .iter()
+                .filter_map(|k| index.get(k.as_str()).copied())
+                .collect();
+            members.sort_unstable();
+            members.dedup();
+            if members.iter().any(|&i| costs[i].op != "Constant") {
+                members.retain(|&i| costs[i].op != "Constant");
+            }
+            Group {
+                members,
+                tract_nodes: grp.tract_nodes.clone(),
+                median: grp.median,
+            }
+        })
+        .collect();
+    let mut group_of: Vec<Option<usize>> = vec![None; costs.len()];
+    for (gi, grp) in groups.iter().enumerate() {
+        for &i in &grp.members {
+            group_of[i] = Some(gi);
+        }
+    }
+    let has_macs = |grp: &Group| grp.members.iter().any(|&i| costs[i].macs.unwrap_or(0) > 0);
+    for b in 0..groups.len() {
+        if groups[b].members.is_empty() || has_macs(&groups[b]) {
+            continue;
+        }
+        let successors: Vec<usize> = groups[b]
+            .tract_nodes
+            .iter()
+            .filter_map(|t| t.strip_suffix(".prefused"))
+            .filter_map(|s| index.get(s).copied())
+            .collect();
+        for j in successors {
+            let mut cur = j;
+            // A few steps suffice: tract prefuses one kernel with its
+            // immediate successor; the walk only crosses nodes that became
+            // part of the same kernel (single-use, MAC-free).
+            for _ in 0..8 {
+                let Some(v) = g.node(ops[cur]).input(0) else {
+                    break;
+                };
+                let Some(&p) = pos.get(&g.producer(v)) else {
+                    break;
+                };
+                if g.user_nodes(v).len() != 1 || g.is_graph_output(v) {
+                    break;
+                }
+                if costs[p].macs.unwrap_or(0) > 0 {
+                    if let Some(a) = group_of[p].filter(|&a| a != b) {
+                        // Keep the earlier group (plan order) and empty the later.
+                        let (keep, gone) = (a.min(b), a.max(b));
+                        let moved = std::mem::replace(
+                            &mut groups[gone],
+                            Group {
+                                members: Vec::new(),
+                                tract_nodes: Vec::new(),
+                                median: Duration::ZERO,
+                            },
+                        );
+                        for &i in &moved.members {
+                            group_of[i] = Some(keep);
+                        }
+                        let k = &mut groups[keep];
+                        k.members.extend(moved.members);
+                        k.members.sort_unstable();
+                        k.tract_nodes.extend(moved.tract_nodes);
+                        k.median += moved.median;
+                    }
+                    break;
+                }
+                cur = p;
+            }
+        }
+    }
+    groups.retain(|grp| !grp.members.is_empty() || !grp.tract_nodes.is_empty());
+    groups
+}
+
 /// `12`, `3.4K`, `5.6M`, `7.8G`.
 fn human(n: u64) -> String {
     let f = n as f64;
@@ -403,5 +513,5 @@ pub fn measure(
     };
     let runner = Runner::new(m, &opts)?;
     let times = runner.profile(inputs, runs)?;
-    Ok(Profile::build(model_costs(m), &times))
+    Ok(Profile::build(m, &times))
 }
