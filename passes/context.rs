@@ -47,6 +47,8 @@ pub struct PassContext {
     /// Hash of the model as the user gave it (before preparation), which
     /// statistics files are tied to; `None`: hash the graph `calibrate` sees.
     pub model_hash: Option<String>,
+    /// Cost-aware selection: the compute ops to quantize (label → why).
+    pub compute_only: Option<BTreeMap<String, String>>,
     /// What `insert-qdq` decided for each node, for the report.
     pub decisions: Vec<crate::quant::plan::Decision>,
     /// Measured hotspots from `profile-hotspots`, for cost-aware passes.

@@ -194,6 +194,7 @@ impl Pass for InsertQdq {
             op_types: self.opts.op_types.clone(),
             exclude: self.opts.exclude.clone(),
             only: cx.only_nodes.clone(),
+            compute_only: cx.compute_only.clone(),
         };
         let placement = plan(m, &sel, self.opts.per_channel);
         cx.decisions = placement.decisions.clone();
@@ -345,10 +346,15 @@ impl InsertQdq {
                 let input = g.name(b.input).to_string();
                 if let Some(means) = cx.channel_means.get(&input) {
                     let node = g.node(b.node);
-                    if let Some(shift) = bias_shift(node, qw, &self.wtype, self.opts.reduce_range, &means.mean) {
+                    if let Some(shift) =
+                        bias_shift(node, qw, &self.wtype, self.opts.reduce_range, &means.mean)
+                    {
                         // Gemm: y = alpha·A·B + beta·C.
                         let (alpha, beta) = if node.op_type() == "Gemm" {
-                            (node.attr_f("alpha").unwrap_or(1.0), node.attr_f("beta").unwrap_or(1.0))
+                            (
+                                node.attr_f("alpha").unwrap_or(1.0),
+                                node.attr_f("beta").unwrap_or(1.0),
+                            )
                         } else {
                             (1.0, 1.0)
                         };
@@ -573,11 +579,21 @@ fn requantize_with_zp(
 /// layer inherits. Returns that shift per output channel, to subtract from
 /// the bias. Conv (groups included) and Gemm; `None` for layouts it does not
 /// know.
-fn bias_shift(node: &crate::ir::Node, qw: &QWeight, wtype: &QType, reduce: bool, mean: &[f64]) -> Option<Vec<f64>> {
+fn bias_shift(
+    node: &crate::ir::Node,
+    qw: &QWeight,
+    wtype: &QType,
+    reduce: bool,
+    mean: &[f64],
+) -> Option<Vec<f64>> {
     let (lo, hi) = qw.bounds(*wtype, reduce);
     let dq = |i: usize, c: usize| -> f64 {
-        let a = crate::quant::Affine { scale: qw.scales[c], zero_point: qw.zp };
-        crate::quant::dequantize(crate::quant::quantize(qw.data[i], a, lo, hi), a) as f64 - qw.data[i] as f64
+        let a = crate::quant::Affine {
+            scale: qw.scales[c],
+            zero_point: qw.zp,
+        };
+        crate::quant::dequantize(crate::quant::quantize(qw.data[i], a, lo, hi), a) as f64
+            - qw.data[i] as f64
     };
     let per_channel = |c: usize| if qw.scales.len() == 1 { 0 } else { c };
     match node.op_type() {
@@ -619,8 +635,18 @@ fn bias_shift(node: &crate::ir::Node, qw: &QWeight, wtype: &QType, reduce: bool,
             let mut shift = vec![0f64; n_dim];
             for (n, sh) in shift.iter_mut().enumerate() {
                 for (k, m) in mean.iter().enumerate() {
-                    let i = if trans_b { n * k_dim + k } else { k * n_dim + n };
-                    let c = if qw.axis == Some(0) { i / d[1] } else if qw.axis == Some(1) { i % d[1] } else { 0 };
+                    let i = if trans_b {
+                        n * k_dim + k
+                    } else {
+                        k * n_dim + n
+                    };
+                    let c = if qw.axis == Some(0) {
+                        i / d[1]
+                    } else if qw.axis == Some(1) {
+                        i % d[1]
+                    } else {
+                        0
+                    };
                     *sh += dq(i, c) * m;
                 }
             }

@@ -142,6 +142,10 @@ pub struct QuantizeArgs {
     /// activation histograms with the chosen clip ranges).
     #[arg(long, value_name = "FILE.json|FILE.html")]
     pub report: Option<PathBuf>,
+    /// Cost-aware selection: quantize the fewest Conv/MatMul/Gemm that
+    /// cover this fraction (0–1) of their measured time, with what feeds them.
+    #[arg(long, value_name = "FRACTION")]
+    pub coverage: Option<f64>,
     /// Automatic fallback: keep the most sensitive nodes in float until the
     /// worst output SQNR on the validation data reaches DB.
     #[arg(long, value_name = "DB")]
@@ -624,6 +628,12 @@ pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
     o.per_channel = !a.per_tensor;
     o.bias_correction = !a.no_bias_correction;
     o.detailed_report = a.report.is_some();
+    if let Some(c) = a.coverage {
+        if !(0.0..=1.0).contains(&c) {
+            return Err(Failure::bad_input(format!("--coverage {c}: expected a fraction between 0 and 1")));
+        }
+        o.coverage = Some(c);
+    }
     o.reduce_range = a.reduce_range;
     o.exclude = a.exclude.clone();
     o.op_types = a.op_types.clone();
@@ -724,8 +734,14 @@ pub fn cmd_validate(a: &ValidateArgs) -> CliResult {
         }
         crate::quantize::prepare(&mut prepared, &mut cx).map_err(Failure::bad_input)?;
         Some(
-            crate::sensitivity::per_layer(&prepared, &quant, &data, a.sensitivity_samples, !a.quiet)
-                .map_err(Failure::bad_input)?,
+            crate::sensitivity::per_layer(
+                &prepared,
+                &quant,
+                &data,
+                a.sensitivity_samples,
+                !a.quiet,
+            )
+            .map_err(Failure::bad_input)?,
         )
     } else {
         None

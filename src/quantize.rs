@@ -81,6 +81,9 @@ pub struct QuantizeOptions {
     pub target: Option<Target>,
     /// Correct biases for the mean shift weight rounding causes.
     pub bias_correction: bool,
+    /// Cost-aware selection: quantize the fewest Conv/MatMul/Gemm that
+    /// cover this fraction of the compute ops' measured time.
+    pub coverage: Option<f64>,
     /// Collect profile, tensor errors and activation histograms for the
     /// report (costs a profile run and a validation pass with captures).
     pub detailed_report: bool,
@@ -110,6 +113,7 @@ impl Default for QuantizeOptions {
             threads: None,
             target: None,
             bias_correction: true,
+            coverage: None,
             detailed_report: false,
         }
     }
@@ -301,6 +305,7 @@ pub struct Calibrated {
     pub channel_means: std::collections::BTreeMap<String, crate::calib::ChannelMeans>,
     pub insert: insert_qdq::Options,
     pub stats: Option<Stats>,
+    pub compute_only: Option<std::collections::BTreeMap<String, String>>,
     declared: std::collections::BTreeSet<String>,
 }
 
@@ -316,6 +321,7 @@ impl Calibrated {
         let mut cx = PassContext::new();
         cx.act_params = Some(self.act_params.clone());
         cx.channel_means = self.channel_means.clone();
+        cx.compute_only = self.compute_only.clone();
         cx.only_nodes = only;
         let mut pipeline = Pipeline { passes: vec![] };
         pipeline.push(Box::new(InsertQdq::new(self.insert.clone())?));
@@ -394,6 +400,17 @@ pub fn quantize_model(
     } else if data.is_none() {
         return Err(QuantizeError::Calib(crate::calib::CalibError::NoData));
     }
+    let compute_only = match opts.coverage {
+        None => None,
+        Some(c) => {
+            let d = data.as_ref().ok_or_else(|| QuantizeError::Usage("--coverage needs data to profile the model on (--calib DIR)".into()))?;
+            let specs = crate::calib::data::input_specs(float);
+            let first = d.load(0, &specs, &opts.input_shapes)?;
+            let profile = crate::report::profile::measure(&m, &first, 5)
+                .map_err(|e| QuantizeError::Usage(format!("--coverage: profiling failed: {e}")))?;
+            Some(select_by_coverage(&m, &profile, c))
+        }
+    };
     let samples = cx
         .stats
         .as_ref()
@@ -435,6 +452,7 @@ pub fn quantize_model(
             channel_means: cx.channel_means.clone(),
             insert: insert_options(opts),
             stats: cx.stats.clone(),
+            compute_only: compute_only.clone(),
             declared,
         }
     };
@@ -545,7 +563,8 @@ pub fn quantize_file(
         if let Some(val) = &val {
             // Error of every shared tensor, on the prepared float model (the
             // names quantization kept).
-            report.tensor_errors = crate::sensitivity::tensor_errors(&calibrated.prepared, &q, val)?;
+            report.tensor_errors =
+                crate::sensitivity::tensor_errors(&calibrated.prepared, &q, val)?;
             let specs = crate::calib::data::input_specs(&float);
             let first = val.load(0, &specs, &opts.input_shapes)?;
             report.profile = crate::report::profile::measure(&calibrated.prepared, &first, 5).ok();
@@ -571,7 +590,11 @@ pub struct ActivationSummary {
 }
 
 /// Histograms and chosen ranges of the activations that were quantized.
-pub fn activation_summaries(stats: &Stats, params: &std::collections::BTreeMap<String, crate::quant::params::ActParams>, q: &Model) -> Vec<ActivationSummary> {
+pub fn activation_summaries(
+    stats: &Stats,
+    params: &std::collections::BTreeMap<String, crate::quant::params::ActParams>,
+    q: &Model,
+) -> Vec<ActivationSummary> {
     const BINS: usize = 64;
     let mut out = Vec::new();
     for (name, p) in params {
@@ -579,12 +602,16 @@ pub fn activation_summaries(stats: &Stats, params: &std::collections::BTreeMap<S
         if q.graph.lookup(&format!("{name}_quantized")).is_none() {
             continue;
         }
-        let Some(h) = stats.tensors.get(name) else { continue };
+        let Some(h) = stats.tensors.get(name) else {
+            continue;
+        };
         let (lo, hi) = (h.min as f64, h.max as f64);
         let mut bins = vec![0u64; BINS];
         if hi > lo {
             for b in h.bins() {
-                let c = ((b.center() - lo) / (hi - lo) * BINS as f64).floor().clamp(0.0, (BINS - 1) as f64) as usize;
+                let c = ((b.center() - lo) / (hi - lo) * BINS as f64)
+                    .floor()
+                    .clamp(0.0, (BINS - 1) as f64) as usize;
                 bins[c] += b.count;
             }
         } else if h.count > 0 {
@@ -599,6 +626,43 @@ pub fn activation_summaries(stats: &Stats, params: &std::collections::BTreeMap<S
             qtype: p.qtype,
             bins,
         });
+    }
+    out
+}
+
+/// The fewest compute ops (Conv, ConvTranspose, MatMul, Gemm) whose measured
+/// time covers `coverage` of all compute ops' time, largest first (ties in
+/// graph order). Returns label → the reason it was chosen.
+pub fn select_by_coverage(
+    m: &Model,
+    profile: &crate::report::profile::Profile,
+    coverage: f64,
+) -> std::collections::BTreeMap<String, String> {
+    use crate::quant::plan::COMPUTE_OPS;
+    let g = &m.graph;
+    let times: std::collections::HashMap<&str, f64> =
+        profile.nodes.iter().map(|n| (n.cost.node.as_str(), n.attributed_ms)).collect();
+    let mut ops: Vec<(usize, String, f64)> = g
+        .ops()
+        .into_iter()
+        .enumerate()
+        .filter(|(_, n)| g.node(*n).domain().is_empty() && COMPUTE_OPS.contains(&g.node(*n).op_type()))
+        .map(|(i, n)| {
+            let key = crate::report::cost::node_key(g, n);
+            let node = g.node(n);
+            (i, import::node_label(node.name(), node.op_type()), times.get(key.as_str()).copied().unwrap_or(0.0))
+        })
+        .collect();
+    let total: f64 = ops.iter().map(|o| o.2).sum();
+    ops.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+    let mut out = std::collections::BTreeMap::new();
+    let mut acc = 0.0;
+    for (_, label, t) in ops {
+        if total > 0.0 && acc >= coverage * total {
+            break;
+        }
+        acc += t;
+        out.insert(label, format!("{:.3} ms, {:.1}% of compute time", t, if total > 0.0 { t / total * 100.0 } else { 0.0 }));
     }
     out
 }

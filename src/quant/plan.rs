@@ -79,6 +79,9 @@ pub struct Selection {
     /// If set, only these nodes (by label) may be quantized: used by
     /// sensitivity analysis and automatic fallback.
     pub only: Option<BTreeSet<String>>,
+    /// If set, only these compute ops (by label) are quantized, with the
+    /// elementwise ops that feed them: cost-aware selection (`--coverage`).
+    pub compute_only: Option<BTreeMap<String, String>>,
 }
 
 /// How a constant input of a quantized node is stored.
@@ -200,16 +203,24 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
         .filter(|&n| {
             let node = g.node(n);
             let op = node.op_type();
+            let label = node_label(node.name(), op);
             node.domain().is_empty()
                 && COMPUTE_OPS.contains(&op)
                 && allowed(op)
-                && !excluded(&node_label(node.name(), op), op)
+                && !excluded(&label, op)
+                && sel
+                    .compute_only
+                    .as_ref()
+                    .is_none_or(|c| c.contains_key(&label))
         })
         .collect();
-    let feeding = feeds_compute(g, &compute, &|n| {
+    let (feeding, reaches) = feeds_compute(g, &compute, &|n| {
         let node = g.node(n);
         let op = node.op_type();
-        node.domain().is_empty() && QUANT_OPS.contains(&op) && allowed(op) && !excluded(&node_label(node.name(), op), op)
+        node.domain().is_empty()
+            && QUANT_OPS.contains(&op)
+            && allowed(op)
+            && !excluded(&node_label(node.name(), op), op)
     });
 
     for n in g.ops() {
@@ -253,6 +264,12 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
             p.decisions
                 .push(decide(false, &format!("excluded by '{pat}'")));
             continue;
+        }
+        if let Some(c) = &sel.compute_only {
+            if COMPUTE_OPS.contains(&op.as_str()) && !c.contains_key(&label) {
+                p.decisions.push(decide(false, "left in float by --coverage: too little of the measured time to pay for its Q/DQ pairs"));
+                continue;
+            }
         }
         if let Some(only) = &sel.only {
             if !only.contains(&label) {
@@ -350,7 +367,14 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
         }
         // The output, unless fused into a following Relu/Clip or kept float.
         if let Some(out) = node.outputs().first().copied().flatten() {
-            if !fused_into_activation(g, out) && !g.is_graph_output(out) && is_float(g, out) {
+            // A result that no quantized node reads (the last layer before
+            // a float head, a Sigmoid output, a normalisation) stays float:
+            // requantizing it would only add error.
+            if !fused_into_activation(g, out)
+                && !g.is_graph_output(out)
+                && is_float(g, out)
+                && reaches.contains(&n)
+            {
                 p.activations.insert(out);
             }
         }
@@ -425,7 +449,12 @@ fn fused_into_activation(g: &Graph, v: ValueId) -> bool {
 /// compute op: read by one directly, through data movement, or through
 /// another such node. One sweep in reverse topological order (readers come
 /// later than what they read).
-fn feeds_compute(g: &Graph, compute: &BTreeSet<NodeId>, candidate: &dyn Fn(NodeId) -> bool) -> BTreeSet<NodeId> {
+/// Also returns every node whose result reaches a quantized node.
+fn feeds_compute(
+    g: &Graph,
+    compute: &BTreeSet<NodeId>,
+    candidate: &dyn Fn(NodeId) -> bool,
+) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
     let is_move = |m: NodeId| {
         let x = g.node(m);
         x.domain().is_empty() && DATA_MOVEMENT_OPS.contains(&x.op_type())
@@ -435,8 +464,16 @@ fn feeds_compute(g: &Graph, compute: &BTreeSet<NodeId>, candidate: &dyn Fn(NodeI
     let mut reaches: BTreeSet<NodeId> = BTreeSet::new();
     let mut feeding: BTreeSet<NodeId> = BTreeSet::new();
     for n in g.ops().into_iter().rev() {
-        let users: Vec<NodeId> = g.node(n).outputs().iter().flatten().flat_map(|v| g.user_nodes(*v)).collect();
-        let hit = users.iter().any(|u| compute.contains(u) || feeding.contains(u) || (is_move(*u) && reaches.contains(u)));
+        let users: Vec<NodeId> = g
+            .node(n)
+            .outputs()
+            .iter()
+            .flatten()
+            .flat_map(|v| g.user_nodes(*v))
+            .collect();
+        let hit = users.iter().any(|u| {
+            compute.contains(u) || feeding.contains(u) || (is_move(*u) && reaches.contains(u))
+        });
         if hit {
             reaches.insert(n);
             if !compute.contains(&n) && candidate(n) {
@@ -444,5 +481,5 @@ fn feeds_compute(g: &Graph, compute: &BTreeSet<NodeId>, candidate: &dyn Fn(NodeI
             }
         }
     }
-    feeding
+    (feeding, reaches)
 }
