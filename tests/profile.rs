@@ -322,13 +322,15 @@ g (float[1,3,8,8] X) => (float[1,4,8,8] Y)
   float[4,3,1,1] W = {... 12 elements, hash 00000000},
   float[4] S = {1.0, 1.0, 1.0, 1.0}, float[4] O = {0.0, 0.0, 0.0, 0.0},
   float[4] Me = {0.0, 0.0, 0.0, 0.0}, float[4] Va = {1.0, 1.0, 1.0, 1.0},
-  float[1,4,8,8] A, float[1,4,8,8] B, float[1] K
+  float[1] S1 = {0.5},
+  float[1,4,8,8] A0, float[1,4,8,8] A, float[1,4,8,8] B, float[1] K
 >
 {
-  [conv] A = Conv (X, W)
+  [conv] A0 = Conv (X, W)
+  [scale] A = Mul (S1, A0)
   [bn] B = BatchNormalization (A, S, O, Me, Va)
   [k] K = Constant <value: tensor = float[1] {2.0}> ()
-  [mul] Y = Mul (B, K)
+  [mul] Y = Mul (K, B)
 }
 "#,
     );
@@ -337,12 +339,12 @@ g (float[1,3,8,8] X) => (float[1,4,8,8] Y)
         total: t(4),
         nodes: vec![
             node("conv.pack_b", "OptMatMulPack", &["conv"], 1),
-            node("bn.prefused", "OptMatMul", &["bn"], 2),
+            node("bn.prefused", "OptMatMul", &["scale", "bn"], 2),
             node("mul", "Mul", &["k", "mul"], 1),
         ],
         groups: vec![
             group(&["conv"], &["conv.pack_b"], 1),
-            group(&["bn"], &["bn.prefused"], 2),
+            group(&["scale", "bn"], &["bn.prefused"], 2),
             group(&["k", "mul"], &["mul"], 1),
         ],
         unattributed: vec![],
@@ -356,7 +358,7 @@ g (float[1,3,8,8] X) => (float[1,4,8,8] Y)
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!(
         (rows[0].0, rows[0].1),
-        ("conv + bn", "Conv+BatchNormalization")
+        ("conv + scale + bn", "Conv+Mul+BatchNormalization")
     );
     assert!(close(rows[0].2, 3.0));
     assert_eq!(p.rows[0].tract_nodes, ["conv.pack_b", "bn.prefused"]);

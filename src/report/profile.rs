@@ -421,7 +421,16 @@ fn regroup(
             // immediate successor; the walk only crosses nodes that became
             // part of the same kernel (single-use, MAC-free).
             for _ in 0..8 {
-                let Some(v) = g.node(ops[cur]).input(0) else {
+                // The data path: the one operand that is not a constant
+                // (`Mul(scale, x)` puts it second).
+                let mut data = g
+                    .node(ops[cur])
+                    .inputs()
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .filter(|&v| g.constant(v).is_none() && !g.producer_node(v).is("Constant"));
+                let (Some(v), None) = (data.next(), data.next()) else {
                     break;
                 };
                 let Some(&p) = pos.get(&g.producer(v)) else {
