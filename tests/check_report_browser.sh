@@ -4,24 +4,30 @@
 # at. The cargo test suite does not need a browser (tests/report_html.rs
 # checks the markup); CI runs this where chromium exists.
 #
-#   tests/check_report_browser.sh [OUT_DIR]     (default: a temporary dir)
+#   tests/check_report_browser.sh [ONNXQ_BIN [OUT_DIR]]
+#
+#   ONNXQ_BIN   the onnxq binary (.ci/run passes target/release/onnxq);
+#               empty or absent: built here with cargo (debug)
+#   OUT_DIR     where the page, DOM dump, logs and screenshot go
+#               (default: a temporary directory, printed at the end)
 #
 # Environment:
 #   CHROMIUM=path        browser binary (default: chromium, chromium-browser
 #                        or google-chrome, whichever is found first)
 #   REQUIRE_BROWSER=1    fail instead of skipping when there is none
-#   ONNXQ=path           onnxq binary (default: built with cargo, debug)
 #
 # The run uses automatic fallback (--target-sqnr) so that every section is
 # filled, including the isolated-sensitivity chart; that search dominates
-# the time (~30 s in a debug build).
+# the time (~30 s in a debug build, a few in release).
 #
 # Exit status: 0 passed or skipped (no browser), 1 a check failed.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-out="${1:-$(mktemp -d)}"
+onnxq="${1:-}"
+out="${2:-$(mktemp -d)}"
 mkdir -p "$out"
+out="$(cd "$out" && pwd)" # absolute, for the file:// URL
 
 browser="${CHROMIUM:-}"
 if [[ -z "$browser" ]]; then
@@ -41,10 +47,12 @@ if [[ -z "$browser" ]]; then
     exit 0
 fi
 
-onnxq="${ONNXQ:-}"
 if [[ -z "$onnxq" ]]; then
     (cd "$root" && cargo build --quiet --bin onnxq)
     onnxq="$root/target/debug/onnxq"
+elif [[ ! -x "$onnxq" ]]; then
+    echo "check_report_browser: $onnxq is not an executable onnxq binary" >&2
+    exit 1
 fi
 
 data="$root/testdata/ppocr_cls"
