@@ -58,10 +58,19 @@ pub fn mean_tensors(m: &Model) -> std::collections::BTreeMap<String, usize> {
         }
         let axis = match node.op_type() {
             "Conv" => Some(1),
-            "Gemm" => Some(if node.attr_i("transA").unwrap_or(0) != 0 { 0 } else { 1 }),
-            "MatMul" => g.static_shape(x).map(|s| s.len().saturating_sub(1)).or_else(|| {
-                g.value_type(x).and_then(|t| crate::ir::types::dims(&t)).map(|d| d.len().saturating_sub(1))
+            "Gemm" => Some(if node.attr_i("transA").unwrap_or(0) != 0 {
+                0
+            } else {
+                1
             }),
+            "MatMul" => g
+                .static_shape(x)
+                .map(|s| s.len().saturating_sub(1))
+                .or_else(|| {
+                    g.value_type(x)
+                        .and_then(|t| crate::ir::types::dims(&t))
+                        .map(|d| d.len().saturating_sub(1))
+                }),
             _ => None,
         };
         if let Some(a) = axis {

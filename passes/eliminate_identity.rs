@@ -55,7 +55,10 @@ fn is_copy(g: &Graph, n: NodeId) -> bool {
         }
         return match node.input(2) {
             None => true,
-            Some(tm) => g.constant(tm).and_then(|t| t.to_i64().ok()).is_some_and(|v| v.iter().all(|&x| x == 0)),
+            Some(tm) => g
+                .constant(tm)
+                .and_then(|t| t.to_i64().ok())
+                .is_some_and(|v| v.iter().all(|&x| x == 0)),
         };
     }
     false
@@ -74,19 +77,38 @@ impl Pass for EliminateIdentity {
                 continue;
             }
             let node = g.node(n);
-            let (x, y) = (node.input(0).expect("invariant: copy has an input"), node.output());
+            let (x, y) = (
+                node.input(0).expect("invariant: copy has an input"),
+                node.output(),
+            );
             let label = crate::onnx::import::node_label(node.name(), node.op_type());
             if g.has_implicit_uses(y) {
-                cx.remark(self.name(), &label, "kept: a subgraph reads its result by name");
+                cx.remark(
+                    self.name(),
+                    &label,
+                    "kept: a subgraph reads its result by name",
+                );
                 continue;
             }
-            let out_ports: Vec<usize> =
-                g.outputs().iter().enumerate().filter(|(_, p)| p.value == y).map(|(i, _)| i).collect();
+            let out_ports: Vec<usize> = g
+                .outputs()
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.value == y)
+                .map(|(i, _)| i)
+                .collect();
             if !out_ports.is_empty() {
                 // The output keeps its name; x must be free to take it.
-                let x_bound = g.is_graph_input(x) || g.is_graph_output(x) || g.has_implicit_uses(x) || g.constant(x).is_some();
+                let x_bound = g.is_graph_input(x)
+                    || g.is_graph_output(x)
+                    || g.has_implicit_uses(x)
+                    || g.constant(x).is_some();
                 if x_bound || out_ports.len() > 1 {
-                    cx.remark(self.name(), &label, "kept: it separates two interface names");
+                    cx.remark(
+                        self.name(),
+                        &label,
+                        "kept: it separates two interface names",
+                    );
                     continue;
                 }
                 g.redirect_output(out_ports[0], x);

@@ -34,9 +34,9 @@ pub mod calibrate;
 pub mod context;
 pub mod dce;
 pub mod eliminate_identity;
+pub mod fold_calibration;
 pub mod fold_constants;
 pub mod fuse_batchnorm;
-pub mod fold_calibration;
 pub mod insert_qdq;
 pub mod profile_hotspots;
 pub mod shape_inference;
@@ -78,17 +78,28 @@ pub enum PassError {
     #[error("unknown pass '{name}'; valid passes are: {valid}")]
     UnknownPass { name: String, valid: String },
     #[error("pipeline: {message} (at byte {at} of \"{pipeline}\")")]
-    Syntax { pipeline: String, at: usize, message: String },
+    Syntax {
+        pipeline: String,
+        at: usize,
+        message: String,
+    },
     #[error("{pass}: bad options: {message}")]
     Options { pass: String, message: String },
     #[error("{pass}: precondition failed: {message}")]
     Precondition { pass: String, message: String },
     #[error("{pass}: node '{node}': {message}")]
-    Node { pass: String, node: String, message: String },
+    Node {
+        pass: String,
+        node: String,
+        message: String,
+    },
     #[error("{pass}: {message}")]
     Failed { pass: String, message: String },
     #[error("{pass}: the IR is invalid after this pass:\n{}", list_violations(.violations))]
-    Verify { pass: String, violations: Vec<Violation> },
+    Verify {
+        pass: String,
+        violations: Vec<Violation>,
+    },
 }
 
 fn list_violations(v: &[Violation]) -> String {
@@ -175,15 +186,25 @@ static REGISTRY: &[PassInfo] = &[
 
 /// Looks a pass up by name.
 pub fn lookup(name: &str) -> Result<&'static PassInfo, PassError> {
-    registry().iter().find(|p| p.name == name).ok_or_else(|| PassError::UnknownPass {
-        name: name.to_string(),
-        valid: registry().iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
-    })
+    registry()
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| PassError::UnknownPass {
+            name: name.to_string(),
+            valid: registry()
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 /// Deserializes a pass's options from the pipeline's JSON form.
 pub fn parse_options<T: DeserializeOwned>(pass: &str, o: Json) -> Result<T, PassError> {
-    serde_json::from_value(o).map_err(|e| PassError::Options { pass: pass.to_string(), message: e.to_string() })
+    serde_json::from_value(o).map_err(|e| PassError::Options {
+        pass: pass.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// The options type of passes that take none: any key is an error.
@@ -205,7 +226,11 @@ pub struct PipelineItem {
 
 /// Parses a pipeline string into items (names are not checked here).
 pub fn parse_pipeline(s: &str) -> Result<Vec<PipelineItem>, PassError> {
-    let mut p = PipeParser { s, b: s.as_bytes(), i: 0 };
+    let mut p = PipeParser {
+        s,
+        b: s.as_bytes(),
+        i: 0,
+    };
     let mut items = Vec::new();
     p.ws();
     if p.i == p.b.len() {
@@ -271,7 +296,11 @@ impl PipeParser<'_> {
         }
     }
     fn err(&self, m: &str) -> PassError {
-        PassError::Syntax { pipeline: self.s.to_string(), at: self.i, message: m.to_string() }
+        PassError::Syntax {
+            pipeline: self.s.to_string(),
+            at: self.i,
+            message: m.to_string(),
+        }
     }
     fn expect(&mut self, c: u8) -> Result<(), PassError> {
         if self.peek() == Some(c) {
@@ -283,7 +312,8 @@ impl PipeParser<'_> {
     }
     fn ident(&mut self) -> Result<String, PassError> {
         let start = self.i;
-        while matches!(self.peek(), Some(c) if c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+        while matches!(self.peek(), Some(c) if c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
             self.i += 1;
         }
         if start == self.i {
@@ -342,7 +372,8 @@ impl PipeParser<'_> {
             }
             _ => {
                 let start = self.i;
-                while matches!(self.peek(), Some(c) if !matches!(c, b',' | b'}' | b']' | b'{' | b'[' | b' ')) {
+                while matches!(self.peek(), Some(c) if !matches!(c, b',' | b'}' | b']' | b'{' | b'[' | b' '))
+                {
                     self.i += 1;
                 }
                 let word = &self.s[start..self.i];
@@ -407,7 +438,10 @@ impl fmt::Display for Pipeline {
                 if !o.is_empty() {
                     let mut keys: Vec<&String> = o.keys().collect();
                     keys.sort();
-                    let parts: Vec<String> = keys.iter().map(|k| format!("{k}={}", show_value(&o[*k]))).collect();
+                    let parts: Vec<String> = keys
+                        .iter()
+                        .map(|k| format!("{k}={}", show_value(&o[*k])))
+                        .collect();
                     write!(f, "{{{}}}", parts.join(","))?;
                 }
             }
@@ -419,7 +453,9 @@ impl fmt::Display for Pipeline {
 fn show_value(v: &Json) -> String {
     match v {
         Json::String(s) => {
-            if !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_./*".contains(&c))
+            if !s.is_empty()
+                && s.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_./*".contains(&c))
                 && !matches!(bare_value(s), Json::Bool(_) | Json::Number(_))
             {
                 s.clone()
@@ -427,7 +463,10 @@ fn show_value(v: &Json) -> String {
                 format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
             }
         }
-        Json::Array(a) => format!("[{}]", a.iter().map(show_value).collect::<Vec<_>>().join(",")),
+        Json::Array(a) => format!(
+            "[{}]",
+            a.iter().map(show_value).collect::<Vec<_>>().join(",")
+        ),
         Json::Null => "null".into(),
         other => other.to_string(),
     }
@@ -511,19 +550,34 @@ impl PassManager {
                 }
             }
             if self.print_before.wants(name) {
-                (self.dump)(&format!("// ----- IR before {name} -----\n{}", text::print_model(m)));
+                (self.dump)(&format!(
+                    "// ----- IR before {name} -----\n{}",
+                    text::print_model(m)
+                ));
             }
             let nodes_before = m.graph.ops().len();
             let t0 = Instant::now();
             let changed = pass.run(m, cx)?;
             let elapsed = t0.elapsed();
             if self.verify_each {
-                m.graph.verify().map_err(|violations| PassError::Verify { pass: name.to_string(), violations })?;
+                m.graph.verify().map_err(|violations| PassError::Verify {
+                    pass: name.to_string(),
+                    violations,
+                })?;
             }
             if self.print_after.wants(name) {
-                (self.dump)(&format!("// ----- IR after {name} -----\n{}", text::print_model(m)));
+                (self.dump)(&format!(
+                    "// ----- IR after {name} -----\n{}",
+                    text::print_model(m)
+                ));
             }
-            runs.push(PassRun { name, changed, elapsed, nodes_before, nodes_after: m.graph.ops().len() });
+            runs.push(PassRun {
+                name,
+                changed,
+                elapsed,
+                nodes_before,
+                nodes_after: m.graph.ops().len(),
+            });
         }
         Ok(runs)
     }
@@ -534,17 +588,29 @@ pub fn timing_table(runs: &[PassRun]) -> String {
     let total: Duration = runs.iter().map(|r| r.elapsed).sum();
     let mut s = String::from("pass                       time (ms)   share  changed  nodes\n");
     for r in runs {
-        let share = if total.is_zero() { 0.0 } else { r.elapsed.as_secs_f64() / total.as_secs_f64() * 100.0 };
+        let share = if total.is_zero() {
+            0.0
+        } else {
+            r.elapsed.as_secs_f64() / total.as_secs_f64() * 100.0
+        };
         s.push_str(&format!(
             "{:<26} {:>9.3} {:>6.1}%  {:<7}  {} -> {}\n",
             r.name,
             r.elapsed.as_secs_f64() * 1e3,
             share,
-            if r.changed == Changed::Yes { "yes" } else { "no" },
+            if r.changed == Changed::Yes {
+                "yes"
+            } else {
+                "no"
+            },
             r.nodes_before,
             r.nodes_after
         ));
     }
-    s.push_str(&format!("{:<26} {:>9.3}\n", "total", total.as_secs_f64() * 1e3));
+    s.push_str(&format!(
+        "{:<26} {:>9.3}\n",
+        "total",
+        total.as_secs_f64() * 1e3
+    ));
     s
 }

@@ -83,7 +83,13 @@ impl FloatHist {
         if buckets {
             Self::default()
         } else {
-            FloatHist { min: f32::INFINITY, max: f32::NEG_INFINITY, count: 0, non_finite: 0, counts: Vec::new() }
+            FloatHist {
+                min: f32::INFINITY,
+                max: f32::NEG_INFINITY,
+                count: 0,
+                non_finite: 0,
+                counts: Vec::new(),
+            }
         }
     }
 

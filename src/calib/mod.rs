@@ -75,11 +75,15 @@ impl MeanAcc {
         for o in 0..outer {
             for (c, sum) in sums.iter_mut().enumerate() {
                 let base = (o * channels + c) * inner;
-                *sum += xs[base..base + inner].iter().map(|&x| if x.is_finite() { x as f64 } else { 0.0 }).sum::<f64>();
+                *sum += xs[base..base + inner]
+                    .iter()
+                    .map(|&x| if x.is_finite() { x as f64 } else { 0.0 })
+                    .sum::<f64>();
             }
         }
         let n = (outer * inner).max(1) as f64;
-        self.per_sample.push(sums.into_iter().map(|s| s / n).collect());
+        self.per_sample
+            .push(sums.into_iter().map(|s| s / n).collect());
     }
 
     fn finish(mut self) -> Option<ChannelMeans> {
@@ -96,7 +100,10 @@ impl MeanAcc {
             })
             .collect();
         self.per_sample.clear();
-        Some(ChannelMeans { axis: self.axis, mean })
+        Some(ChannelMeans {
+            axis: self.axis,
+            mean,
+        })
     }
 }
 
@@ -310,12 +317,17 @@ pub fn calibrate(
             }
         }
         for (k, m) in ms {
-            let e = means.entry(k).or_insert_with(|| MeanAcc { axis: m.axis, per_sample: vec![] });
+            let e = means.entry(k).or_insert_with(|| MeanAcc {
+                axis: m.axis,
+                per_sample: vec![],
+            });
             e.per_sample.extend(m.per_sample);
         }
     }
-    let means: BTreeMap<String, ChannelMeans> =
-        means.into_iter().filter_map(|(k, m)| m.finish().map(|cm| (k, cm))).collect();
+    let means: BTreeMap<String, ChannelMeans> = means
+        .into_iter()
+        .filter_map(|(k, m)| m.finish().map(|cm| (k, cm)))
+        .collect();
     Ok(Stats {
         model_hash: model_hash(m),
         data_hash: data.content_hash()?,
@@ -364,20 +376,34 @@ fn worker(
                 if i < n_graph {
                     return;
                 }
-                let h = hists.entry(name.to_string()).or_insert_with(|| FloatHist::with_buckets(opts.histograms));
+                let h = hists
+                    .entry(name.to_string())
+                    .or_insert_with(|| FloatHist::with_buckets(opts.histograms));
                 match values {
                     Some(v) => {
                         h.observe(v);
                         if let Some(&axis) = opts.channel_axes.get(name) {
-                            means.entry(name.to_string()).or_insert_with(|| MeanAcc { axis, per_sample: vec![] }).observe(shape, v);
+                            means
+                                .entry(name.to_string())
+                                .or_insert_with(|| MeanAcc {
+                                    axis,
+                                    per_sample: vec![],
+                                })
+                                .observe(shape, v);
                         }
                     }
                     None => failed = Some(name.to_string()),
                 }
             })
-            .map_err(|source| CalibError::Runtime { sample: label.clone(), source })?;
+            .map_err(|source| CalibError::Runtime {
+                sample: label.clone(),
+                source,
+            })?;
         if let Some(name) = failed {
-            return Err(CalibError::NotFloat { sample: label, tensor: name });
+            return Err(CalibError::NotFloat {
+                sample: label,
+                tensor: name,
+            });
         }
         bar.inc(1);
     }

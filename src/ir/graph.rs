@@ -5,8 +5,8 @@
 //! one operand slot; operand order lives on the consumer node, and edges are a
 //! derived index that only the methods here keep in sync with it.
 
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
@@ -146,7 +146,11 @@ impl Node {
     /// True when an attribute holds a subgraph.
     pub fn has_subgraphs(&self) -> bool {
         self.op()
-            .map(|p| p.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty()))
+            .map(|p| {
+                p.attribute
+                    .iter()
+                    .any(|a| a.g.is_some() || !a.graphs.is_empty())
+            })
             .unwrap_or(false)
     }
 }
@@ -219,7 +223,9 @@ impl Graph {
     }
 
     pub fn node_mut(&mut self, n: NodeId) -> &mut Node {
-        self.g.node_weight_mut(n.0).expect("invariant: live node id")
+        self.g
+            .node_weight_mut(n.0)
+            .expect("invariant: live node id")
     }
 
     pub fn contains_node(&self, n: NodeId) -> bool {
@@ -227,11 +233,15 @@ impl Graph {
     }
 
     pub fn value(&self, v: ValueId) -> &Value {
-        self.values[v.index()].as_ref().expect("invariant: live value id")
+        self.values[v.index()]
+            .as_ref()
+            .expect("invariant: live value id")
     }
 
     pub fn value_mut(&mut self, v: ValueId) -> &mut Value {
-        self.values[v.index()].as_mut().expect("invariant: live value id")
+        self.values[v.index()]
+            .as_mut()
+            .expect("invariant: live value id")
     }
 
     pub fn name(&self, v: ValueId) -> &str {
@@ -367,8 +377,12 @@ impl Graph {
             Ok(out)
         } else {
             let done: BTreeSet<NodeIndex<u32>> = out.iter().map(|n| n.0).collect();
-            let mut left: Vec<NodeId> =
-                self.g.node_indices().filter(|n| !done.contains(n)).map(NodeId).collect();
+            let mut left: Vec<NodeId> = self
+                .g
+                .node_indices()
+                .filter(|n| !done.contains(n))
+                .map(NodeId)
+                .collect();
             left.sort_by_key(|n| key(n.0));
             Err(left)
         }
@@ -402,7 +416,8 @@ impl Graph {
             .iter()
             .enumerate()
             .filter_map(|(i, v)| {
-                v.as_ref().and_then(|v| v.info.as_ref().map(|(o, _)| (*o, ValueId(i as u32))))
+                v.as_ref()
+                    .and_then(|v| v.info.as_ref().map(|(o, _)| (*o, ValueId(i as u32))))
             })
             .collect();
         v.sort();
@@ -444,12 +459,15 @@ impl Graph {
 
     /// Element type of `v` if known (0 = unknown).
     pub fn elem_type(&self, v: ValueId) -> i32 {
-        self.value_type(v).map(|t| super::types::elem_type(&t)).unwrap_or(0)
+        self.value_type(v)
+            .map(|t| super::types::elem_type(&t))
+            .unwrap_or(0)
     }
 
     /// Static shape of `v` if fully known.
     pub fn static_shape(&self, v: ValueId) -> Option<Vec<usize>> {
-        self.value_type(v).and_then(|t| super::types::static_dims(&t))
+        self.value_type(v)
+            .and_then(|t| super::types::static_dims(&t))
     }
 
     // ----------------------------------------------------------------- building
@@ -488,9 +506,17 @@ impl Graph {
     }
 
     fn new_value(&mut self, name: String, producer: NodeId, slot: u32) -> ValueId {
-        assert!(!self.names.contains_key(&name), "invariant: value name '{name}' is unique");
+        assert!(
+            !self.names.contains_key(&name),
+            "invariant: value name '{name}' is unique"
+        );
         let id = ValueId(self.values.len() as u32);
-        self.values.push(Some(Value { name: name.clone(), producer, slot, info: None }));
+        self.values.push(Some(Value {
+            name: name.clone(),
+            producer,
+            slot,
+            info: None,
+        }));
         self.names.insert(name, id);
         id
     }
@@ -528,7 +554,11 @@ impl Graph {
 
     /// Adds a sparse initializer (name from its `values` tensor).
     pub fn add_sparse_initializer(&mut self, sp: SparseTensorProto) -> ValueId {
-        let name = sp.values.as_ref().map(|t| t.name().to_string()).unwrap_or_default();
+        let name = sp
+            .values
+            .as_ref()
+            .map(|t| t.name().to_string())
+            .unwrap_or_default();
         let order = self.new_order();
         let n = self.add_raw_node(NodeKind::SparseInitializer(Box::new(sp)), order);
         let v = self.new_value(name, n, 0);
@@ -620,7 +650,10 @@ impl Graph {
         let n = self.add_raw_node(NodeKind::Op(Box::new(proto)), order);
         let mut outs = Vec::with_capacity(outputs.len());
         for (i, name) in outputs.iter().enumerate() {
-            outs.push(name.as_ref().map(|nm| self.new_value(nm.clone(), n, i as u32)));
+            outs.push(
+                name.as_ref()
+                    .map(|nm| self.new_value(nm.clone(), n, i as u32)),
+            );
         }
         self.node_mut(n).outputs = outs;
         n
@@ -638,7 +671,14 @@ impl Graph {
         self.node_mut(n).inputs[slot] = v;
         if let Some(v) = v {
             let p = self.producer(v);
-            self.g.add_edge(p.0, n.0, Use { value: v, slot: Slot::Input(slot as u32) });
+            self.g.add_edge(
+                p.0,
+                n.0,
+                Use {
+                    value: v,
+                    slot: Slot::Input(slot as u32),
+                },
+            );
         }
     }
 
@@ -656,7 +696,14 @@ impl Graph {
         }
         self.node_mut(n).implicit_inputs.push(v);
         let p = self.producer(v);
-        self.g.add_edge(p.0, n.0, Use { value: v, slot: Slot::Implicit });
+        self.g.add_edge(
+            p.0,
+            n.0,
+            Use {
+                value: v,
+                slot: Slot::Implicit,
+            },
+        );
     }
 
     fn remove_edge(&mut self, v: ValueId, consumer: NodeId, slot: Slot) {
@@ -715,8 +762,14 @@ impl Graph {
 
     /// Renames a value. Panics if the name is taken or used by a subgraph.
     pub fn rename(&mut self, v: ValueId, name: &str) {
-        assert!(!self.names.contains_key(name), "invariant: rename target '{name}' is free");
-        assert!(!self.has_implicit_uses(v), "invariant: subgraph-bound values keep their names");
+        assert!(
+            !self.names.contains_key(name),
+            "invariant: rename target '{name}' is free"
+        );
+        assert!(
+            !self.has_implicit_uses(v),
+            "invariant: subgraph-bound values keep their names"
+        );
         let old = std::mem::take(&mut self.value_mut(v).name);
         self.names.remove(&old);
         self.value_mut(v).name = name.to_string();
@@ -739,8 +792,14 @@ impl Graph {
     /// graph inputs). Panics otherwise: callers check [`Graph::is_used`].
     pub fn remove_node(&mut self, n: NodeId) -> Node {
         for v in self.node(n).outputs.clone().into_iter().flatten() {
-            assert!(!self.is_used(v), "invariant: removed node's outputs are unused");
-            assert!(!self.is_graph_input(v), "invariant: graph inputs are not removed");
+            assert!(
+                !self.is_used(v),
+                "invariant: removed node's outputs are unused"
+            );
+            assert!(
+                !self.is_graph_input(v),
+                "invariant: graph inputs are not removed"
+            );
         }
         for v in self.node(n).outputs.clone().into_iter().flatten() {
             let name = std::mem::take(&mut self.value_mut(v).name);
@@ -782,22 +841,34 @@ impl Graph {
             let Some(v) = v else { continue };
             let id = ValueId(i as u32);
             if self.names.get(&v.name) != Some(&id) {
-                errs.push(Violation { node: None, what: format!("value '{}' is not in the name index", v.name) });
+                errs.push(Violation {
+                    node: None,
+                    what: format!("value '{}' is not in the name index", v.name),
+                });
             }
             if !self.g.contains_node(v.producer.0) {
-                errs.push(Violation { node: None, what: format!("value '{}' has a dead producer", v.name) });
+                errs.push(Violation {
+                    node: None,
+                    what: format!("value '{}' has a dead producer", v.name),
+                });
                 continue;
             }
             let outs = &self.node(v.producer).outputs;
             if outs.get(v.slot as usize).copied().flatten() != Some(id) {
                 errs.push(Violation {
                     node: who(v.producer),
-                    what: format!("value '{}' is not output {} of its producer", v.name, v.slot),
+                    what: format!(
+                        "value '{}' is not output {} of its producer",
+                        v.name, v.slot
+                    ),
                 });
             }
         }
         if self.names.len() != self.values.iter().filter(|v| v.is_some()).count() {
-            errs.push(Violation { node: None, what: "name index and value table disagree".into() });
+            errs.push(Violation {
+                node: None,
+                what: "name index and value table disagree".into(),
+            });
         }
         // Operands vs edges.
         for n in self.g.node_indices().map(NodeId) {
@@ -805,8 +876,16 @@ impl Graph {
             let mut want: Vec<(ValueId, Slot)> = Vec::new();
             for (i, v) in node.inputs.iter().enumerate() {
                 if let Some(v) = v {
-                    if self.values.get(v.index()).map(|x| x.is_none()).unwrap_or(true) {
-                        errs.push(Violation { node: who(n), what: format!("operand {i} reads a removed value") });
+                    if self
+                        .values
+                        .get(v.index())
+                        .map(|x| x.is_none())
+                        .unwrap_or(true)
+                    {
+                        errs.push(Violation {
+                            node: who(n),
+                            what: format!("operand {i} reads a removed value"),
+                        });
                         continue;
                     }
                     want.push((*v, Slot::Input(i as u32)));
@@ -823,25 +902,38 @@ impl Graph {
             want.sort();
             have.sort();
             if want != have {
-                errs.push(Violation { node: who(n), what: "use edges do not match operands".into() });
+                errs.push(Violation {
+                    node: who(n),
+                    what: "use edges do not match operands".into(),
+                });
             }
             for e in self.g.edges_directed(n.0, Direction::Incoming) {
                 let v = e.weight().value;
                 if let Some(Some(val)) = self.values.get(v.index()) {
                     if val.producer.0 != e.source() {
-                        errs.push(Violation { node: who(n), what: format!("use of '{}' comes from the wrong producer", val.name) });
+                        errs.push(Violation {
+                            node: who(n),
+                            what: format!("use of '{}' comes from the wrong producer", val.name),
+                        });
                     }
                 }
             }
             match &node.kind {
                 NodeKind::Op(p) => {
                     if p.op_type().is_empty() {
-                        errs.push(Violation { node: who(n), what: "node has no op_type".into() });
+                        errs.push(Violation {
+                            node: who(n),
+                            what: "node has no op_type".into(),
+                        });
                     }
                 }
                 _ => {
                     if node.outputs.len() != 1 || !node.inputs.is_empty() {
-                        errs.push(Violation { node: None, what: "input/initializer node must have one output and no operands".into() });
+                        errs.push(Violation {
+                            node: None,
+                            what: "input/initializer node must have one output and no operands"
+                                .into(),
+                        });
                     }
                 }
             }
@@ -851,21 +943,45 @@ impl Graph {
                 match self.values.get(p.value.index()) {
                     Some(Some(v)) => {
                         if p.info.name() != v.name {
-                            errs.push(Violation { node: None, what: format!("graph {kind} '{}' names value '{}'", p.info.name(), v.name) });
+                            errs.push(Violation {
+                                node: None,
+                                what: format!(
+                                    "graph {kind} '{}' names value '{}'",
+                                    p.info.name(),
+                                    v.name
+                                ),
+                            });
                         }
                     }
-                    _ => errs.push(Violation { node: None, what: format!("graph {kind} '{}' reads a removed value", p.info.name()) }),
+                    _ => errs.push(Violation {
+                        node: None,
+                        what: format!("graph {kind} '{}' reads a removed value", p.info.name()),
+                    }),
                 }
             }
         }
         for n in self.g.node_indices().map(NodeId) {
-            if matches!(self.node(n).kind, NodeKind::Input) && !self.inputs.iter().any(|p| Some(p.value) == self.node(n).outputs[0]) {
-                errs.push(Violation { node: None, what: format!("input node '{}' is not a graph input", self.name(self.node(n).output())) });
+            if matches!(self.node(n).kind, NodeKind::Input)
+                && !self
+                    .inputs
+                    .iter()
+                    .any(|p| Some(p.value) == self.node(n).outputs[0])
+            {
+                errs.push(Violation {
+                    node: None,
+                    what: format!(
+                        "input node '{}' is not a graph input",
+                        self.name(self.node(n).output())
+                    ),
+                });
             }
         }
         if let Err(cycle) = self.try_topo_order() {
             let names: Vec<String> = cycle.iter().take(5).filter_map(|&n| who(n)).collect();
-            errs.push(Violation { node: names.first().cloned(), what: format!("graph has a cycle through {}", names.join(", ")) });
+            errs.push(Violation {
+                node: names.first().cloned(),
+                what: format!("graph has a cycle through {}", names.join(", ")),
+            });
         }
         if errs.is_empty() {
             Ok(())

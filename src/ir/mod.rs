@@ -33,7 +33,13 @@ pub struct Model {
 impl Model {
     /// Opset version imported for `domain` (`""` and `ai.onnx` are the same).
     pub fn opset(&self, domain: &str) -> Option<i64> {
-        let norm = |d: &str| if d == "ai.onnx" { String::new() } else { d.to_string() };
+        let norm = |d: &str| {
+            if d == "ai.onnx" {
+                String::new()
+            } else {
+                d.to_string()
+            }
+        };
         let want = norm(domain);
         self.meta
             .opset_import
@@ -44,9 +50,20 @@ impl Model {
 
     /// Sets the opset version for `domain`, adding the import if missing.
     pub fn set_opset(&mut self, domain: &str, version: i64) {
-        let norm = |d: &str| if d == "ai.onnx" { String::new() } else { d.to_string() };
+        let norm = |d: &str| {
+            if d == "ai.onnx" {
+                String::new()
+            } else {
+                d.to_string()
+            }
+        };
         let want = norm(domain);
-        if let Some(o) = self.meta.opset_import.iter_mut().find(|o| norm(o.domain()) == want) {
+        if let Some(o) = self
+            .meta
+            .opset_import
+            .iter_mut()
+            .find(|o| norm(o.domain()) == want)
+        {
             o.version = Some(version);
         } else {
             self.meta.opset_import.push(OperatorSetIdProto {

@@ -33,7 +33,9 @@ pub enum TensorError {
     NegativeDim { name: String, dim: i64 },
     #[error("tensor '{name}': the element count of shape {dims:?} overflows")]
     Overflow { name: String, dims: Vec<i64> },
-    #[error("tensor '{name}' holds {got} bytes of data but its shape {dims:?} of {dtype} needs {want}")]
+    #[error(
+        "tensor '{name}' holds {got} bytes of data but its shape {dims:?} of {dtype} needs {want}"
+    )]
     SizeMismatch {
         name: String,
         dims: Vec<i64>,
@@ -43,19 +45,27 @@ pub enum TensorError {
     },
     #[error("tensor '{name}' has element type {dtype}, which onnxq cannot convert here")]
     Unsupported { name: String, dtype: &'static str },
-    #[error("tensor '{name}' is a segment of a larger tensor; segmented tensors are not supported")]
+    #[error(
+        "tensor '{name}' is a segment of a larger tensor; segmented tensors are not supported"
+    )]
     Segmented { name: String },
 }
 
 impl Tensor {
     /// Wraps a proto whose data is inline (raw or typed fields).
     pub fn from_proto(proto: TensorProto) -> Self {
-        Tensor { proto, external: None }
+        Tensor {
+            proto,
+            external: None,
+        }
     }
 
     /// Wraps a proto whose data lives in an external file.
     pub fn from_external(proto: TensorProto, span: Arc<ExternalSpan>) -> Self {
-        Tensor { proto, external: Some(span) }
+        Tensor {
+            proto,
+            external: Some(span),
+        }
     }
 
     /// A new tensor with little-endian `raw_data`.
@@ -94,7 +104,12 @@ impl Tensor {
     }
 
     pub fn from_u8(name: &str, dims: &[i64], data: &[u8]) -> Self {
-        Tensor::from_raw(name, DataType::Uint8 as i32, dims, Bytes::copy_from_slice(data))
+        Tensor::from_raw(
+            name,
+            DataType::Uint8 as i32,
+            dims,
+            Bytes::copy_from_slice(data),
+        )
     }
 
     pub fn proto(&self) -> &TensorProto {
@@ -126,12 +141,17 @@ impl Tensor {
         let mut n: usize = 1;
         for &d in &self.proto.dims {
             if d < 0 {
-                return Err(TensorError::NegativeDim { name: self.name().into(), dim: d });
+                return Err(TensorError::NegativeDim {
+                    name: self.name().into(),
+                    dim: d,
+                });
             }
-            n = n.checked_mul(d as usize).ok_or_else(|| TensorError::Overflow {
-                name: self.name().into(),
-                dims: self.proto.dims.clone(),
-            })?;
+            n = n
+                .checked_mul(d as usize)
+                .ok_or_else(|| TensorError::Overflow {
+                    name: self.name().into(),
+                    dims: self.proto.dims.clone(),
+                })?;
         }
         Ok(n)
     }
@@ -149,12 +169,7 @@ impl Tensor {
     pub fn nbytes(&self) -> usize {
         match dtype_bits(self.dtype()) {
             Some(bits) => (self.len() * bits).div_ceil(8),
-            None => self
-                .proto
-                .string_data
-                .iter()
-                .map(|s| s.len())
-                .sum(),
+            None => self.proto.string_data.iter().map(|s| s.len()).sum(),
         }
     }
 
@@ -162,15 +177,20 @@ impl Tensor {
     pub fn validate(&self) -> Result<(), TensorError> {
         let n = self.checked_len()?;
         if self.proto.segment.is_some() {
-            return Err(TensorError::Segmented { name: self.name().into() });
+            return Err(TensorError::Segmented {
+                name: self.name().into(),
+            });
         }
         let Some(bits) = dtype_bits(self.dtype()) else {
             return Ok(());
         };
-        let want = n
-            .checked_mul(bits)
-            .map(|b| b.div_ceil(8))
-            .ok_or_else(|| TensorError::Overflow { name: self.name().into(), dims: self.dims().to_vec() })?;
+        let want =
+            n.checked_mul(bits)
+                .map(|b| b.div_ceil(8))
+                .ok_or_else(|| TensorError::Overflow {
+                    name: self.name().into(),
+                    dims: self.dims().to_vec(),
+                })?;
         let got = if let Some(ext) = &self.external {
             Some(ext.len())
         } else {
@@ -217,18 +237,30 @@ impl Tensor {
             Double => p.double_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             Int64 => p.int64_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             Uint64 => p.uint64_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            Uint32 => p.uint64_data.iter().flat_map(|&v| (v as u32).to_le_bytes()).collect(),
+            Uint32 => p
+                .uint64_data
+                .iter()
+                .flat_map(|&v| (v as u32).to_le_bytes())
+                .collect(),
             Int32 => p.int32_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            Int16 => p.int32_data.iter().flat_map(|&v| (v as i16).to_le_bytes()).collect(),
-            Uint16 | Float16 | Bfloat16 => {
-                p.int32_data.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect()
-            }
+            Int16 => p
+                .int32_data
+                .iter()
+                .flat_map(|&v| (v as i16).to_le_bytes())
+                .collect(),
+            Uint16 | Float16 | Bfloat16 => p
+                .int32_data
+                .iter()
+                .flat_map(|&v| (v as u16).to_le_bytes())
+                .collect(),
             Int8 | Uint8 | Bool | Float8e4m3fn | Float8e4m3fnuz | Float8e5m2 | Float8e5m2fnuz
             | Float8e8m0 => p.int32_data.iter().map(|&v| v as u8).collect(),
             Complex64 => p.float_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             Complex128 => p.double_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             // Sub-byte types pack two (or four) elements per int32_data entry's low byte.
-            Int4 | Uint4 | Float4e2m1 | Int2 | Uint2 => p.int32_data.iter().map(|&v| v as u8).collect(),
+            Int4 | Uint4 | Float4e2m1 | Int2 | Uint2 => {
+                p.int32_data.iter().map(|&v| v as u8).collect()
+            }
             String | Undefined => return Err(unsupported()),
         };
         Ok(Cow::Owned(out))
@@ -242,8 +274,14 @@ impl Tensor {
         use DataType::*;
         let dt = DataType::try_from(self.dtype()).ok();
         let v: Vec<f32> = match dt {
-            Some(Float) => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-            Some(Double) => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            Some(Float) => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            Some(Double) => raw
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
             Some(Float16) => raw
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
@@ -254,14 +292,35 @@ impl Tensor {
                 .collect(),
             Some(Int8) => raw.iter().map(|&b| b as i8 as f32).collect(),
             Some(Uint8) | Some(Bool) => raw.iter().map(|&b| b as f32).collect(),
-            Some(Int16) => raw.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f32).collect(),
-            Some(Uint16) => raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as f32).collect(),
-            Some(Int32) => raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-            Some(Uint32) => raw.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-            Some(Int64) => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-            Some(Uint64) => raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            Some(Int16) => raw
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32)
+                .collect(),
+            Some(Uint16) => raw
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as f32)
+                .collect(),
+            Some(Int32) => raw
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+            Some(Uint32) => raw
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+            Some(Int64) => raw
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+            Some(Uint64) => raw
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
             _ => {
-                return Err(TensorError::Unsupported { name: self.name().into(), dtype: dtype_name(self.dtype()) })
+                return Err(TensorError::Unsupported {
+                    name: self.name().into(),
+                    dtype: dtype_name(self.dtype()),
+                })
             }
         };
         if v.len() != n {
@@ -281,15 +340,38 @@ impl Tensor {
         let raw = self.raw_bytes()?;
         use DataType::*;
         Ok(match DataType::try_from(self.dtype()).ok() {
-            Some(Int64) => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
-            Some(Int32) => raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+            Some(Int64) => raw
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            Some(Int32) => raw
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
             Some(Int8) => raw.iter().map(|&b| b as i8 as i64).collect(),
             Some(Uint8) | Some(Bool) => raw.iter().map(|&b| b as i64).collect(),
-            Some(Int16) => raw.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as i64).collect(),
-            Some(Uint16) => raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as i64).collect(),
-            Some(Uint32) => raw.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-            Some(Uint64) => raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-            _ => return Err(TensorError::Unsupported { name: self.name().into(), dtype: dtype_name(self.dtype()) }),
+            Some(Int16) => raw
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
+                .collect(),
+            Some(Uint16) => raw
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
+                .collect(),
+            Some(Uint32) => raw
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            Some(Uint64) => raw
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            _ => {
+                return Err(TensorError::Unsupported {
+                    name: self.name().into(),
+                    dtype: dtype_name(self.dtype()),
+                })
+            }
         })
     }
 
@@ -354,5 +436,8 @@ impl Tensor {
 }
 
 fn entry(k: &str, v: &str) -> crate::onnx::StringStringEntryProto {
-    crate::onnx::StringStringEntryProto { key: Some(k.into()), value: Some(v.into()) }
+    crate::onnx::StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v.into()),
+    }
 }

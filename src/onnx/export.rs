@@ -49,7 +49,10 @@ pub struct WriteSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("{path}: cannot write ({source})")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: output would replace the input model; pass --in-place (or choose another -o) to allow it")]
     WouldOverwrite { path: String },
 }
@@ -98,7 +101,14 @@ fn graph_without_initializers(g: &Graph) -> GraphProto {
     gp.value_info = g
         .value_info_values()
         .into_iter()
-        .map(|v| g.value(v).info.as_ref().expect("invariant: listed values have info").1.clone())
+        .map(|v| {
+            g.value(v)
+                .info
+                .as_ref()
+                .expect("invariant: listed values have info")
+                .1
+                .clone()
+        })
         .collect::<Vec<ValueInfoProto>>();
     gp.value_info.extend(orphans);
     gp
@@ -106,14 +116,29 @@ fn graph_without_initializers(g: &Graph) -> GraphProto {
 
 fn node_proto(g: &Graph, p: &NodeProto, node: &crate::ir::Node) -> NodeProto {
     let mut np = p.clone();
-    np.input = node.inputs().iter().map(|v| v.map(|v| g.name(v).to_string()).unwrap_or_default()).collect();
-    np.output = node.outputs().iter().map(|v| v.map(|v| g.name(v).to_string()).unwrap_or_default()).collect();
+    np.input = node
+        .inputs()
+        .iter()
+        .map(|v| v.map(|v| g.name(v).to_string()).unwrap_or_default())
+        .collect();
+    np.output = node
+        .outputs()
+        .iter()
+        .map(|v| v.map(|v| g.name(v).to_string()).unwrap_or_default())
+        .collect();
     np
 }
 
 /// Writes `model` to `path` (and its external data beside it), atomically.
-pub fn write_model(model: &Model, path: &Path, opts: &ExportOptions) -> Result<WriteSummary, ExportError> {
-    let io = |source| ExportError::Io { path: path.display().to_string(), source };
+pub fn write_model(
+    model: &Model,
+    path: &Path,
+    opts: &ExportOptions,
+) -> Result<WriteSummary, ExportError> {
+    let io = |source| ExportError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let g = &model.graph;
     let tensors: Vec<&Tensor> = g
         .initializer_nodes()
@@ -127,12 +152,20 @@ pub fn write_model(model: &Model, path: &Path, opts: &ExportOptions) -> Result<W
         None => None,
     };
     let goes_external = |t: &Tensor| -> bool {
-        min.is_some_and(|m| t.nbytes() >= m && t.is_raw() && crate::onnx::dtype_bits(t.dtype()).is_some())
+        min.is_some_and(|m| {
+            t.nbytes() >= m && t.is_raw() && crate::onnx::dtype_bits(t.dtype()).is_some()
+        })
     };
 
-    let file_name = path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_else(|| "model.onnx".into());
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model.onnx".into());
     let data_name = format!("{file_name}.data");
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let data_path = dir.join(&data_name);
 
     let mut summary = WriteSummary::default();
@@ -179,7 +212,10 @@ pub fn write_model(model: &Model, path: &Path, opts: &ExportOptions) -> Result<W
         })
         .collect();
     let graph_len: u64 = shell.encoded_len() as u64
-        + entries.iter().map(|e| key_len(5) as u64 + encoded_len_varint(e.len()) as u64 + e.len()).sum::<u64>();
+        + entries
+            .iter()
+            .map(|e| key_len(5) as u64 + encoded_len_varint(e.len()) as u64 + e.len())
+            .sum::<u64>();
 
     let mut tmp = TempFile::create(path).map_err(io)?;
     {
@@ -212,7 +248,11 @@ enum InitEntry<'a> {
     Proto(TensorProto),
     /// An external-sourced tensor being inlined: the proto without data,
     /// followed by a streamed `raw_data` field.
-    Streamed { head: TensorProto, tensor: &'a Tensor, data_len: u64 },
+    Streamed {
+        head: TensorProto,
+        tensor: &'a Tensor,
+        data_len: u64,
+    },
 }
 
 impl<'a> InitEntry<'a> {
@@ -224,7 +264,11 @@ impl<'a> InitEntry<'a> {
                 head.external_data.clear();
                 head.data_location = None;
                 head.raw_data = None;
-                InitEntry::Streamed { head, tensor: t, data_len: ext.len() as u64 }
+                InitEntry::Streamed {
+                    head,
+                    tensor: t,
+                    data_len: ext.len() as u64,
+                }
             }
         }
     }
@@ -233,7 +277,10 @@ impl<'a> InitEntry<'a> {
         match self {
             InitEntry::Proto(p) => p.encoded_len() as u64,
             InitEntry::Streamed { head, data_len, .. } => {
-                head.encoded_len() as u64 + key_len(9) as u64 + encoded_len_varint(*data_len) as u64 + data_len
+                head.encoded_len() as u64
+                    + key_len(9) as u64
+                    + encoded_len_varint(*data_len) as u64
+                    + data_len
             }
         }
     }
@@ -241,12 +288,19 @@ impl<'a> InitEntry<'a> {
     fn write(&self, w: &mut dyn Write) -> std::io::Result<()> {
         match self {
             InitEntry::Proto(p) => w.write_all(&p.encode_to_vec()),
-            InitEntry::Streamed { head, tensor, data_len } => {
+            InitEntry::Streamed {
+                head,
+                tensor,
+                data_len,
+            } => {
                 let mut buf = head.encode_to_vec();
                 encode_key(9, WireType::LengthDelimited, &mut buf);
                 encode_varint(*data_len, &mut buf);
                 w.write_all(&buf)?;
-                tensor.external().expect("invariant: streamed tensors are external").copy_to(w)
+                tensor
+                    .external()
+                    .expect("invariant: streamed tensors are external")
+                    .copy_to(w)
             }
         }
     }
@@ -276,15 +330,27 @@ pub struct TempFile {
 
 impl TempFile {
     pub fn create(dest: &Path) -> std::io::Result<Self> {
-        let name = dest.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
-        let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = dest
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let file = File::create(&tmp)?;
-        Ok(TempFile { tmp, dest: dest.to_path_buf(), file: Some(file) })
+        Ok(TempFile {
+            tmp,
+            dest: dest.to_path_buf(),
+            file: Some(file),
+        })
     }
 
     pub fn file(&mut self) -> &mut File {
-        self.file.as_mut().expect("invariant: file open until commit")
+        self.file
+            .as_mut()
+            .expect("invariant: file open until commit")
     }
 
     pub fn commit(mut self) -> std::io::Result<()> {

@@ -27,8 +27,16 @@ impl MappedFile {
         let file = File::open(path)?;
         let len = file.metadata()?.len();
         // An empty file cannot be mapped; it can only back empty tensors.
-        let map = if len == 0 { None } else { Some(map_file(&file)?) };
-        Ok(Arc::new(MappedFile { path: path.to_path_buf(), file, map }))
+        let map = if len == 0 {
+            None
+        } else {
+            Some(map_file(&file)?)
+        };
+        Ok(Arc::new(MappedFile {
+            path: path.to_path_buf(),
+            file,
+            map,
+        }))
     }
 
     pub fn path(&self) -> &Path {
@@ -109,7 +117,13 @@ impl ExternalSpan {
 
 impl fmt::Debug for ExternalSpan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ExternalSpan({}:{}+{})", self.file.path.display(), self.offset, self.len)
+        write!(
+            f,
+            "ExternalSpan({}:{}+{})",
+            self.file.path.display(),
+            self.offset,
+            self.len
+        )
     }
 }
 
@@ -126,14 +140,26 @@ pub enum ExternalError {
     NoLocation,
     #[error("points to the absolute path '{0}'; external data must be a relative path inside the model's directory")]
     Absolute(String),
-    #[error("points to '{0}', which leaves the model's directory; external data must stay inside it")]
+    #[error(
+        "points to '{0}', which leaves the model's directory; external data must stay inside it"
+    )]
     Escapes(String),
-    #[error("refers to '{path}', which cannot be opened ({source}); put the data file beside the model")]
-    Missing { path: PathBuf, source: std::io::Error },
+    #[error(
+        "refers to '{path}', which cannot be opened ({source}); put the data file beside the model"
+    )]
+    Missing {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("has a malformed '{key}' entry '{value}'")]
     BadNumber { key: String, value: String },
     #[error("reads bytes {offset}..{end} of '{path}', which has only {size} bytes")]
-    OutOfRange { path: PathBuf, offset: u64, end: u64, size: u64 },
+    OutOfRange {
+        path: PathBuf,
+        offset: u64,
+        end: u64,
+        size: u64,
+    },
 }
 
 /// Resolves `location` against `model_dir`, refusing anything that would
@@ -143,16 +169,25 @@ pub fn resolve_location(model_dir: &Path, location: &str) -> Result<PathBuf, Ext
     if rel.is_absolute() || location.starts_with('/') || location.starts_with('\\') {
         return Err(ExternalError::Absolute(location.to_string()));
     }
-    if rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
         return Err(ExternalError::Escapes(location.to_string()));
     }
     let joined = model_dir.join(rel);
     let real = joined
         .canonicalize()
-        .map_err(|source| ExternalError::Missing { path: joined.clone(), source })?;
+        .map_err(|source| ExternalError::Missing {
+            path: joined.clone(),
+            source,
+        })?;
     let root = model_dir
         .canonicalize()
-        .map_err(|source| ExternalError::Missing { path: model_dir.to_path_buf(), source })?;
+        .map_err(|source| ExternalError::Missing {
+            path: model_dir.to_path_buf(),
+            source,
+        })?;
     if !real.starts_with(&root) {
         return Err(ExternalError::Escapes(location.to_string()));
     }

@@ -74,7 +74,8 @@ pub fn clip_range(
     match method {
         Method::Minmax => (min, max),
         Method::Percentile { p } => percentile(h, p),
-        Method::Entropy => entropy(h, qt, symmetric),
+        Method::Entropy if symmetric => entropy(h, qt, symmetric),
+        Method::Entropy => entropy_asymmetric(h),
         Method::Mse => mse(h, qt, symmetric, reduce_range),
     }
 }
@@ -213,6 +214,9 @@ fn entropy(h: &FloatHist, qt: QType, symmetric: bool) -> (f64, f64) {
     for i in (start..=NBINS).step_by(16) {
         let mut p: Vec<f64> = hist[..i].to_vec();
         let outliers: f64 = hist[i..].iter().sum();
+        if outliers > 0.01 * h.count as f64 {
+            continue;
+        }
         p[i - 1] += outliers;
         // Quantize hist[..i] into `levels` groups, expanding back over the
         // non-empty bins of each group.
@@ -244,8 +248,80 @@ fn entropy(h: &FloatHist, qt: QType, symmetric: bool) -> (f64, f64) {
     if nonneg {
         (h.min as f64, t.min(h.max as f64))
     } else {
-        ((-t).max(h.min as f64), t.min(h.max as f64))
+        // Never clip past zero: a tensor on one side of zero keeps the end
+        // nearest zero.
+        ((-t).max(h.min as f64).min(0.0f64.min(h.max as f64)), t.min(h.max as f64).max(0.0f64.max(h.min as f64)))
     }
+}
+
+/// KL-divergence calibration for asymmetric (u8) activations: the range
+/// `[min(min,0), max(max,0)]` is shrunk towards zero, and each candidate's
+/// 256-level quantized distribution is compared with the observed one (mass
+/// outside the candidate clipped onto its edges). Symmetric magnitude
+/// calibration would waste levels on the empty side of a one-sided tensor,
+/// or collapse the range of a tensor that never comes near zero.
+fn entropy_asymmetric(h: &FloatHist) -> (f64, f64) {
+    const NBINS: usize = 2048;
+    const LEVELS: usize = 256;
+    let lo0 = (h.min as f64).min(0.0);
+    let hi0 = (h.max as f64).max(0.0);
+    if hi0 - lo0 <= 0.0 {
+        return (0.0, 0.0);
+    }
+    let width = (hi0 - lo0) / NBINS as f64;
+    let mut hist = vec![0f64; NBINS];
+    for b in h.bins() {
+        let ia = (((b.lo as f64 - lo0) / width) as usize).min(NBINS - 1);
+        let iz = (((b.hi as f64 - lo0) / width) as usize).min(NBINS - 1);
+        let n = (iz - ia + 1) as f64;
+        for slot in &mut hist[ia..=iz] {
+            *slot += b.count as f64 / n;
+        }
+    }
+    let mut best = (f64::INFINITY, 1.0f64);
+    for k in (LEVELS..=NBINS).step_by(16) {
+        let f = k as f64 / NBINS as f64;
+        let a = (((lo0 * f - lo0) / width).floor() as usize).min(NBINS - 1);
+        let z = (((hi0 * f - lo0) / width).ceil() as usize).clamp(a + 1, NBINS);
+        let mut p: Vec<f64> = hist[a..z].to_vec();
+        let below: f64 = hist[..a].iter().sum();
+        let above: f64 = hist[z..].iter().sum();
+        // KL compares shapes, not how much was clipped: a window holding a
+        // sliver of the data, everything else piled on its edge, can look
+        // like a match. Candidates must keep most of the mass inside.
+        if below + above > 0.01 * h.count as f64 {
+            continue;
+        }
+        p[0] += below;
+        let last = p.len() - 1;
+        p[last] += above;
+        let len = z - a;
+        let group = len as f64 / LEVELS as f64;
+        let mut q = vec![0f64; len];
+        for g in 0..LEVELS {
+            let s = (g as f64 * group) as usize;
+            let e = (((g + 1) as f64 * group) as usize).min(len);
+            if s >= e {
+                continue;
+            }
+            let total: f64 = hist[a + s..a + e].iter().sum();
+            let nonzero = hist[a + s..a + e].iter().filter(|&&x| x > 0.0).count();
+            if nonzero == 0 {
+                continue;
+            }
+            for j in s..e {
+                if hist[a + j] > 0.0 {
+                    q[j] = total / nonzero as f64;
+                }
+            }
+        }
+        let kl = kl_divergence(&p, &q);
+        // Ties go to the wider range.
+        if kl < best.0 || (kl == best.0 && f > best.1) {
+            best = (kl, f);
+        }
+    }
+    ((lo0 * best.1).max(h.min as f64), (hi0 * best.1).min(h.max as f64))
 }
 
 fn kl_divergence(p: &[f64], q: &[f64]) -> f64 {

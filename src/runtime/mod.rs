@@ -522,11 +522,20 @@ impl Runner {
             .map_err(|e| self.run_error(e))?;
         for (i, (name, v)) in self.outputs.iter().zip(out.iter()).enumerate() {
             let shape = v.shape().to_vec();
-            let view = if v.datum_type() == DatumType::F32 { v.to_plain_array_view::<f32>().ok() } else { None };
+            let view = if v.datum_type() == DatumType::F32 {
+                v.to_plain_array_view::<f32>().ok()
+            } else {
+                None
+            };
             match view {
                 Some(a) => match a.as_slice() {
                     Some(sl) => visit(i, name, &shape, Some(sl)),
-                    None => visit(i, name, &shape, Some(&a.iter().copied().collect::<Vec<f32>>())),
+                    None => visit(
+                        i,
+                        name,
+                        &shape,
+                        Some(&a.iter().copied().collect::<Vec<f32>>()),
+                    ),
                 },
                 None => visit(i, name, &shape, None),
             }
