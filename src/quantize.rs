@@ -162,6 +162,9 @@ pub struct QuantizeReport {
     /// float model spends its time, the error of every shared tensor, and
     /// each quantized activation's histogram with the range chosen.
     pub profile: Option<crate::report::profile::Profile>,
+    /// Share of the Conv/ConvTranspose/MatMul/Gemm multiply-accumulates that
+    /// run quantized (`None` when shapes are unknown).
+    pub quantized_mac_share: Option<f64>,
     pub tensor_errors: Vec<crate::sensitivity::TensorError>,
     pub activations: Vec<ActivationSummary>,
     pub seconds: Timings,
@@ -207,6 +210,9 @@ impl QuantizeReport {
                     skipped.len() - 20
                 ));
             }
+        }
+        if let Some(share) = self.quantized_mac_share {
+            s.push_str(&format!("  {:.1}% of the Conv/MatMul/Gemm multiply-accumulates run quantized\n", share * 100.0));
         }
         if let Some(fb) = &self.fallback {
             let t = &fb.target;
@@ -482,6 +488,7 @@ pub fn quantize_model(
         validation: None,
         fallback: None,
         profile: None,
+        quantized_mac_share: None,
         tensor_errors: vec![],
         activations: vec![],
         seconds: Timings {
@@ -532,10 +539,14 @@ pub fn quantize_file(
         if let Some(m) = fb.model.clone() {
             q = m;
             report.nodes = fb.decisions.clone();
+            // The remarks of the build that was kept, not of the full one.
+            report.remarks.retain(|r| r.pass != "insert-qdq" && r.pass != "dce");
+            report.remarks.extend(fb.remarks.iter().cloned());
         }
         report.fallback = Some(fb);
         report.seconds.fallback = t.elapsed().as_secs_f64();
     }
+    report.quantized_mac_share = mac_share(&calibrated.prepared, &report.nodes);
     let summary = export::write_model(
         &q,
         output,
@@ -667,6 +678,27 @@ pub fn select_by_coverage(
     out
 }
 
+/// Fraction of the compute ops' MACs in nodes the decisions quantized.
+pub fn mac_share(prepared: &Model, decisions: &[Decision]) -> Option<f64> {
+    use crate::quant::plan::COMPUTE_OPS;
+    let quantized: std::collections::BTreeSet<&str> =
+        decisions.iter().filter(|d| d.quantized).map(|d| d.node.as_str()).collect();
+    let g = &prepared.graph;
+    let (mut q, mut total) = (0u64, 0u64);
+    for n in g.ops() {
+        let node = g.node(n);
+        if !node.domain().is_empty() || !COMPUTE_OPS.contains(&node.op_type()) {
+            continue;
+        }
+        let macs = crate::report::cost::node_cost(g, n).macs?;
+        total += macs;
+        if quantized.contains(import::node_label(node.name(), node.op_type()).as_str()) {
+            q += macs;
+        }
+    }
+    (total > 0).then(|| q as f64 / total as f64)
+}
+
 /// A fidelity target for automatic fallback.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Target {
@@ -699,6 +731,8 @@ pub struct Fallback {
     pub model: Option<Model>,
     #[serde(skip)]
     pub decisions: Vec<Decision>,
+    #[serde(skip)]
+    pub remarks: Vec<Remark>,
 }
 
 /// Keeps the most sensitive nodes in float until `target` is met: ranks
@@ -728,6 +762,7 @@ pub fn fallback(
         trials: vec![],
         model: None,
         decisions: vec![],
+        remarks: vec![],
     };
     if fb.reached || quantized.is_empty() {
         fb.trials = trials;
@@ -765,28 +800,29 @@ pub fn fallback(
             .then(a.node.cmp(&b.node))
     });
     let ranked: Vec<String> = sens.iter().map(|s| s.node.clone()).collect();
-    let try_k = |k: usize| -> Result<(Model, Vec<Decision>, Validation), QuantizeError> {
+    type Built = (Model, Vec<Decision>, Vec<Remark>);
+    let try_k = |k: usize| -> Result<(Built, Validation), QuantizeError> {
         let keep: std::collections::BTreeSet<String> = ranked[k..].iter().cloned().collect();
-        let (m, d, _) = cal.build(float, Some(keep))?;
+        let (m, d, r) = cal.build(float, Some(keep))?;
         let v = reference.score(&m)?;
-        Ok((m, d, v))
+        Ok(((m, d, r), v))
     };
     // Bisect on k, the number of worst nodes kept in float: k = 0 fails.
     let (mut lo, mut hi) = (0usize, ranked.len());
     let mut best = {
-        let (m, d, v) = try_k(hi)?;
+        let (built, v) = try_k(hi)?;
         trials.push((hi, v.min_sqnr(), v.min_cosine()));
         fb.reached = target.met(&v);
-        (m, d)
+        built
     };
     if fb.reached {
         while hi - lo > 1 {
             let mid = (lo + hi) / 2;
-            let (m, d, v) = try_k(mid)?;
+            let (built, v) = try_k(mid)?;
             trials.push((mid, v.min_sqnr(), v.min_cosine()));
             if target.met(&v) {
                 hi = mid;
-                best = (m, d);
+                best = built;
             } else {
                 lo = mid;
             }
@@ -795,6 +831,7 @@ pub fn fallback(
     fb.excluded = ranked[..hi].to_vec();
     fb.model = Some(best.0);
     fb.decisions = best.1;
+    fb.remarks = best.2;
     fb.sensitivity = sens;
     fb.trials = trials;
     Ok(fb)

@@ -271,13 +271,6 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
                 continue;
             }
         }
-        if let Some(only) = &sel.only {
-            if !only.contains(&label) {
-                p.decisions
-                    .push(decide(false, "kept in float by the fallback selection"));
-                continue;
-            }
-        }
         // Every data input must be float (quantizing integer index math or
         // float16 graphs is out of scope here).
         let data_inputs: Vec<(usize, ValueId)> = node
@@ -311,6 +304,14 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
         if node.has_subgraphs() {
             p.decisions.push(decide(false, "has subgraphs"));
             continue;
+        }
+        // Last, so that nodes that could never be quantized keep their own
+        // reason.
+        if let Some(only) = &sel.only {
+            if !only.contains(&label) {
+                p.decisions.push(decide(false, "kept in float by the fallback selection"));
+                continue;
+            }
         }
         quantized_nodes.insert(n);
         if embedding {
