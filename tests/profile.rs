@@ -368,3 +368,27 @@ g (float[1,3,8,8] X) => (float[1,4,8,8] Y)
     // All of the group's time goes to the Conv, the node with MACs.
     assert!(close(p.op_types[0].ms, 3.0) && p.op_types[0].op == "Conv");
 }
+
+#[test]
+fn matmul_kernel_named_after_its_bias_add_is_regrouped() {
+    // Tract folds the bias Add into the MatMul and names the kernel `bias`.
+    let times = NodeTimes {
+        runs: 1,
+        total: t(5),
+        nodes: vec![
+            node("conv", "Conv", &["conv", "relu"], 1),
+            node("fc.pack_b", "OptMatMulPack", &["flat", "fc"], 1),
+            node("bias", "OptMatMul", &["bias"], 3),
+        ],
+        groups: vec![
+            group(&["conv", "relu"], &["conv"], 1),
+            group(&["flat", "fc"], &["fc.pack_b"], 1),
+            group(&["bias"], &["bias"], 3),
+        ],
+        unattributed: vec![],
+    };
+    let p = Profile::build(&model(MLP_STATIC), &times);
+    assert_eq!(p.rows[0].name, "flat + fc + bias");
+    assert!(close(p.rows[0].median_ms, 4.0));
+    assert_eq!(p.op_types[0].op, "MatMul");
+}

@@ -365,8 +365,11 @@ struct Group {
 ///   Matching names, the runtime puts that node with the successor and
 ///   leaves the `Conv` its weight packing only, so the convolution's time
 ///   would be billed to the BatchNormalization. A group holding a
-///   `.prefused` node but no MACs is therefore joined with the group of the
-///   nearest upstream node that has MACs, through single-use data inputs.
+///   `.prefused` node (or an `OptMatMul` named exactly after an ONNX node
+///   without MACs, a bias `Add` folded into its matmul) but no MACs is
+///   therefore joined with the group of the nearest upstream node that has
+///   MACs, through single-use data inputs (the one non-constant operand of
+///   each node on the way: `Mul(scale, x)` has it second).
 fn regroup(
     m: &Model,
     costs: &[NodeCost],
@@ -404,6 +407,12 @@ fn regroup(
             group_of[i] = Some(gi);
         }
     }
+    // Tract node name → op name. Only looked up.
+    let tract_op: HashMap<&str, &str> = times
+        .nodes
+        .iter()
+        .map(|n| (n.tract_node.as_str(), n.op.as_str()))
+        .collect();
     let has_macs = |grp: &Group| grp.members.iter().any(|&i| costs[i].macs.unwrap_or(0) > 0);
     for b in 0..groups.len() {
         if groups[b].members.is_empty() || has_macs(&groups[b]) {
@@ -412,7 +421,12 @@ fn regroup(
         let successors: Vec<usize> = groups[b]
             .tract_nodes
             .iter()
-            .filter_map(|t| t.strip_suffix(".prefused"))
+            .filter_map(|t| match t.strip_suffix(".prefused") {
+                Some(s) => Some(s),
+                // A matmul kernel under an epilogue's own name: tract folded
+                // a bias `Add` into the matmul before it and kept the Add's name.
+                None => (tract_op.get(t.as_str()) == Some(&"OptMatMul")).then_some(t.as_str()),
+            })
             .filter_map(|s| index.get(s).copied())
             .collect();
         for j in successors {
