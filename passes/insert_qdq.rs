@@ -127,10 +127,12 @@ impl QWeight {
     }
 }
 
-fn node_proto(op: &str, name: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+/// A Q or DQ node. They carry no name: their values are named after the
+/// tensor they quantize, and a name per node would cost more file bytes than
+/// it tells (a model has hundreds).
+fn node_proto(op: &str, _tensor: &str, attrs: Vec<AttributeProto>) -> NodeProto {
     NodeProto {
         op_type: Some(op.into()),
-        name: Some(name.into()),
         attribute: attrs,
         ..Default::default()
     }
@@ -381,26 +383,29 @@ impl InsertQdq {
 
         // Materialize activations.
         let mut n_act = 0;
+        // Scale and zero point initializers per parameter source: a tensor
+        // and the data-movement results tied to it share one pair.
+        let mut params_made: BTreeMap<ValueId, (ValueId, ValueId)> = BTreeMap::new();
         for (v, ap) in &act {
             let name = g.name(*v).to_string();
             let producer = g.producer(*v);
-            let s = g.add_initializer(scale_tensor(
-                &format!("{name}_scale"),
-                &[ap.affine.scale],
-                &[],
-            ));
-            let z = g.add_initializer(zp_tensor(
-                &format!("{name}_zero_point"),
-                ap.qtype,
-                &[ap.affine.zero_point],
-                &[],
-            ));
+            let src = p.param_source(*v);
+            let (s, z) = match params_made.get(&src) {
+                Some(&sz) => sz,
+                None => {
+                    let src_name = g.name(src).to_string();
+                    let s = g.add_initializer(scale_tensor(&format!("{src_name}_scale"), &[ap.affine.scale], &[]));
+                    let z = g.add_initializer(zp_tensor(&format!("{src_name}_zp"), ap.qtype, &[ap.affine.zero_point], &[]));
+                    params_made.insert(src, (s, z));
+                    (s, z)
+                }
+            };
             let readers = g.users(*v);
             let (qn, qo) = g.add_op_after(
                 producer,
                 node_proto("QuantizeLinear", &format!("{name}_QuantizeLinear"), vec![]),
                 &[Some(*v), Some(s), Some(z)],
-                &[&format!("{name}_quantized")],
+                &[&format!("{name}_q")],
             );
             let (_, dqo) = g.add_op_after(
                 qn,
@@ -410,7 +415,7 @@ impl InsertQdq {
                     vec![],
                 ),
                 &[Some(qo[0]), Some(s), Some(z)],
-                &[&format!("{name}_dequantized")],
+                &[&format!("{name}_dq")],
             );
             for (reader, slot) in readers {
                 if let crate::ir::Slot::Input(i) = slot {
@@ -434,12 +439,12 @@ impl InsertQdq {
             let q = requantize_with_zp(&qw.data, &qw.dims, qw.axis, &qw.scales, qw.zp, wlo, whi);
             let qt = match self.wtype {
                 QType::S8 => Tensor::from_i8(
-                    &format!("{name}_quantized"),
+                    &format!("{name}_q"),
                     &dims_i,
                     &q.iter().map(|&x| x as i8).collect::<Vec<_>>(),
                 ),
                 QType::U8 => Tensor::from_u8(
-                    &format!("{name}_quantized"),
+                    &format!("{name}_q"),
                     &dims_i,
                     &q.iter().map(|&x| x as u8).collect::<Vec<_>>(),
                 ),
@@ -452,7 +457,7 @@ impl InsertQdq {
             let qv = g.add_initializer(qt);
             let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &qw.scales, &pdims));
             let z = g.add_initializer(zp_tensor(
-                &format!("{name}_zero_point"),
+                &format!("{name}_zp"),
                 self.wtype,
                 &zps,
                 &pdims,
@@ -474,7 +479,7 @@ impl InsertQdq {
                     attrs,
                 ),
                 &[Some(qv), Some(s), Some(z)],
-                &[&format!("{name}_dequantized")],
+                &[&format!("{name}_dq")],
             );
             wout.insert((v, axis), o[0]);
         }
@@ -488,7 +493,7 @@ impl InsertQdq {
             let b = &p.biases[*i];
             let name = g.name(b.value).to_string();
             let n = q.len() as i64;
-            let qv = g.add_initializer(Tensor::from_i32(&format!("{name}_quantized"), &[n], q));
+            let qv = g.add_initializer(Tensor::from_i32(&format!("{name}_q"), &[n], q));
             // Per-axis scales only where the channels' scales differ (per-channel
             // weights, which upgrade the model to opset 13): `axis` on
             // DequantizeLinear exists from opset 13, and a per-tensor model
@@ -502,7 +507,7 @@ impl InsertQdq {
             };
             let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &sv, &pdims));
             let z = g.add_initializer(Tensor::from_i32(
-                &format!("{name}_zero_point"),
+                &format!("{name}_zp"),
                 &pdims,
                 &vec![0; sv.len()],
             ));
@@ -519,7 +524,7 @@ impl InsertQdq {
                     attrs,
                 ),
                 &[Some(qv), Some(s), Some(z)],
-                &[&format!("{name}_dequantized")],
+                &[&format!("{name}_dq")],
             );
             g.set_input(b.node, b.slot, Some(o[0]));
         }

@@ -610,7 +610,7 @@ pub fn activation_summaries(
     let mut out = Vec::new();
     for (name, p) in params {
         // Only tensors that actually carry a Q/DQ pair in the output.
-        if q.graph.lookup(&format!("{name}_quantized")).is_none() {
+        if q.graph.lookup(&format!("{name}_q")).is_none() {
             continue;
         }
         let Some(h) = stats.tensors.get(name) else {

@@ -233,6 +233,7 @@ fn fallback_section_gives_a_copyable_exclude_line() {
         ],
         model: None,
         decisions: vec![],
+        remarks: vec![],
     });
     let html = render(&r);
     assert!(html.contains("<section id=\"fallback\">"));
