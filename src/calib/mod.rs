@@ -286,13 +286,27 @@ pub fn calibrate(
     let bar = progress_bar(n as u64, "calibrating", opts.progress);
     // Sample i goes to worker i % threads; each worker merges into its own
     // histograms and the partial sums are added at the end, which is exact.
+    // The runner for the first sample's shapes is built once and shared by
+    // every worker: loading and optimising a model with hundreds of
+    // captured outputs costs as much as many samples.
+    let shared = match data.len() {
+        0 => None,
+        _ => {
+            let first = data.load(0, &specs, &opts.input_shapes)?;
+            let sig = signature(&first);
+            let ro = RunOptions { input_shapes: sig.clone(), extra_outputs: tensors.to_vec(), ..Default::default() };
+            let r = Runner::new(m, &ro).map_err(|source| CalibError::Runtime { sample: data.sources[0].label(), source })?;
+            Some((sig, r))
+        }
+    };
     type Partial = (BTreeMap<String, FloatHist>, BTreeMap<String, MeanAcc>);
     let results: Vec<Result<Partial, CalibError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|w| {
                 let specs = &specs;
                 let bar = &bar;
-                s.spawn(move || worker(m, data, tensors, specs, opts, w, threads, bar))
+                let shared = shared.as_ref();
+                s.spawn(move || worker(m, data, tensors, specs, opts, shared, w, threads, bar))
             })
             .collect();
         handles
@@ -345,6 +359,7 @@ fn worker(
     tensors: &[String],
     specs: &[InputSpec],
     opts: &CalibOptions,
+    shared: Option<&(Signature, Runner)>,
     w: usize,
     threads: usize,
     bar: &indicatif::ProgressBar,
@@ -356,7 +371,8 @@ fn worker(
         let label = data.sources[i].label();
         let inputs = data.load(i, specs, &opts.input_shapes)?;
         let sig = signature(&inputs);
-        if !runners.contains_key(&sig) {
+        let use_shared = shared.is_some_and(|(s, _)| *s == sig);
+        if !use_shared && !runners.contains_key(&sig) {
             let ro = RunOptions {
                 input_shapes: sig.clone(),
                 extra_outputs: tensors.to_vec(),
@@ -368,7 +384,10 @@ fn worker(
             })?;
             runners.insert(sig.clone(), r);
         }
-        let runner = &runners[&sig];
+        let runner = match shared {
+            Some((s, r)) if *s == sig => r,
+            _ => &runners[&sig],
+        };
         let n_graph = runner.output_names().len() - tensors.len();
         let mut failed: Option<String> = None;
         runner
