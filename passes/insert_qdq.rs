@@ -272,18 +272,7 @@ impl InsertQdq {
             })?;
             let dims: Vec<usize> = a.shape().to_vec();
             let data: Vec<f32> = a.iter().copied().collect();
-            let (outer, channels, inner) = crate::quant::split_axis(&dims, w.axis);
-            let mut amax = vec![0f32; channels];
-            for o in 0..outer {
-                for c in 0..channels {
-                    let base = (o * channels + c) * inner;
-                    for &x in &data[base..base + inner] {
-                        if x.is_finite() {
-                            amax[c] = amax[c].max(x.abs());
-                        }
-                    }
-                }
-            }
+            let amax = crate::quant::channel_amax(&data, &dims, w.axis);
             let (_, hi) = self.wtype.bounds(true, self.opts.reduce_range);
             let half = match self.wtype {
                 QType::S8 => hi as f32,
@@ -436,7 +425,7 @@ impl InsertQdq {
             let name = g.name(v).to_string();
             let dims_i: Vec<i64> = qw.dims.iter().map(|&d| d as i64).collect();
             let zps: Vec<i32> = vec![qw.zp; qw.scales.len()];
-            let q = requantize_with_zp(&qw.data, &qw.dims, qw.axis, &qw.scales, qw.zp, wlo, whi);
+            let q = requantize(&qw.data, &qw.dims, qw.axis, &qw.scales, qw.zp, wlo, whi);
             let qt = match self.wtype {
                 QType::S8 => Tensor::from_i8(
                     &format!("{name}_q"),
@@ -545,38 +534,6 @@ impl InsertQdq {
     }
 }
 
-/// Rounds weights to integers with per-channel scales and a common zero point.
-fn requantize_with_zp(
-    w: &[f32],
-    dims: &[usize],
-    axis: Option<usize>,
-    scales: &[f32],
-    zp: i32,
-    lo: i32,
-    hi: i32,
-) -> Vec<i32> {
-    if zp == 0 {
-        return requantize(w, dims, axis, scales, lo, hi)
-            .into_iter()
-            .map(|x| x as i32)
-            .collect();
-    }
-    let (outer, channels, inner) = crate::quant::split_axis(dims, axis);
-    let mut q = vec![0i32; w.len()];
-    for o in 0..outer {
-        for c in 0..channels {
-            let a = crate::quant::Affine {
-                scale: scales[c],
-                zero_point: zp,
-            };
-            let base = (o * channels + c) * inner;
-            for i in base..base + inner {
-                q[i] = crate::quant::quantize(w[i], a, lo, hi);
-            }
-        }
-    }
-    q
-}
 
 /// Bias correction (Nagel et al., "Data-Free Quantization", §4.2, with
 /// empirical input means): rounding the weights shifts each output channel's
