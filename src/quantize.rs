@@ -678,6 +678,19 @@ pub fn select_by_coverage(
     out
 }
 
+/// MACs of every op node by label (0 for ops without multiply-accumulates
+/// or unknown shapes).
+pub fn node_macs(m: &Model) -> std::collections::BTreeMap<String, u64> {
+    let g = &m.graph;
+    g.ops()
+        .into_iter()
+        .map(|n| {
+            let node = g.node(n);
+            (import::node_label(node.name(), node.op_type()), crate::report::cost::node_cost(g, n).macs.unwrap_or(0))
+        })
+        .collect()
+}
+
 /// Fraction of the compute ops' MACs in nodes the decisions quantized.
 pub fn mac_share(prepared: &Model, decisions: &[Decision]) -> Option<f64> {
     use crate::quant::plan::COMPUTE_OPS;
@@ -799,7 +812,24 @@ pub fn fallback(
             )
             .then(a.node.cmp(&b.node))
     });
-    let ranked: Vec<String> = sens.iter().map(|s| s.node.clone()).collect();
+    // Fallback order: the error a node adds per multiply-accumulate it
+    // would save by staying quantized. The isolated SQNR gives the node's
+    // share of output noise (10^(-SQNR/10) of the signal); dividing by its
+    // MACs (plus a floor of 1% of the average compute op) puts sensitive
+    // elementwise ops, which cost little to keep in float, first, and large
+    // convolutions last: the target is met with the most compute quantized.
+    let macs = node_macs(&cal.prepared);
+    let floor = {
+        let v: Vec<u64> = macs.values().copied().filter(|&m| m > 0).collect();
+        (v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 * 0.01).max(1.0)
+    };
+    let key = |s: &crate::sensitivity::NodeSensitivity| -> f64 {
+        let noise = 10f64.powf(-s.output_sqnr_db / 10.0);
+        noise / (macs.get(&s.node).copied().unwrap_or(0) as f64 + floor)
+    };
+    let mut order: Vec<(f64, &crate::sensitivity::NodeSensitivity)> = sens.iter().map(|s| (key(s), s)).collect();
+    order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.node.cmp(&b.1.node)));
+    let ranked: Vec<String> = order.iter().map(|(_, s)| s.node.clone()).collect();
     type Built = (Model, Vec<Decision>, Vec<Remark>);
     let try_k = |k: usize| -> Result<(Built, Validation), QuantizeError> {
         let keep: std::collections::BTreeSet<String> = ranked[k..].iter().cloned().collect();
