@@ -214,7 +214,7 @@ fn entropy(h: &FloatHist, qt: QType, symmetric: bool) -> (f64, f64) {
     for i in (start..=NBINS).step_by(16) {
         let mut p: Vec<f64> = hist[..i].to_vec();
         let outliers: f64 = hist[i..].iter().sum();
-        if outliers > 0.01 * h.count as f64 {
+        if outliers > 0.001 * h.count as f64 {
             continue;
         }
         p[i - 1] += outliers;
@@ -288,8 +288,8 @@ fn entropy_asymmetric(h: &FloatHist) -> (f64, f64) {
         let above: f64 = hist[z..].iter().sum();
         // KL compares shapes, not how much was clipped: a window holding a
         // sliver of the data, everything else piled on its edge, can look
-        // like a match. Candidates must keep most of the mass inside.
-        if below + above > 0.01 * h.count as f64 {
+        // like a match. Candidates must keep 99.9% of the mass inside.
+        if below + above > 0.001 * h.count as f64 {
             continue;
         }
         p[0] += below;
