@@ -383,8 +383,17 @@ impl InsertQdq {
                 Some(&sz) => sz,
                 None => {
                     let src_name = g.name(src).to_string();
-                    let s = g.add_initializer(scale_tensor(&format!("{src_name}_scale"), &[ap.affine.scale], &[]));
-                    let z = g.add_initializer(zp_tensor(&format!("{src_name}_zp"), ap.qtype, &[ap.affine.zero_point], &[]));
+                    let s = g.add_initializer(scale_tensor(
+                        &format!("{src_name}_scale"),
+                        &[ap.affine.scale],
+                        &[],
+                    ));
+                    let z = g.add_initializer(zp_tensor(
+                        &format!("{src_name}_zp"),
+                        ap.qtype,
+                        &[ap.affine.zero_point],
+                        &[],
+                    ));
                     params_made.insert(src, (s, z));
                     (s, z)
                 }
@@ -445,12 +454,7 @@ impl InsertQdq {
             };
             let qv = g.add_initializer(qt);
             let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &qw.scales, &pdims));
-            let z = g.add_initializer(zp_tensor(
-                &format!("{name}_zp"),
-                self.wtype,
-                &zps,
-                &pdims,
-            ));
+            let z = g.add_initializer(zp_tensor(&format!("{name}_zp"), self.wtype, &zps, &pdims));
             let attrs = axis
                 .map(|a| vec![int_attr("axis", a as i64)])
                 .unwrap_or_default();
@@ -533,7 +537,6 @@ impl InsertQdq {
         Ok(())
     }
 }
-
 
 /// Bias correction (Nagel et al., "Data-Free Quantization", §4.2, with
 /// empirical input means): rounding the weights shifts each output channel's

@@ -630,7 +630,9 @@ pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
     o.detailed_report = a.report.is_some();
     if let Some(c) = a.coverage {
         if !(0.0..=1.0).contains(&c) {
-            return Err(Failure::bad_input(format!("--coverage {c}: expected a fraction between 0 and 1")));
+            return Err(Failure::bad_input(format!(
+                "--coverage {c}: expected a fraction between 0 and 1"
+            )));
         }
         o.coverage = Some(c);
     }

@@ -212,7 +212,10 @@ impl QuantizeReport {
             }
         }
         if let Some(share) = self.quantized_mac_share {
-            s.push_str(&format!("  {:.1}% of the Conv/MatMul/Gemm multiply-accumulates run quantized\n", share * 100.0));
+            s.push_str(&format!(
+                "  {:.1}% of the Conv/MatMul/Gemm multiply-accumulates run quantized\n",
+                share * 100.0
+            ));
         }
         if let Some(fb) = &self.fallback {
             let t = &fb.target;
@@ -409,7 +412,11 @@ pub fn quantize_model(
     let compute_only = match opts.coverage {
         None => None,
         Some(c) => {
-            let d = data.as_ref().ok_or_else(|| QuantizeError::Usage("--coverage needs data to profile the model on (--calib DIR)".into()))?;
+            let d = data.as_ref().ok_or_else(|| {
+                QuantizeError::Usage(
+                    "--coverage needs data to profile the model on (--calib DIR)".into(),
+                )
+            })?;
             let specs = crate::calib::data::input_specs(float);
             let first = d.load(0, &specs, &opts.input_shapes)?;
             let profile = crate::report::profile::measure(&m, &first, 5)
@@ -540,7 +547,9 @@ pub fn quantize_file(
             q = m;
             report.nodes = fb.decisions.clone();
             // The remarks of the build that was kept, not of the full one.
-            report.remarks.retain(|r| r.pass != "insert-qdq" && r.pass != "dce");
+            report
+                .remarks
+                .retain(|r| r.pass != "insert-qdq" && r.pass != "dce");
             report.remarks.extend(fb.remarks.iter().cloned());
         }
         report.fallback = Some(fb);
@@ -651,17 +660,26 @@ pub fn select_by_coverage(
 ) -> std::collections::BTreeMap<String, String> {
     use crate::quant::plan::COMPUTE_OPS;
     let g = &m.graph;
-    let times: std::collections::HashMap<&str, f64> =
-        profile.nodes.iter().map(|n| (n.cost.node.as_str(), n.attributed_ms)).collect();
+    let times: std::collections::HashMap<&str, f64> = profile
+        .nodes
+        .iter()
+        .map(|n| (n.cost.node.as_str(), n.attributed_ms))
+        .collect();
     let mut ops: Vec<(usize, String, f64)> = g
         .ops()
         .into_iter()
         .enumerate()
-        .filter(|(_, n)| g.node(*n).domain().is_empty() && COMPUTE_OPS.contains(&g.node(*n).op_type()))
+        .filter(|(_, n)| {
+            g.node(*n).domain().is_empty() && COMPUTE_OPS.contains(&g.node(*n).op_type())
+        })
         .map(|(i, n)| {
             let key = crate::report::cost::node_key(g, n);
             let node = g.node(n);
-            (i, import::node_label(node.name(), node.op_type()), times.get(key.as_str()).copied().unwrap_or(0.0))
+            (
+                i,
+                import::node_label(node.name(), node.op_type()),
+                times.get(key.as_str()).copied().unwrap_or(0.0),
+            )
         })
         .collect();
     let total: f64 = ops.iter().map(|o| o.2).sum();
@@ -673,7 +691,14 @@ pub fn select_by_coverage(
             break;
         }
         acc += t;
-        out.insert(label, format!("{:.3} ms, {:.1}% of compute time", t, if total > 0.0 { t / total * 100.0 } else { 0.0 }));
+        out.insert(
+            label,
+            format!(
+                "{:.3} ms, {:.1}% of compute time",
+                t,
+                if total > 0.0 { t / total * 100.0 } else { 0.0 }
+            ),
+        );
     }
     out
 }
@@ -686,7 +711,10 @@ pub fn node_macs(m: &Model) -> std::collections::BTreeMap<String, u64> {
         .into_iter()
         .map(|n| {
             let node = g.node(n);
-            (import::node_label(node.name(), node.op_type()), crate::report::cost::node_cost(g, n).macs.unwrap_or(0))
+            (
+                import::node_label(node.name(), node.op_type()),
+                crate::report::cost::node_cost(g, n).macs.unwrap_or(0),
+            )
         })
         .collect()
 }
@@ -694,8 +722,11 @@ pub fn node_macs(m: &Model) -> std::collections::BTreeMap<String, u64> {
 /// Fraction of the compute ops' MACs in nodes the decisions quantized.
 pub fn mac_share(prepared: &Model, decisions: &[Decision]) -> Option<f64> {
     use crate::quant::plan::COMPUTE_OPS;
-    let quantized: std::collections::BTreeSet<&str> =
-        decisions.iter().filter(|d| d.quantized).map(|d| d.node.as_str()).collect();
+    let quantized: std::collections::BTreeSet<&str> = decisions
+        .iter()
+        .filter(|d| d.quantized)
+        .map(|d| d.node.as_str())
+        .collect();
     let g = &prepared.graph;
     let (mut q, mut total) = (0u64, 0u64);
     for n in g.ops() {
@@ -827,7 +858,8 @@ pub fn fallback(
         let noise = 10f64.powf(-s.output_sqnr_db / 10.0);
         noise / (macs.get(&s.node).copied().unwrap_or(0) as f64 + floor)
     };
-    let mut order: Vec<(f64, &crate::sensitivity::NodeSensitivity)> = sens.iter().map(|s| (key(s), s)).collect();
+    let mut order: Vec<(f64, &crate::sensitivity::NodeSensitivity)> =
+        sens.iter().map(|s| (key(s), s)).collect();
     order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.node.cmp(&b.1.node)));
     let ranked: Vec<String> = order.iter().map(|(_, s)| s.node.clone()).collect();
     type Built = (Model, Vec<Decision>, Vec<Remark>);

@@ -294,8 +294,15 @@ pub fn calibrate(
         _ => {
             let first = data.load(0, &specs, &opts.input_shapes)?;
             let sig = signature(&first);
-            let ro = RunOptions { input_shapes: sig.clone(), extra_outputs: tensors.to_vec(), ..Default::default() };
-            let r = Runner::new(m, &ro).map_err(|source| CalibError::Runtime { sample: data.sources[0].label(), source })?;
+            let ro = RunOptions {
+                input_shapes: sig.clone(),
+                extra_outputs: tensors.to_vec(),
+                ..Default::default()
+            };
+            let r = Runner::new(m, &ro).map_err(|source| CalibError::Runtime {
+                sample: data.sources[0].label(),
+                source,
+            })?;
             Some((sig, r))
         }
     };

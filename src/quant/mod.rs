@@ -147,23 +147,42 @@ pub fn channel_amax(w: &[f32], dims: &[usize], axis: Option<usize>) -> Vec<f32> 
 
 /// Quantizes `w` (shape `dims`, row-major) symmetrically to int8 with one
 /// scale per index of `axis` (`None`: one scale for the whole tensor).
-pub fn quantize_weights(w: &[f32], dims: &[usize], axis: Option<usize>, reduce_range: bool) -> WeightQuant {
+pub fn quantize_weights(
+    w: &[f32],
+    dims: &[usize],
+    axis: Option<usize>,
+    reduce_range: bool,
+) -> WeightQuant {
     let (qmin, qmax) = QType::S8.bounds(true, reduce_range);
     let scales: Vec<f32> = channel_amax(w, dims, axis)
         .iter()
         .map(|&a| affine_for_range(-(a as f64), a as f64, QType::S8, true, reduce_range).scale)
         .collect();
-    let q = requantize(w, dims, axis, &scales, 0, qmin, qmax).into_iter().map(|x| x as i8).collect();
+    let q = requantize(w, dims, axis, &scales, 0, qmin, qmax)
+        .into_iter()
+        .map(|x| x as i8)
+        .collect();
     WeightQuant { scales, q }
 }
 
 /// Quantizes weights with given per-channel scales and a common zero point.
-pub fn requantize(w: &[f32], dims: &[usize], axis: Option<usize>, scales: &[f32], zp: i32, qmin: i32, qmax: i32) -> Vec<i32> {
+pub fn requantize(
+    w: &[f32],
+    dims: &[usize],
+    axis: Option<usize>,
+    scales: &[f32],
+    zp: i32,
+    qmin: i32,
+    qmax: i32,
+) -> Vec<i32> {
     let (outer, channels, inner) = split_axis(dims, axis);
     let mut q = vec![0i32; w.len()];
     for o in 0..outer {
         for (c, &scale) in scales.iter().enumerate().take(channels) {
-            let a = Affine { scale, zero_point: zp };
+            let a = Affine {
+                scale,
+                zero_point: zp,
+            };
             let base = (o * channels + c) * inner;
             for (qi, &x) in q[base..base + inner].iter_mut().zip(&w[base..base + inner]) {
                 *qi = quantize(x, a, qmin, qmax);

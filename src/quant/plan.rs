@@ -309,7 +309,8 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
         // reason.
         if let Some(only) = &sel.only {
             if !only.contains(&label) {
-                p.decisions.push(decide(false, "kept in float by the fallback selection"));
+                p.decisions
+                    .push(decide(false, "kept in float by the fallback selection"));
                 continue;
             }
         }

@@ -250,7 +250,10 @@ fn entropy(h: &FloatHist, qt: QType, symmetric: bool) -> (f64, f64) {
     } else {
         // Never clip past zero: a tensor on one side of zero keeps the end
         // nearest zero.
-        ((-t).max(h.min as f64).min(0.0f64.min(h.max as f64)), t.min(h.max as f64).max(0.0f64.max(h.min as f64)))
+        (
+            (-t).max(h.min as f64).min(0.0f64.min(h.max as f64)),
+            t.min(h.max as f64).max(0.0f64.max(h.min as f64)),
+        )
     }
 }
 
@@ -321,7 +324,10 @@ fn entropy_asymmetric(h: &FloatHist) -> (f64, f64) {
             best = (kl, f);
         }
     }
-    ((lo0 * best.1).max(h.min as f64), (hi0 * best.1).min(h.max as f64))
+    (
+        (lo0 * best.1).max(h.min as f64),
+        (hi0 * best.1).min(h.max as f64),
+    )
 }
 
 fn kl_divergence(p: &[f64], q: &[f64]) -> f64 {
