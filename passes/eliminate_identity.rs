@@ -90,13 +90,7 @@ impl Pass for EliminateIdentity {
                 );
                 continue;
             }
-            let out_ports: Vec<usize> = g
-                .outputs()
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.value == y)
-                .map(|(i, _)| i)
-                .collect();
+            let out_ports: Vec<usize> = g.output_ports(y);
             if !out_ports.is_empty() {
                 // The output keeps its name; x must be free to take it.
                 let x_bound = g.is_graph_input(x)

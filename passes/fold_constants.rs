@@ -59,10 +59,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::{Graph, Model, NodeId, NodeKind, Tensor, ValueId};
-use crate::onnx::attribute_proto::AttributeType;
 use crate::onnx::import::node_label;
 use crate::onnx::tensor_proto::DataType;
-use crate::onnx::{dtype_name, dtype_size, AttributeProto, TensorProto, ValueInfoProto};
+use crate::onnx::{dtype_name, dtype_size, TensorProto, ValueInfoProto};
 use crate::runtime::{RunOptions, Runner};
 use crate::tensorio::HostTensor;
 
@@ -234,22 +233,6 @@ fn evaluate(m: &Model, n: NodeId) -> Result<Vec<HostTensor>, String> {
     }
     let mut proto = node.op().expect("invariant: an op").clone();
     proto.name = Some("fold".into());
-    if node.is("ConstantOfShape") && node.attr("value").is_none() {
-        // ONNX's default is a float32 zero; tract 0.23.9 defaults to an f64
-        // one (`rctensor0(0.0)` in its ConstantOfShape loader), which would
-        // fold into an ill-typed double initializer. Spell the default out.
-        proto.attribute.push(AttributeProto {
-            name: Some("value".into()),
-            r#type: Some(AttributeType::Tensor as i32),
-            t: Some(TensorProto {
-                data_type: Some(DataType::Float as i32),
-                dims: vec![1],
-                float_data: vec![0.0],
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-    }
     let outs: Vec<String> = node
         .outputs()
         .iter()

@@ -430,13 +430,7 @@ impl Pass for FuseBatchnorm {
                 cx.remark(NAME, &label, "kept: a subgraph reads its result by name");
                 continue;
             }
-            let out_ports: Vec<usize> = g
-                .outputs()
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.value == y)
-                .map(|(i, _)| i)
-                .collect();
+            let out_ports: Vec<usize> = g.output_ports(y);
             if out_ports.len() > 1 {
                 cx.remark(
                     NAME,

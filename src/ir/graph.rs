@@ -276,6 +276,17 @@ impl Graph {
         &mut self.outputs
     }
 
+    /// Indices of the graph output ports that name `v` (a value can be
+    /// listed more than once).
+    pub fn output_ports(&self, v: ValueId) -> Vec<usize> {
+        self.outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.value == v)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     pub fn is_graph_output(&self, v: ValueId) -> bool {
         self.outputs.iter().any(|p| p.value == v)
     }

@@ -11,16 +11,13 @@
 
 use std::collections::BTreeMap;
 
-use tract_onnx::prelude::{DatumType, Framework, InferenceModelExt, OutletId, TDim};
+use tract_onnx::prelude::{DatumType, InferenceModelExt, OutletId, TDim};
 use tract_onnx::tract_hir::infer::{Factoid, GenericFactoid, ShapeFactoid};
 
 use super::RuntimeError;
 use crate::ir::types::Dim;
 use crate::ir::Model;
-use crate::onnx::attribute_proto::AttributeType;
 use crate::onnx::tensor_proto::DataType;
-use crate::onnx::{AttributeProto, NodeProto, TensorProto};
-use prost::Message;
 
 /// Fixed input shapes: `input name → dims`.
 pub type InputShapes = BTreeMap<String, Vec<usize>>;
@@ -70,31 +67,6 @@ fn dims(s: &ShapeFactoid) -> Option<Vec<Dim>> {
     }
 }
 
-/// Writes out ONNX attribute defaults tract 0.23.9 gets wrong, so that its
-/// facts follow ONNX: `ConstantOfShape` without `value` makes float32 zeros
-/// (tract's loader uses an f64 zero, and every type downstream would follow).
-fn spell_out_defaults(nodes: &mut [NodeProto]) {
-    for n in nodes {
-        let default_domain = matches!(n.domain(), "" | "ai.onnx");
-        if default_domain
-            && n.op_type() == "ConstantOfShape"
-            && !n.attribute.iter().any(|a| a.name() == "value")
-        {
-            n.attribute.push(AttributeProto {
-                name: Some("value".into()),
-                r#type: Some(AttributeType::Tensor as i32),
-                t: Some(TensorProto {
-                    data_type: Some(DataType::Float as i32),
-                    dims: vec![1],
-                    float_data: vec![0.0],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-        }
-    }
-}
-
 // ---- infer_facts: added for `shape-inference` (passes/shape_inference.rs) ----
 
 /// Type and shape facts for every value tract can name, by ONNX value name.
@@ -116,23 +88,9 @@ pub fn infer_facts(
     };
     let load = |e: tract_onnx::prelude::TractError| RuntimeError::Load {
         model: model_name.clone(),
-        detail: format!("{e:#}"),
+        detail: super::chain(&e),
     };
-    let mut proto = crate::onnx::export::to_proto(model);
-    if let Some(g) = proto.graph.as_mut() {
-        spell_out_defaults(&mut g.node);
-    }
-    let bytes = proto.encode_to_vec();
-    let mut im = tract_onnx::onnx()
-        .with_ignore_value_info(true)
-        .model_for_read(&mut bytes.as_slice())
-        .map_err(load)?;
-    let input_names: Vec<String> = im
-        .input_outlets()
-        .map_err(load)?
-        .iter()
-        .map(|o| im.node(o.node).name.clone())
-        .collect();
+    let (mut im, input_names) = super::load_inference(model, true).map_err(load)?;
     for (name, shape) in input_shapes {
         let ix = input_names.iter().position(|n| n == name).ok_or_else(|| {
             RuntimeError::UnknownInput {

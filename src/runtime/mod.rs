@@ -232,6 +232,57 @@ pub struct Runner {
 }
 
 /// Tract's error chain as one line: `outer: cause: root cause`.
+/// Hands `model` to tract as an inference model, with the ONNX defaults
+/// tract 0.23.9 gets wrong spelled out first; returns it with the names of
+/// its inputs in order. Every load goes through here, so a workaround for
+/// tract applies to running, folding and shape inference alike.
+fn load_inference(
+    model: &Model,
+    ignore_value_info: bool,
+) -> tract_onnx::prelude::TractResult<(tract_onnx::prelude::InferenceModel, Vec<String>)> {
+    let mut proto = crate::onnx::export::to_proto(model);
+    if let Some(g) = proto.graph.as_mut() {
+        spell_out_defaults(&mut g.node);
+    }
+    let bytes = prost::Message::encode_to_vec(&proto);
+    let im = tract_onnx::onnx()
+        .with_ignore_value_info(ignore_value_info)
+        .model_for_read(&mut bytes.as_slice())?;
+    let names = im
+        .input_outlets()?
+        .iter()
+        .map(|o| im.node(o.node).name.clone())
+        .collect();
+    Ok((im, names))
+}
+
+/// Writes out ONNX attribute defaults tract 0.23.9 gets wrong:
+/// `ConstantOfShape` without `value` makes float32 zeros, where tract's
+/// loader uses an f64 zero (`rctensor0(0.0)`) and every type downstream —
+/// a folded initializer, an inferred value_info — would follow it.
+fn spell_out_defaults(nodes: &mut [crate::onnx::NodeProto]) {
+    use crate::onnx::attribute_proto::AttributeType;
+    for n in nodes {
+        let default_domain = matches!(n.domain(), "" | "ai.onnx");
+        if default_domain
+            && n.op_type() == "ConstantOfShape"
+            && !n.attribute.iter().any(|a| a.name() == "value")
+        {
+            n.attribute.push(crate::onnx::AttributeProto {
+                name: Some("value".into()),
+                r#type: Some(AttributeType::Tensor as i32),
+                t: Some(crate::onnx::TensorProto {
+                    data_type: Some(DataType::Float as i32),
+                    dims: vec![1],
+                    float_data: vec![0.0],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+    }
+}
+
 fn chain(e: &tract_onnx::prelude::TractError) -> String {
     format!("{e:#}")
 }
@@ -299,22 +350,12 @@ impl Runner {
             model: model_name.clone(),
             detail: chain(&e),
         };
-        let bytes = crate::onnx::export::to_bytes(model);
         let ignore_vi = opts
             .ignore_value_info
             .unwrap_or(!opts.input_shapes.is_empty());
-        let mut im = tract_onnx::onnx()
-            .with_ignore_value_info(ignore_vi)
-            .model_for_read(&mut bytes.as_slice())
-            .map_err(load)?;
+        let (mut im, input_names) = load_inference(model, ignore_vi).map_err(load)?;
 
         // Fixed input facts.
-        let input_names: Vec<String> = im
-            .input_outlets()
-            .map_err(load)?
-            .iter()
-            .map(|o| im.node(o.node).name.clone())
-            .collect();
         for (name, shape, dtype) in &opts.input_shapes {
             let ix = input_names.iter().position(|n| n == name).ok_or_else(|| {
                 RuntimeError::UnknownInput {
