@@ -72,13 +72,19 @@ impl MeanAcc {
         }
         let (outer, channels, inner) = crate::quant::split_axis(shape, Some(self.axis));
         let mut sums = vec![0f64; channels];
-        for o in 0..outer {
-            for (c, sum) in sums.iter_mut().enumerate() {
-                let base = (o * channels + c) * inner;
-                *sum += xs[base..base + inner]
-                    .iter()
-                    .map(|&x| if x.is_finite() { x as f64 } else { 0.0 })
-                    .sum::<f64>();
+        if inner == 1 {
+            // Channels last (MatMul inputs): add whole rows, lane by channel.
+            for row in xs.chunks_exact(channels) {
+                for (sum, &x) in sums.iter_mut().zip(row) {
+                    *sum += finite_or_zero(x) as f64;
+                }
+            }
+        } else {
+            for o in 0..outer {
+                for (c, sum) in sums.iter_mut().enumerate() {
+                    let base = (o * channels + c) * inner;
+                    *sum += finite_sum(&xs[base..base + inner]);
+                }
             }
         }
         let n = (outer * inner).max(1) as f64;
@@ -105,6 +111,31 @@ impl MeanAcc {
             mean,
         })
     }
+}
+
+fn finite_or_zero(x: f32) -> f32 {
+    if (x.to_bits() & 0x7f80_0000) != 0x7f80_0000 {
+        x
+    } else {
+        0.0
+    }
+}
+
+/// Sum of the finite values, in eight f64 lanes so it vectorizes (bias
+/// correction takes the mean of every Conv input, every sample).
+fn finite_sum(xs: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += finite_or_zero(c[i]) as f64;
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(rest) {
+        *a += finite_or_zero(x) as f64;
+    }
+    acc.iter().sum()
 }
 
 #[derive(Serialize, Deserialize)]

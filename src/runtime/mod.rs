@@ -16,7 +16,11 @@
 //! * [`RunOptions::extra_outputs`] names intermediate tensors to capture. Every
 //!   ONNX tensor name is an outlet label in tract's inference model, so they
 //!   are promoted to model outputs *before* optimisation, which then keeps
-//!   them alive.
+//!   them alive. [`Runner::run`] returns them; [`Runner::run_visit`] hands
+//!   each to a visitor as soon as its node has run and lets it go.
+//! * Every node evaluation is followed by `vzeroupper` (see
+//!   [`clear_upper_avx`]): tract's AVX-512 kernels leave the upper register
+//!   state dirty, which made the SSE code after them ~3× slower.
 //! * [`Runner::profile`] times every node of tract's plan and maps each one
 //!   back to the ONNX nodes it came from (see [`NodeTime`]).
 //!
@@ -30,7 +34,8 @@ use std::time::{Duration, Instant};
 
 use tract_onnx::prelude::{
     f16, Datum, DatumType, Framework, InferenceFact, InferenceModelExt, IntoTValue, IntoTensor,
-    TValue, Tensor as TractTensor, TypedFact, TypedModel, TypedSimplePlan, TypedSimpleState,
+    OutletId, TValue, Tensor as TractTensor, TypedFact, TypedModel, TypedSimplePlan,
+    TypedSimpleState,
 };
 use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
 use tract_onnx::tract_core::internal::DimLike;
@@ -222,6 +227,23 @@ struct InputSlot {
 #[derive(Debug)]
 pub struct Runner {
     plan: Arc<TypedSimplePlan>,
+    /// The plan [`Runner::run_visit`] uses: it computes the graph outputs
+    /// and returns only them (and any captured tensor the graph outputs do
+    /// not need, see `tail`); captured tensors are handed to the visitor
+    /// the moment their node has run, still hot in cache, and freed as soon
+    /// as the graph no longer needs them instead of living to the end of
+    /// the run. Observing hundreds of large intermediates after the run
+    /// read them back from memory and cost calibration more than the model.
+    visit_plan: Arc<TypedSimplePlan>,
+    /// Per plan node id and output slot: the indices in `outputs` of the
+    /// captured tensors it produces (several names can share an outlet).
+    watch: HashMap<(usize, usize), Vec<usize>>,
+    /// Captured tensors `visit_plan` returns after the graph outputs
+    /// (constants and tensors the graph outputs do not depend on, which
+    /// it would otherwise not compute): indices in `outputs`.
+    tail: Vec<usize>,
+    /// Graph outputs: the first entries of `outputs`.
+    n_graph: usize,
     model_name: String,
     inputs: Vec<InputSlot>,
     outputs: Vec<String>,
@@ -415,7 +437,11 @@ impl Runner {
         if opts.optimize {
             typed = typed.into_optimized().map_err(load)?;
         }
-        let plan = SimplePlan::new(typed).map_err(load)?;
+        let typed = Arc::new(typed);
+        let outlets = typed.output_outlets().map_err(load)?.to_vec();
+        let plan = SimplePlan::new(typed.clone()).map_err(load)?;
+        let (visit_plan, watch, tail) =
+            Self::visit_plan(&typed, &outlets, model.graph.outputs().len()).map_err(load)?;
 
         let tm = plan.model();
         let mut inputs = Vec::new();
@@ -436,6 +462,10 @@ impl Runner {
         let (groups, unattributed) = attribute(model, tm, &order);
         Ok(Runner {
             plan,
+            visit_plan,
+            watch,
+            tail,
+            n_graph: model.graph.outputs().len(),
             model_name,
             inputs,
             outputs: output_names,
@@ -443,6 +473,45 @@ impl Runner {
             groups,
             unattributed,
         })
+    }
+
+    /// Builds the plan for [`Runner::run_visit`] over `outlets` (graph
+    /// outputs first, `n_graph` of them, then captured tensors).
+    #[allow(clippy::type_complexity)]
+    fn visit_plan(
+        typed: &Arc<TypedModel>,
+        outlets: &[OutletId],
+        n_graph: usize,
+    ) -> tract_onnx::prelude::TractResult<(
+        Arc<TypedSimplePlan>,
+        HashMap<(usize, usize), Vec<usize>>,
+        Vec<usize>,
+    )> {
+        let graph_outlets = &outlets[..n_graph];
+        // `new_for_outputs` is deprecated in favour of selecting the model's
+        // outputs, which here must stay selected: they are what kept the
+        // captured tensors from being fused away by the optimiser.
+        #[allow(deprecated)]
+        let graph_only = SimplePlan::new_for_outputs(typed.clone(), graph_outlets)?;
+        let computed: BTreeSet<usize> = graph_only.order_without_consts().iter().copied().collect();
+        let mut watch: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
+        let mut tail = Vec::new();
+        let mut plan_outlets = graph_outlets.to_vec();
+        for (i, o) in outlets.iter().enumerate().skip(n_graph) {
+            if computed.contains(&o.node) {
+                watch.entry((o.node, o.slot)).or_default().push(i);
+            } else {
+                tail.push(i);
+                plan_outlets.push(*o);
+            }
+        }
+        let plan = if tail.is_empty() {
+            graph_only
+        } else {
+            #[allow(deprecated)]
+            SimplePlan::new_for_outputs(typed.clone(), &plan_outlets)?
+        };
+        Ok((plan, watch, tail))
     }
 
     /// Runtime input names, in the model's order.
@@ -540,29 +609,36 @@ impl Runner {
         inputs: &[(String, HostTensor)],
     ) -> Result<Vec<(String, HostTensor)>, RuntimeError> {
         let values = self.prepare(inputs)?;
-        let out = self
-            .plan
-            .run(values.into_iter().collect())
+        let mut state = TypedSimpleState::new(&self.plan).map_err(|e| self.run_error(e))?;
+        let out = state
+            .run_plan_with_eval(values.into_iter().collect(), |ctx, op_state, node, ins| {
+                let r = tract_onnx::tract_core::plan::eval(ctx, op_state, node, ins);
+                clear_upper_avx();
+                r
+            })
             .map_err(|e| self.run_error(e))?;
         self.collect(out.into_iter().collect())
     }
 
-    /// Runs the model and hands each output (graph outputs, then captured
-    /// tensors) to `visit` without copying it: `Some(values)` for float32
-    /// tensors, `None` for other types. Calibration observes hundreds of
-    /// large intermediates per sample this way.
+    /// Runs the model and hands each output (graph outputs and captured
+    /// tensors, by their index in [`Runner::output_names`]) to `visit`
+    /// without copying it: `Some(values)` for float32 tensors, `None` for
+    /// other types. Captured tensors are visited while the model runs,
+    /// right after the node that makes them (see `visit_plan`); graph
+    /// outputs after the run. Calibration observes hundreds of large
+    /// intermediates per sample this way.
     pub fn run_visit(
         &self,
         inputs: &[(String, HostTensor)],
         mut visit: impl FnMut(usize, &str, &[usize], Option<&[f32]>),
     ) -> Result<(), RuntimeError> {
-        let values = self.prepare(inputs)?;
-        let out = self
-            .plan
-            .run(values.into_iter().collect())
-            .map_err(|e| self.run_error(e))?;
-        for (i, (name, v)) in self.outputs.iter().zip(out.iter()).enumerate() {
-            let shape = v.shape().to_vec();
+        fn show(
+            visit: &mut impl FnMut(usize, &str, &[usize], Option<&[f32]>),
+            i: usize,
+            name: &str,
+            v: &TValue,
+        ) {
+            let shape = v.shape();
             let view = if v.datum_type() == DatumType::F32 {
                 v.to_plain_array_view::<f32>().ok()
             } else {
@@ -570,16 +646,37 @@ impl Runner {
             };
             match view {
                 Some(a) => match a.as_slice() {
-                    Some(sl) => visit(i, name, &shape, Some(sl)),
+                    Some(sl) => visit(i, name, shape, Some(sl)),
                     None => visit(
                         i,
                         name,
-                        &shape,
+                        shape,
                         Some(&a.iter().copied().collect::<Vec<f32>>()),
                     ),
                 },
-                None => visit(i, name, &shape, None),
+                None => visit(i, name, shape, None),
             }
+        }
+        let values = self.prepare(inputs)?;
+        let mut state = TypedSimpleState::new(&self.visit_plan).map_err(|e| self.run_error(e))?;
+        let out = state
+            .run_plan_with_eval(values.into_iter().collect(), |ctx, op_state, node, ins| {
+                let r = tract_onnx::tract_core::plan::eval(ctx, op_state, node, ins);
+                clear_upper_avx();
+                let r = r?;
+                for (slot, v) in r.iter().enumerate() {
+                    if let Some(ixs) = self.watch.get(&(node.id, slot)) {
+                        for &i in ixs {
+                            show(&mut visit, i, &self.outputs[i], v);
+                        }
+                    }
+                }
+                Ok::<_, tract_onnx::prelude::TractError>(r)
+            })
+            .map_err(|e| self.run_error(e))?;
+        let returned = (0..self.n_graph).chain(self.tail.iter().copied());
+        for (i, v) in returned.zip(out.iter()) {
+            show(&mut visit, i, &self.outputs[i], v);
         }
         Ok(())
     }
@@ -609,6 +706,7 @@ impl Runner {
                     |ctx, op_state, node, ins| {
                         let t = Instant::now();
                         let r = tract_onnx::tract_core::plan::eval(ctx, op_state, node, ins);
+                        clear_upper_avx();
                         this[node.id] += t.elapsed();
                         r
                     },
@@ -640,6 +738,31 @@ impl Runner {
             nodes,
             unattributed: self.unattributed.clone(),
         })
+    }
+}
+
+/// Ends the AVX "dirty upper state" tract's hand-written AVX-512 kernels
+/// leave behind them.
+///
+/// Those kernels return without `vzeroupper`, and every SSE-encoded
+/// instruction that runs afterwards, ours and tract's own Rust-compiled ops
+/// alike (everything this crate and tract build for baseline x86-64), then
+/// pays a false dependency on the upper register halves. Measured on this
+/// project's EPYC machines: scanning a ppocr_det activation for its range
+/// took 0.49 ns per value right after a tract node and 0.15 ns after
+/// `vzeroupper`. Called after every node the runner evaluates.
+#[inline]
+fn clear_upper_avx() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (checked above, cached by std), and
+        // `vzeroupper` only zeroes bits 128 and up of ymm0–15; LLVM knows
+        // the intrinsic clobbers them, and code built for baseline x86-64
+        // keeps nothing there.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::arch::x86_64::_mm256_zeroupper()
+        }
     }
 }
 
