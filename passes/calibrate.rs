@@ -133,12 +133,11 @@ impl Pass for Calibrate {
             input_shapes: cx.input_shapes.clone(),
             ..cx.calib_options.clone()
         };
-        let mut stats =
-            calib::calibrate(m, data, &tensors, &opts).map_err(|e| PassError::Failed {
+        let stats =
+            calib::calibrate(m, hash, data, &tensors, &opts).map_err(|e| PassError::Failed {
                 pass: "calibrate".into(),
                 message: e.to_string(),
             })?;
-        stats.model_hash = hash;
         cx.stats = Some(stats);
         Ok(Changed::No)
     }

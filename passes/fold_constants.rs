@@ -267,28 +267,6 @@ fn evaluate(m: &Model, n: NodeId) -> Result<Vec<HostTensor>, String> {
     Ok(res.into_iter().map(|(_, t)| t).collect())
 }
 
-/// Replaces each result of `n` by a new initializer holding `tensors[i]`,
-/// then removes `n`. Results keep their names.
-fn replace_with_constants(g: &mut Graph, n: NodeId, tensors: Vec<Tensor>) {
-    let outs: Vec<ValueId> = g.node(n).outputs().iter().flatten().copied().collect();
-    let mut renames = Vec::new();
-    for (v, t) in outs.into_iter().zip(tensors) {
-        let name = g.name(v).to_string();
-        let mut t = t;
-        t.set_name(&format!("{name}_folded"));
-        let c = g.add_initializer(t);
-        g.replace_all_uses(v, c);
-        match g.outputs().iter().position(|p| p.value == v) {
-            Some(i) => g.redirect_output(i, c),
-            None => renames.push((c, name)),
-        }
-    }
-    g.remove_node(n);
-    for (c, name) in renames {
-        g.rename(c, &name);
-    }
-}
-
 /// Whether every result can be moved to a new value: no subgraph reads it
 /// by name, and it is listed at most once among the graph outputs.
 fn results_movable(g: &Graph, n: NodeId) -> bool {
@@ -417,7 +395,7 @@ impl Pass for FoldConstants {
                 }
                 hosts.iter().map(|h| h.to_tensor("")).collect()
             };
-            replace_with_constants(&mut m.graph, n, tensors);
+            m.graph.replace_with_constants(n, tensors);
             changed = true;
         }
         Ok(Changed::from_bool(changed))

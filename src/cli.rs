@@ -720,7 +720,8 @@ pub fn cmd_validate(a: &ValidateArgs) -> CliResult {
     let orig = load(&a.original)?;
     let quant = load(&a.quantized)?;
     let data = crate::calib::data::DataSet::open(&a.data, a.limit).map_err(Failure::bad_input)?;
-    let v = crate::validate::validate(&orig, &quant, &data).map_err(Failure::bad_input)?;
+    let v = crate::validate::validate(&orig, &quant, &data, crate::runtime::default_threads())
+        .map_err(Failure::bad_input)?;
     let layers = if a.per_layer {
         // Isolated variants are built on the float model as onnxq prepares
         // it for quantization (Constants folded, BatchNorm fused), which is

@@ -39,7 +39,7 @@ use crate::quant::params::ActConfig;
 use crate::quant::plan::Decision;
 use crate::quant::range::Method;
 use crate::quant::QType;
-use crate::validate::{validate, Reference, Validation};
+use crate::validate::{Reference, Validation};
 
 /// The passes that prepare a float model for quantization.
 ///
@@ -521,6 +521,7 @@ pub fn quantize_file(
 ) -> Result<QuantizeReport, QuantizeError> {
     let t0 = Instant::now();
     let float = import::read_model(input)?;
+    let threads = opts.threads.unwrap_or_else(crate::runtime::default_threads);
     let (mut q, mut report, calibrated) = quantize_model(&float, opts)?;
     let val = if opts.val_samples > 0 || opts.target.is_some() {
         let n = opts.val_samples.max(1);
@@ -531,15 +532,18 @@ pub fn quantize_file(
     } else {
         None
     };
+    // The original's outputs on the validation samples, computed once for
+    // the fallback search and the final validation.
+    let mut reference: Option<Reference> = None;
     if let (Some(target), Some(val)) = (&opts.target, &val) {
         let t = Instant::now();
-        let reference = Reference::new(&float, val)?;
+        let reference = reference.insert(Reference::new(&float, val, threads)?);
         let fb = fallback(
             &float,
             &calibrated,
             &q,
             &report.nodes,
-            &reference,
+            reference,
             target,
             opts.progress,
         )?;
@@ -572,7 +576,11 @@ pub fn quantize_file(
         let t = Instant::now();
         // Validate the file as written, against the untouched original.
         let written = import::read_model(output)?;
-        report.validation = Some(validate(&float, &written, val)?);
+        let reference = match reference.take() {
+            Some(r) => r,
+            None => Reference::new(&float, val, threads)?,
+        };
+        report.validation = Some(reference.score(&written)?);
         report.seconds.validate = t.elapsed().as_secs_f64();
     }
     if opts.detailed_report {

@@ -21,7 +21,8 @@ use crate::calib::progress_bar;
 use crate::ir::{Model, NodeId, NodeKind, Slot, ValueId};
 use crate::onnx::import::node_label;
 use crate::onnx::tensor_proto::DataType;
-use crate::validate::{Reference, RunnerCache, ValidateError, IDENTICAL_DB};
+use crate::runtime::RunnerCache;
+use crate::validate::{Reference, ValidateError, IDENTICAL_DB};
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TensorError {
@@ -120,8 +121,8 @@ pub fn tensor_errors(
         }
     }
     let extra: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
-    let mut ro = RunnerCache::new(orig, extra.clone());
-    let mut rq = RunnerCache::new(quant, extra.clone());
+    let ro = RunnerCache::new(orig, extra.clone());
+    let rq = RunnerCache::new(quant, extra.clone());
     let specs = input_specs(orig);
     let mut acc: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let no_fixed = BTreeMap::new();
@@ -345,7 +346,11 @@ pub fn per_layer(
     progress: bool,
 ) -> Result<LayerReport, ValidateError> {
     let tensors = tensor_errors(orig, quant, data)?;
-    let reference = Reference::new(orig, &data.take(sens_samples.max(1)))?;
+    let reference = Reference::new(
+        orig,
+        &data.take(sens_samples.max(1)),
+        crate::runtime::default_threads(),
+    )?;
     let (nodes, unmatched) = isolated_sensitivity(orig, quant, &reference, progress)?;
     Ok(LayerReport {
         samples: data.len(),

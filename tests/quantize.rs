@@ -27,8 +27,8 @@ use onnxq::ir::{Graph, Model, NodeId, ValueId};
 use onnxq::onnx::tensor_proto::DataType;
 use onnxq::onnx::{export, import};
 use onnxq::quantize::{quantize_file, QuantizeOptions};
+use onnxq::runtime::RunnerCache;
 use onnxq::tensorio::{self, HostTensor};
-use onnxq::validate::RunnerCache;
 
 // ------------------------------------------------------------------ helpers
 
@@ -271,8 +271,8 @@ fn default_quantization_shrinks_and_keeps_answers() {
         .find(|&n| g.node(n).is("Softmax"))
         .expect("ppocr_cls ends in Softmax");
     let logits = g.name(g.node(softmax).input(0).unwrap()).to_string();
-    let mut rf = RunnerCache::new(&float, vec![logits.clone()]);
-    let mut rq = RunnerCache::new(&q, vec![logits.clone()]);
+    let rf = RunnerCache::new(&float, vec![logits.clone()]);
+    let rq = RunnerCache::new(&q, vec![logits.clone()]);
     let mut logit_sqnr = |set: &str, n: usize| {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for i in 0..n {
@@ -738,4 +738,41 @@ fn op_types_limit_quantization_to_those_ops() {
             && count(&h, "QuantizeLinear") < count(&hd, "QuantizeLinear"),
         "{h:?} vs {hd:?}"
     );
+}
+
+// ------------------------------------------------------------- validation
+
+/// Validation hands tract the quantized model with its constant
+/// DequantizeLinear nodes folded (tract's own folding is slow); the outputs
+/// must be bit-identical to running the file as written, per-channel and
+/// per-tensor alike.
+#[test]
+fn folding_weight_dequantize_changes_no_output_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let per_channel = read(&fixture().direct);
+    let per_tensor = quantize_from_stats(&dir.path().join("pt.onnx"), &["--per-tensor"]);
+    for (what, q) in [("per-channel", &per_channel), ("per-tensor", &per_tensor)] {
+        let folded = onnxq::validate::fold_constant_dequantize(q);
+        let before = weight_dqs(&q.graph).len();
+        assert!(
+            before > 0,
+            "{what}: the model has weight DequantizeLinear nodes"
+        );
+        assert_eq!(weight_dqs(&folded.graph).len(), 0, "{what}: all folded");
+        folded.graph.verify().expect("folded model verifies");
+        let (ra, rb) = (
+            RunnerCache::new(q, vec![]),
+            RunnerCache::new(&folded, vec![]),
+        );
+        for i in 0..4 {
+            let file = testdata(&format!("ppocr_cls/val/sample_{i:04}.npz"));
+            let inputs = tensorio::read_npz(file).unwrap();
+            let (a, b) = (ra.run(&inputs).unwrap(), rb.run(&inputs).unwrap());
+            for ((name, x), (_, y)) in a.iter().zip(&b) {
+                let bits =
+                    |t: &HostTensor| floats(t).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(x), bits(y), "{what}: output {name}, sample {i}");
+            }
+        }
+    }
 }

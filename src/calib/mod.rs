@@ -20,8 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ir::Model;
-use crate::runtime::{RunOptions, Runner, RuntimeError};
-use crate::tensorio::HostTensor;
+use crate::runtime::{RunnerCache, RuntimeError};
 use data::{DataError, DataSet, InputSpec};
 use hist::{FloatHist, SparseHist};
 
@@ -283,10 +282,7 @@ impl Default for CalibOptions {
     fn default() -> Self {
         CalibOptions {
             input_shapes: BTreeMap::new(),
-            threads: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .min(4),
+            threads: crate::runtime::default_threads(),
             progress: true,
             histograms: true,
             channel_axes: BTreeMap::new(),
@@ -294,19 +290,13 @@ impl Default for CalibOptions {
     }
 }
 
-/// A shape signature: runners are built per distinct input shape set.
-type Signature = Vec<(String, Vec<usize>, i32)>;
-
-fn signature(inputs: &[(String, HostTensor)]) -> Signature {
-    inputs
-        .iter()
-        .map(|(n, t)| (n.clone(), t.shape().to_vec(), t.dtype()))
-        .collect()
-}
-
 /// Runs the model over `data`, summarising the named float tensors.
+/// `model_hash` is recorded in the statistics: [`model_hash`] of the model
+/// they are meant for (the caller has it already; on a large model it costs
+/// a print of the whole graph).
 pub fn calibrate(
     m: &Model,
+    model_hash: String,
     data: &DataSet,
     tensors: &[String],
     opts: &CalibOptions,
@@ -317,34 +307,18 @@ pub fn calibrate(
     let bar = progress_bar(n as u64, "calibrating", opts.progress);
     // Sample i goes to worker i % threads; each worker merges into its own
     // histograms and the partial sums are added at the end, which is exact.
-    // The runner for the first sample's shapes is built once and shared by
-    // every worker: loading and optimising a model with hundreds of
-    // captured outputs costs as much as many samples.
-    let shared = match data.len() {
-        0 => None,
-        _ => {
-            let first = data.load(0, &specs, &opts.input_shapes)?;
-            let sig = signature(&first);
-            let ro = RunOptions {
-                input_shapes: sig.clone(),
-                extra_outputs: tensors.to_vec(),
-                ..Default::default()
-            };
-            let r = Runner::new(m, &ro).map_err(|source| CalibError::Runtime {
-                sample: data.sources[0].label(),
-                source,
-            })?;
-            Some((sig, r))
-        }
-    };
+    // Runners (one per input shape set) are shared by the workers: loading
+    // and optimising a model with hundreds of captured outputs costs as
+    // much as many samples.
+    let runners = RunnerCache::new(m, tensors.to_vec());
     type Partial = (BTreeMap<String, FloatHist>, BTreeMap<String, MeanAcc>);
     let results: Vec<Result<Partial, CalibError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|w| {
                 let specs = &specs;
                 let bar = &bar;
-                let shared = shared.as_ref();
-                s.spawn(move || worker(m, data, tensors, specs, opts, shared, w, threads, bar))
+                let runners = &runners;
+                s.spawn(move || worker(data, runners, specs, opts, w, threads, bar))
             })
             .collect();
         handles
@@ -381,7 +355,7 @@ pub fn calibrate(
         .filter_map(|(k, m)| m.finish().map(|cm| (k, cm)))
         .collect();
     Ok(Stats {
-        model_hash: model_hash(m),
+        model_hash,
         data_hash: data.content_hash()?,
         samples: n,
         input_shapes: opts.input_shapes.clone(),
@@ -390,43 +364,27 @@ pub fn calibrate(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn worker(
-    m: &Model,
     data: &DataSet,
-    tensors: &[String],
+    runners: &RunnerCache,
     specs: &[InputSpec],
     opts: &CalibOptions,
-    shared: Option<&(Signature, Runner)>,
     w: usize,
     threads: usize,
     bar: &indicatif::ProgressBar,
 ) -> Result<(BTreeMap<String, FloatHist>, BTreeMap<String, MeanAcc>), CalibError> {
-    let mut runners: BTreeMap<Signature, Runner> = BTreeMap::new();
     let mut hists: BTreeMap<String, FloatHist> = BTreeMap::new();
     let mut means: BTreeMap<String, MeanAcc> = BTreeMap::new();
     for i in (w..data.len()).step_by(threads) {
         let label = data.sources[i].label();
         let inputs = data.load(i, specs, &opts.input_shapes)?;
-        let sig = signature(&inputs);
-        let use_shared = shared.is_some_and(|(s, _)| *s == sig);
-        if !use_shared && !runners.contains_key(&sig) {
-            let ro = RunOptions {
-                input_shapes: sig.clone(),
-                extra_outputs: tensors.to_vec(),
-                ..Default::default()
-            };
-            let r = Runner::new(m, &ro).map_err(|source| CalibError::Runtime {
+        let runner = runners
+            .runner(&inputs)
+            .map_err(|source| CalibError::Runtime {
                 sample: label.clone(),
                 source,
             })?;
-            runners.insert(sig.clone(), r);
-        }
-        let runner = match shared {
-            Some((s, r)) if *s == sig => r,
-            _ => &runners[&sig],
-        };
-        let n_graph = runner.output_names().len() - tensors.len();
+        let n_graph = runner.output_names().len() - runners.extra().len();
         let mut failed: Option<String> = None;
         runner
             .run_visit(&inputs, |i, name, shape, values| {

@@ -820,6 +820,28 @@ impl Graph {
         self.g.remove_node(n.0).expect("invariant: live node id")
     }
 
+    /// Replaces each result of op `n` by a new initializer holding
+    /// `tensors[i]`, then removes `n`. Results keep their names, graph
+    /// outputs included.
+    pub fn replace_with_constants(&mut self, n: NodeId, tensors: Vec<Tensor>) {
+        let outs: Vec<ValueId> = self.node(n).outputs().iter().flatten().copied().collect();
+        let mut renames = Vec::new();
+        for (v, mut t) in outs.into_iter().zip(tensors) {
+            let name = self.name(v).to_string();
+            t.set_name(&self.fresh_name(&format!("{name}_folded")));
+            let c = self.add_initializer(t);
+            self.replace_all_uses(v, c);
+            match self.outputs().iter().position(|p| p.value == v) {
+                Some(i) => self.redirect_output(i, c),
+                None => renames.push((c, name)),
+            }
+        }
+        self.remove_node(n);
+        for (c, name) in renames {
+            self.rename(c, &name);
+        }
+    }
+
     /// Replaces the tensor of an initializer node.
     pub fn set_initializer(&mut self, v: ValueId, mut t: Tensor) {
         let name = self.name(v).to_string();

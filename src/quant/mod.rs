@@ -109,11 +109,25 @@ pub fn affine_for_range(
     }
 }
 
-/// Quantizes one value.
+/// Quantizes one value: `clamp(round_half_even(x / scale) + zp)`.
+///
+/// The rounding adds and subtracts 1.5·2²³, which rounds half to even in
+/// the FPU's default mode for every |v| ≤ 2²²; values are clamped into that
+/// range first (they saturate anyway). Unlike `f32::round_ties_even`, which
+/// baseline x86-64 turns into a libm call per value, this vectorizes: the
+/// weights of a 17M-parameter model are quantized in a few milliseconds.
 #[inline]
 pub fn quantize(x: f32, a: Affine, qmin: i32, qmax: i32) -> i32 {
-    let q = (x / a.scale).round_ties_even() as i64 + a.zero_point as i64;
-    q.clamp(qmin as i64, qmax as i64) as i32
+    debug_assert!(
+        qmin > -(1 << 22) && qmax < (1 << 22),
+        "8- and 16-bit types only"
+    );
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    const LIMIT: f32 = 4_194_304.0; // 2^22
+    let v = (x / a.scale).clamp(-LIMIT, LIMIT);
+    let r = (v + MAGIC) - MAGIC;
+    // NaN stays NaN through the clamp and the rounding; `as` maps it to 0.
+    (r as i32).saturating_add(a.zero_point).clamp(qmin, qmax)
 }
 
 #[inline]
@@ -132,6 +146,18 @@ pub struct WeightQuant {
 pub fn channel_amax(w: &[f32], dims: &[usize], axis: Option<usize>) -> Vec<f32> {
     let (outer, channels, inner) = split_axis(dims, axis);
     let mut amax = vec![0f32; channels];
+    let finite_abs = |x: f32| if x.is_finite() { x.abs() } else { 0.0 };
+    if inner == 1 {
+        // Channels last (MatMul weights): whole rows at a time, so the loop
+        // runs along the channels and vectorizes.
+        for row in w.chunks_exact(channels.max(1)) {
+            for (m, &x) in amax.iter_mut().zip(row) {
+                let a = finite_abs(x);
+                *m = if a > *m { a } else { *m };
+            }
+        }
+        return amax;
+    }
     for o in 0..outer {
         for (c, m) in amax.iter_mut().enumerate() {
             let base = (o * channels + c) * inner;
@@ -177,6 +203,22 @@ pub fn requantize(
 ) -> Vec<i32> {
     let (outer, channels, inner) = split_axis(dims, axis);
     let mut q = vec![0i32; w.len()];
+    if inner == 1 && scales.len() >= channels {
+        // Channels last: row by row, lane by channel (see `channel_amax`).
+        for (qrow, row) in q
+            .chunks_exact_mut(channels.max(1))
+            .zip(w.chunks_exact(channels.max(1)))
+        {
+            for ((qi, &x), &scale) in qrow.iter_mut().zip(row).zip(scales) {
+                let a = Affine {
+                    scale,
+                    zero_point: zp,
+                };
+                *qi = quantize(x, a, qmin, qmax);
+            }
+        }
+        return q;
+    }
     for o in 0..outer {
         for (c, &scale) in scales.iter().enumerate().take(channels) {
             let a = Affine {
@@ -264,6 +306,45 @@ mod tests {
         let a = affine_for_range(-0.3, 5.1, QType::U8, false, false);
         let q = quantize(0.0, a, 0, 255);
         assert_eq!(dequantize(q, a), 0.0);
+        // Ties go to even, and the fast rounding agrees with the library's
+        // everywhere, saturation and NaN included.
+        let unit = Affine {
+            scale: 1.0,
+            zero_point: 0,
+        };
+        for (x, want) in [
+            (0.5f32, 0),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (126.5, 126),
+        ] {
+            assert_eq!(quantize(x, unit, -128, 127), want, "{x}");
+        }
+        let reference = |x: f32, a: Affine, lo: i32, hi: i32| {
+            ((x / a.scale).round_ties_even() as i64 + a.zero_point as i64)
+                .clamp(lo as i64, hi as i64) as i32
+        };
+        let b = Affine {
+            scale: 0.0371,
+            zero_point: 3,
+        };
+        for i in -20000..20000 {
+            let x = i as f32 * 0.000_913 * (1 + (i & 7)) as f32;
+            assert_eq!(quantize(x, b, -128, 127), reference(x, b, -128, 127), "{x}");
+            assert_eq!(quantize(x, b, 0, 255), reference(x, b, 0, 255), "{x}");
+        }
+        // Out of range saturates, and NaN lands on the zero point.
+        for (x, want) in [
+            (f32::INFINITY, 127),
+            (1e30, 127),
+            (f32::NEG_INFINITY, -128),
+            (-1e30, -128),
+            (f32::NAN, 3),
+        ] {
+            assert_eq!(quantize(x, b, -128, 127), want, "{x}");
+        }
         assert!((dequantize(quantize(5.1, a, 0, 255), a) - 5.1).abs() <= a.scale);
     }
 

@@ -48,6 +48,9 @@ use crate::onnx::dtype_name;
 use crate::onnx::tensor_proto::DataType;
 use crate::tensorio::HostTensor;
 
+mod cache;
+pub use cache::{default_threads, par_map, signature, RunnerCache, Signature};
+
 // ---- infer_facts, for the shape-inference pass (see facts.rs) ----
 mod facts;
 pub use facts::{infer_facts, Fact};
