@@ -133,12 +133,13 @@ impl Pass for Calibrate {
             input_shapes: cx.input_shapes.clone(),
             ..cx.calib_options.clone()
         };
-        let stats =
+        let (stats, outputs) =
             calib::calibrate(m, hash, data, &tensors, &opts).map_err(|e| PassError::Failed {
                 pass: "calibrate".into(),
                 message: e.to_string(),
             })?;
         cx.stats = Some(stats);
+        cx.calib_outputs = outputs;
         Ok(Changed::No)
     }
 }

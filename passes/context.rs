@@ -34,6 +34,9 @@ pub struct PassContext {
     pub calib_data: Option<DataSet>,
     /// Threads and progress display for model runs.
     pub calib_options: CalibOptions,
+    /// Graph outputs of the first `calib_options.keep_outputs` calibration
+    /// samples, from `calibrate`.
+    pub calib_outputs: Vec<Vec<(String, crate::tensorio::HostTensor)>>,
     /// Statistics from `calibrate` (or loaded with `--stats`).
     pub stats: Option<Stats>,
     /// Activation parameters per tensor name, from `fold-calibration`.

@@ -306,6 +306,28 @@ impl Reference {
         })
     }
 
+    /// A reference from float outputs already computed (by calibration) on
+    /// `data`, in sample order.
+    pub fn from_outputs(
+        orig: &Model,
+        data: &DataSet,
+        threads: usize,
+        outputs: Vec<Vec<(String, HostTensor)>>,
+    ) -> Result<Reference, ValidateError> {
+        let specs = input_specs(orig);
+        let no_fixed = BTreeMap::new();
+        let mut samples = Vec::with_capacity(data.len());
+        for (i, y) in outputs.into_iter().enumerate().take(data.len()) {
+            let x = data.load(i, &specs, &no_fixed)?;
+            samples.push((data.sources[i].label(), x, y));
+        }
+        Ok(Reference {
+            data: data.clone(),
+            threads,
+            samples,
+        })
+    }
+
     /// Scores a candidate against the reference outputs. Samples run in
     /// parallel; they are compared in order, so the figures do not depend
     /// on the thread count.

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ir::Model;
 use crate::runtime::{RunnerCache, RuntimeError};
+use crate::tensorio::HostTensor;
 use data::{DataError, DataSet, InputSpec};
 use hist::{FloatHist, SparseHist};
 
@@ -276,6 +277,9 @@ pub struct CalibOptions {
     /// Tensors whose per-channel means to record (name → channel axis), for
     /// bias correction.
     pub channel_axes: BTreeMap<String, usize>,
+    /// Keep the graph outputs of this many leading samples: `quantize`
+    /// validates against them instead of running the float model again.
+    pub keep_outputs: usize,
 }
 
 impl Default for CalibOptions {
@@ -286,12 +290,15 @@ impl Default for CalibOptions {
             progress: true,
             histograms: true,
             channel_axes: BTreeMap::new(),
+            keep_outputs: 0,
         }
     }
 }
 
 /// Runs the model over `data`, summarising the named float tensors.
-/// `model_hash` is recorded in the statistics: [`model_hash`] of the model
+/// Returns the statistics and the graph outputs of the first
+/// [`CalibOptions::keep_outputs`] samples, in sample order. `model_hash` is
+/// recorded in the statistics: [`model_hash`] of the model
 /// they are meant for (the caller has it already; on a large model it costs
 /// a print of the whole graph).
 pub fn calibrate(
@@ -300,7 +307,7 @@ pub fn calibrate(
     data: &DataSet,
     tensors: &[String],
     opts: &CalibOptions,
-) -> Result<Stats, CalibError> {
+) -> Result<(Stats, Vec<Outputs>), CalibError> {
     let specs = data::input_specs(m);
     let n = data.len();
     let threads = opts.threads.clamp(1, n.max(1));
@@ -311,7 +318,6 @@ pub fn calibrate(
     // and optimising a model with hundreds of captured outputs costs as
     // much as many samples.
     let runners = RunnerCache::new(m, tensors.to_vec());
-    type Partial = (BTreeMap<String, FloatHist>, BTreeMap<String, MeanAcc>);
     let results: Vec<Result<Partial, CalibError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|w| {
@@ -332,8 +338,10 @@ pub fn calibrate(
     bar.finish_and_clear();
     let mut merged: BTreeMap<String, FloatHist> = BTreeMap::new();
     let mut means: BTreeMap<String, MeanAcc> = BTreeMap::new();
+    let mut kept: Vec<(usize, Outputs)> = Vec::new();
     for r in results {
-        let (hists, ms) = r?;
+        let (hists, ms, outs) = r?;
+        kept.extend(outs);
         for (k, h) in hists {
             match merged.get_mut(&k) {
                 Some(acc) => acc.merge(&h),
@@ -354,15 +362,28 @@ pub fn calibrate(
         .into_iter()
         .filter_map(|(k, m)| m.finish().map(|cm| (k, cm)))
         .collect();
-    Ok(Stats {
+    kept.sort_by_key(|(i, _)| *i);
+    let stats = Stats {
         model_hash,
         data_hash: data.content_hash()?,
         samples: n,
         input_shapes: opts.input_shapes.clone(),
         tensors: merged,
         means,
-    })
+    };
+    Ok((stats, kept.into_iter().map(|(_, o)| o).collect()))
 }
+
+/// Graph outputs of one sample, named.
+type Outputs = Vec<(String, HostTensor)>;
+
+/// What one calibration worker gathers: histograms, channel means, and the
+/// graph outputs of the samples it was asked to keep.
+type Partial = (
+    BTreeMap<String, FloatHist>,
+    BTreeMap<String, MeanAcc>,
+    Vec<(usize, Outputs)>,
+);
 
 fn worker(
     data: &DataSet,
@@ -372,9 +393,10 @@ fn worker(
     w: usize,
     threads: usize,
     bar: &indicatif::ProgressBar,
-) -> Result<(BTreeMap<String, FloatHist>, BTreeMap<String, MeanAcc>), CalibError> {
+) -> Result<Partial, CalibError> {
     let mut hists: BTreeMap<String, FloatHist> = BTreeMap::new();
     let mut means: BTreeMap<String, MeanAcc> = BTreeMap::new();
+    let mut kept: Vec<(usize, Outputs)> = Vec::new();
     for i in (w..data.len()).step_by(threads) {
         let label = data.sources[i].label();
         let inputs = data.load(i, specs, &opts.input_shapes)?;
@@ -384,13 +406,9 @@ fn worker(
                 sample: label.clone(),
                 source,
             })?;
-        let n_graph = runner.output_names().len() - runners.extra().len();
         let mut failed: Option<String> = None;
-        runner
-            .run_visit(&inputs, |i, name, shape, values| {
-                if i < n_graph {
-                    return;
-                }
+        let graph_outputs = runner
+            .run_visit(&inputs, |_, name, shape, values| {
                 let h = hists
                     .entry(name.to_string())
                     .or_insert_with(|| FloatHist::with_buckets(opts.histograms));
@@ -414,6 +432,9 @@ fn worker(
                 sample: label.clone(),
                 source,
             })?;
+        if i < opts.keep_outputs {
+            kept.push((i, graph_outputs));
+        }
         if let Some(name) = failed {
             return Err(CalibError::NotFloat {
                 sample: label,
@@ -422,7 +443,7 @@ fn worker(
         }
         bar.inc(1);
     }
-    Ok((hists, means))
+    Ok((hists, means, kept))
 }
 
 /// A progress bar on stderr when it is a terminal and wanted; hidden otherwise.

@@ -623,18 +623,18 @@ impl Runner {
         self.collect(out.into_iter().collect())
     }
 
-    /// Runs the model and hands each output (graph outputs and captured
-    /// tensors, by their index in [`Runner::output_names`]) to `visit`
-    /// without copying it: `Some(values)` for float32 tensors, `None` for
-    /// other types. Captured tensors are visited while the model runs,
-    /// right after the node that makes them (see `visit_plan`); graph
-    /// outputs after the run. Calibration observes hundreds of large
+    /// Runs the model, hands each captured tensor to `visit` without
+    /// copying it, and returns the graph outputs. `visit` gets the
+    /// tensor's index in [`Runner::output_names`], name, shape, and
+    /// `Some(values)` for float32 (`None` for other types); it is called
+    /// while the model runs, right after the node that makes the tensor
+    /// (see `visit_plan`). Calibration observes hundreds of large
     /// intermediates per sample this way.
     pub fn run_visit(
         &self,
         inputs: &[(String, HostTensor)],
         mut visit: impl FnMut(usize, &str, &[usize], Option<&[f32]>),
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Vec<(String, HostTensor)>, RuntimeError> {
         fn show(
             visit: &mut impl FnMut(usize, &str, &[usize], Option<&[f32]>),
             i: usize,
@@ -677,11 +677,14 @@ impl Runner {
                 Ok::<_, tract_onnx::prelude::TractError>(r)
             })
             .map_err(|e| self.run_error(e))?;
-        let returned = (0..self.n_graph).chain(self.tail.iter().copied());
-        for (i, v) in returned.zip(out.iter()) {
+        for (&i, v) in self.tail.iter().zip(out.iter().skip(self.n_graph)) {
             show(&mut visit, i, &self.outputs[i], v);
         }
-        Ok(())
+        self.outputs[..self.n_graph]
+            .iter()
+            .zip(out)
+            .map(|(name, v)| Ok((name.clone(), from_tract(name, v)?)))
+            .collect()
     }
 
     /// Times the model: one untimed warm-up, then `runs` (at least one)
