@@ -333,7 +333,7 @@ impl Reference {
     /// on the thread count.
     pub fn score(&self, quant: &Model) -> Result<Validation, ValidateError> {
         let runnable = fold_constant_dequantize(quant);
-        let rq = RunnerCache::new(&runnable, vec![]);
+        let rq = RunnerCache::new(&runnable, vec![]).fusing_qdq();
         let outputs = par_map(self.samples.len(), self.threads, |i| {
             let (label, inputs, _) = &self.samples[i];
             rq.run(inputs).map_err(|source| ValidateError::Runtime {

@@ -743,11 +743,12 @@ fn op_types_limit_quantization_to_those_ops() {
 // ------------------------------------------------------------- validation
 
 /// Validation hands tract the quantized model with its constant
-/// DequantizeLinear nodes folded (tract's own folding is slow); the outputs
-/// must be bit-identical to running the file as written, per-channel and
+/// DequantizeLinear nodes folded (tract's own folding is slow) and its
+/// activation Q/DQ pairs fused into one vectorized op; the outputs must be
+/// bit-identical to running the file as written, per-channel and
 /// per-tensor alike.
 #[test]
-fn folding_weight_dequantize_changes_no_output_bit() {
+fn validation_speedups_change_no_output_bit() {
     let dir = tempfile::tempdir().unwrap();
     let per_channel = read(&fixture().direct);
     let per_tensor = quantize_from_stats(&dir.path().join("pt.onnx"), &["--per-tensor"]);
@@ -762,12 +763,16 @@ fn folding_weight_dequantize_changes_no_output_bit() {
         folded.graph.verify().expect("folded model verifies");
         let (ra, rb) = (
             RunnerCache::new(q, vec![]),
-            RunnerCache::new(&folded, vec![]),
+            RunnerCache::new(&folded, vec![]).fusing_qdq(),
         );
         for i in 0..4 {
             let file = testdata(&format!("ppocr_cls/val/sample_{i:04}.npz"));
             let inputs = tensorio::read_npz(file).unwrap();
             let (a, b) = (ra.run(&inputs).unwrap(), rb.run(&inputs).unwrap());
+            assert!(
+                rb.runner(&inputs).unwrap().fused_qdq() > 10,
+                "{what}: pairs fused"
+            );
             for ((name, x), (_, y)) in a.iter().zip(&b) {
                 let bits =
                     |t: &HostTensor| floats(t).iter().map(|v| v.to_bits()).collect::<Vec<_>>();

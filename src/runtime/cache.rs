@@ -28,6 +28,7 @@ pub fn signature(inputs: &[(String, HostTensor)]) -> Signature {
 pub struct RunnerCache<'a> {
     model: &'a Model,
     extra: Vec<String>,
+    fuse_qdq: bool,
     runners: Mutex<BTreeMap<Signature, Arc<Runner>>>,
 }
 
@@ -37,8 +38,15 @@ impl<'a> RunnerCache<'a> {
         RunnerCache {
             model,
             extra,
+            fuse_qdq: false,
             runners: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Runners that fuse activation Q/DQ pairs ([`RunOptions::fuse_qdq`]).
+    pub fn fusing_qdq(mut self) -> Self {
+        self.fuse_qdq = true;
+        self
     }
 
     /// The captured tensors' names.
@@ -61,6 +69,7 @@ impl<'a> RunnerCache<'a> {
         let ro = RunOptions {
             input_shapes: sig.clone(),
             extra_outputs: self.extra.clone(),
+            fuse_qdq: self.fuse_qdq,
             ..Default::default()
         };
         let r = Arc::new(Runner::new(self.model, &ro)?);

@@ -49,6 +49,7 @@ use crate::onnx::tensor_proto::DataType;
 use crate::tensorio::HostTensor;
 
 mod cache;
+pub mod fake_quant;
 pub use cache::{default_threads, par_map, signature, RunnerCache, Signature};
 
 // ---- infer_facts, for the shape-inference pass (see facts.rs) ----
@@ -79,6 +80,9 @@ pub struct RunOptions {
     /// them exactly when [`RunOptions::input_shapes`] is non-empty: stale
     /// intermediate shapes from exporters often contradict fixed inputs.
     pub ignore_value_info: Option<bool>,
+    /// Run activation QuantizeLinear → DequantizeLinear pairs as one
+    /// vectorized op with identical results (see [`fake_quant`]).
+    pub fuse_qdq: bool,
 }
 
 impl Default for RunOptions {
@@ -89,6 +93,7 @@ impl Default for RunOptions {
             f16_to_f32: false,
             optimize: true,
             ignore_value_info: None,
+            fuse_qdq: false,
         }
     }
 }
@@ -247,6 +252,8 @@ pub struct Runner {
     tail: Vec<usize>,
     /// Graph outputs: the first entries of `outputs`.
     n_graph: usize,
+    /// Activation Q/DQ pairs run as one op ([`RunOptions::fuse_qdq`]).
+    fused_qdq: usize,
     model_name: String,
     inputs: Vec<InputSlot>,
     outputs: Vec<String>,
@@ -437,6 +444,11 @@ impl Runner {
                 ))
                 .map_err(load)?;
         }
+        let fused_qdq = if opts.fuse_qdq {
+            fake_quant::fuse(&mut typed).map_err(load)?
+        } else {
+            0
+        };
         if opts.optimize {
             typed = typed.into_optimized().map_err(load)?;
         }
@@ -469,6 +481,7 @@ impl Runner {
             watch,
             tail,
             n_graph: model.graph.outputs().len(),
+            fused_qdq,
             model_name,
             inputs,
             outputs: output_names,
@@ -515,6 +528,11 @@ impl Runner {
             SimplePlan::new_for_outputs(typed.clone(), &plan_outlets)?
         };
         Ok((plan, watch, tail))
+    }
+
+    /// How many activation Q/DQ pairs run fused ([`RunOptions::fuse_qdq`]).
+    pub fn fused_qdq(&self) -> usize {
+        self.fused_qdq
     }
 
     /// Runtime input names, in the model's order.
