@@ -35,6 +35,7 @@ measure() {  # measure LABEL CMD...
     wall="$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$TMP/log")"
     rss="$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$TMP/log")"
     printf '%-10s %-10s wall %s  peak RSS %s MB\n' "$label" "$METHOD" "$wall" "$rss"
+    grep -E '^  time:' "$TMP/log" || true
 }
 measure onnxruntime "$PY" "$TMP/ort.py" "$MODEL" "$CALIB" "$TMP/ort.onnx" "$METHOD"
-measure onnxq "$BIN" quantize "$MODEL" --calib "$CALIB" -o "$TMP/onnxq.onnx" --method "$METHOD" -q
+measure onnxq "$BIN" quantize "$MODEL" --calib "$CALIB" -o "$TMP/onnxq.onnx" --method "$METHOD"

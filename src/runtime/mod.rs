@@ -268,13 +268,24 @@ pub struct Runner {
 /// tract 0.23.9 gets wrong spelled out first; returns it with the names of
 /// its inputs in order. Every load goes through here, so a workaround for
 /// tract applies to running, folding and shape inference alike.
+///
+/// With `values_of_weights` false, large floating-point initializers are
+/// handed over as typed graph inputs instead (appended after the real
+/// inputs): enough for type and shape analysis, which never reads weight
+/// values, and it spares copying every weight three times (encoded,
+/// decoded, converted) — on this kind of VM, freshly touched memory is what
+/// costs (MiniLM's shape inference took 30 ms or 450 ms depending on it).
 fn load_inference(
     model: &Model,
     ignore_value_info: bool,
+    values_of_weights: bool,
 ) -> tract_onnx::prelude::TractResult<(tract_onnx::prelude::InferenceModel, Vec<String>)> {
     let mut proto = crate::onnx::export::to_proto(model);
     if let Some(g) = proto.graph.as_mut() {
         spell_out_defaults(&mut g.node);
+        if !values_of_weights {
+            weights_as_inputs(g);
+        }
     }
     let bytes = prost::Message::encode_to_vec(&proto);
     let im = tract_onnx::onnx()
@@ -286,6 +297,51 @@ fn load_inference(
         .map(|o| im.node(o.node).name.clone())
         .collect();
     Ok((im, names))
+}
+
+/// Floating-point initializers of more than [`WEIGHT_ELEMENTS`] elements
+/// become graph inputs of the same type and shape (see [`load_inference`]).
+/// Shape computations read small integer tensors, never these.
+fn weights_as_inputs(g: &mut crate::onnx::GraphProto) {
+    use crate::onnx::tensor_proto::DataType as D;
+    use crate::onnx::{type_proto, TensorShapeProto, TypeProto, ValueInfoProto};
+    const WEIGHT_ELEMENTS: i64 = 4096;
+    let float = [D::Float, D::Double, D::Float16, D::Bfloat16].map(|d| d as i32);
+    let declared: BTreeSet<String> = g.input.iter().map(|i| i.name().to_string()).collect();
+    let (weights, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut g.initializer)
+        .into_iter()
+        .partition(|t| {
+            float.contains(&t.data_type())
+                && t.dims.iter().all(|&d| d >= 0)
+                && t.dims.iter().product::<i64>() > WEIGHT_ELEMENTS
+        });
+    g.initializer = keep;
+    for t in weights {
+        if declared.contains(t.name()) {
+            continue;
+        }
+        let dims = t
+            .dims
+            .iter()
+            .map(|&d| crate::onnx::tensor_shape_proto::Dimension {
+                value: Some(crate::onnx::tensor_shape_proto::dimension::Value::DimValue(
+                    d,
+                )),
+                ..Default::default()
+            })
+            .collect();
+        g.input.push(ValueInfoProto {
+            name: t.name.clone(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: t.data_type,
+                    shape: Some(TensorShapeProto { dim: dims }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
 }
 
 /// Writes out ONNX attribute defaults tract 0.23.9 gets wrong:
@@ -385,7 +441,7 @@ impl Runner {
         let ignore_vi = opts
             .ignore_value_info
             .unwrap_or(!opts.input_shapes.is_empty());
-        let (mut im, input_names) = load_inference(model, ignore_vi).map_err(load)?;
+        let (mut im, input_names) = load_inference(model, ignore_vi, true).map_err(load)?;
 
         // Fixed input facts.
         for (name, shape, dtype) in &opts.input_shapes {
