@@ -435,18 +435,11 @@ impl InsertQdq {
             let dims_i: Vec<i64> = qw.dims.iter().map(|&d| d as i64).collect();
             let zps: Vec<i32> = vec![qw.zp; qw.scales.len()];
             let q = requantize(&qw.data, &qw.dims, qw.axis, &qw.scales, qw.zp, wlo, whi);
-            let qt = match self.wtype {
-                QType::S8 => Tensor::from_i8(
-                    &format!("{name}_q"),
-                    &dims_i,
-                    &q.iter().map(|&x| x as i8).collect::<Vec<_>>(),
-                ),
-                QType::U8 => Tensor::from_u8(
-                    &format!("{name}_q"),
-                    &dims_i,
-                    &q.iter().map(|&x| x as u8).collect::<Vec<_>>(),
-                ),
+            let dtype = match self.wtype {
+                QType::S8 => crate::onnx::tensor_proto::DataType::Int8,
+                QType::U8 => crate::onnx::tensor_proto::DataType::Uint8,
             };
+            let qt = Tensor::from_raw(&format!("{name}_q"), dtype as i32, &dims_i, q.into());
             let pdims: Vec<i64> = if axis.is_some() {
                 vec![qw.scales.len() as i64]
             } else {

@@ -191,7 +191,9 @@ pub fn quantize_weights(
     WeightQuant { scales, q }
 }
 
-/// Quantizes weights with given per-channel scales and a common zero point.
+/// Quantizes weights with given per-channel scales and a common zero point,
+/// to 8-bit codes as raw bytes (two's complement for a signed type): the
+/// initializer's `raw_data` as is, with no wider intermediate.
 pub fn requantize(
     w: &[f32],
     dims: &[usize],
@@ -200,9 +202,9 @@ pub fn requantize(
     zp: i32,
     qmin: i32,
     qmax: i32,
-) -> Vec<i32> {
+) -> Vec<u8> {
     let (outer, channels, inner) = split_axis(dims, axis);
-    let mut q = vec![0i32; w.len()];
+    let mut q = vec![0u8; w.len()];
     if inner == 1 && scales.len() >= channels {
         // Channels last: row by row, lane by channel (see `channel_amax`).
         for (qrow, row) in q
@@ -214,7 +216,7 @@ pub fn requantize(
                     scale,
                     zero_point: zp,
                 };
-                *qi = quantize(x, a, qmin, qmax);
+                *qi = quantize(x, a, qmin, qmax) as u8;
             }
         }
         return q;
@@ -227,7 +229,7 @@ pub fn requantize(
             };
             let base = (o * channels + c) * inner;
             for (qi, &x) in q[base..base + inner].iter_mut().zip(&w[base..base + inner]) {
-                *qi = quantize(x, a, qmin, qmax);
+                *qi = quantize(x, a, qmin, qmax) as u8;
             }
         }
     }
