@@ -688,11 +688,7 @@ impl Runner {
         let values = self.prepare(inputs)?;
         let mut state = TypedSimpleState::new(&self.plan).map_err(|e| self.run_error(e))?;
         let out = state
-            .run_plan_with_eval(values.into_iter().collect(), |ctx, op_state, node, ins| {
-                let r = tract_onnx::tract_core::plan::eval(ctx, op_state, node, ins);
-                clear_upper_avx();
-                r
-            })
+            .run_plan_with_eval(values.into_iter().collect(), eval_node)
             .map_err(|e| self.run_error(e))?;
         self.collect(out.into_iter().collect())
     }
@@ -738,9 +734,7 @@ impl Runner {
         let mut state = TypedSimpleState::new(&self.visit_plan).map_err(|e| self.run_error(e))?;
         let out = state
             .run_plan_with_eval(values.into_iter().collect(), |ctx, op_state, node, ins| {
-                let r = tract_onnx::tract_core::plan::eval(ctx, op_state, node, ins);
-                clear_upper_avx();
-                let r = r?;
+                let r = eval_node(ctx, op_state, node, ins)?;
                 for (slot, v) in r.iter().enumerate() {
                     if let Some(ixs) = self.watch.get(&(node.id, slot)) {
                         for &i in ixs {
@@ -785,8 +779,7 @@ impl Runner {
                     values.iter().cloned().collect(),
                     |ctx, op_state, node, ins| {
                         let t = Instant::now();
-                        let r = tract_onnx::tract_core::plan::eval(ctx, op_state, node, ins);
-                        clear_upper_avx();
+                        let r = eval_node(ctx, op_state, node, ins);
                         this[node.id] += t.elapsed();
                         r
                     },
@@ -819,6 +812,19 @@ impl Runner {
             unattributed: self.unattributed.clone(),
         })
     }
+}
+
+/// Evaluates one plan node the way every run here does: tract's own
+/// evaluation, then [`clear_upper_avx`].
+fn eval_node(
+    ctx: &tract_onnx::tract_core::plan::EvalContext,
+    state: Option<&mut (dyn tract_onnx::tract_core::ops::OpState + 'static)>,
+    node: &tract_onnx::prelude::TypedNode,
+    inputs: tract_onnx::prelude::TVec<TValue>,
+) -> tract_onnx::prelude::TractResult<tract_onnx::prelude::TVec<TValue>> {
+    let r = tract_onnx::tract_core::plan::eval(ctx, state, node, inputs);
+    clear_upper_avx();
+    r
 }
 
 /// Ends the AVX "dirty upper state" tract's hand-written AVX-512 kernels
