@@ -28,7 +28,7 @@ pub fn signature(inputs: &[(String, HostTensor)]) -> Signature {
 pub struct RunnerCache<'a> {
     model: &'a Model,
     extra: Vec<String>,
-    fuse_qdq: bool,
+    validating: bool,
     runners: Mutex<BTreeMap<Signature, Arc<Runner>>>,
 }
 
@@ -38,14 +38,17 @@ impl<'a> RunnerCache<'a> {
         RunnerCache {
             model,
             extra,
-            fuse_qdq: false,
+            validating: false,
             runners: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// Runners that fuse activation Q/DQ pairs ([`RunOptions::fuse_qdq`]).
-    pub fn fusing_qdq(mut self) -> Self {
-        self.fuse_qdq = true;
+    /// Runners for validating a QDQ model: constant weight dequantization
+    /// folded before analysis and activation Q/DQ pairs fused
+    /// ([`RunOptions::fold_weight_dequantize`], [`RunOptions::fuse_qdq`]);
+    /// outputs are bit-identical to a plain run.
+    pub fn validating(mut self) -> Self {
+        self.validating = true;
         self
     }
 
@@ -69,7 +72,8 @@ impl<'a> RunnerCache<'a> {
         let ro = RunOptions {
             input_shapes: sig.clone(),
             extra_outputs: self.extra.clone(),
-            fuse_qdq: self.fuse_qdq,
+            fuse_qdq: self.validating,
+            fold_weight_dequantize: self.validating,
             ..Default::default()
         };
         let r = Arc::new(Runner::new(self.model, &ro)?);

@@ -90,7 +90,8 @@ pub fn infer_facts(
         model: model_name.clone(),
         detail: super::chain(&e),
     };
-    let (mut im, input_names) = super::load_inference(model, true, false).map_err(load)?;
+    let (mut im, input_names, _) =
+        super::load_inference(model, true, &super::FLOAT_TYPES).map_err(load)?;
     for (name, shape) in input_shapes {
         let ix = input_names.iter().position(|n| n == name).ok_or_else(|| {
             RuntimeError::UnknownInput {

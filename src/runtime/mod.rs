@@ -50,6 +50,7 @@ use crate::tensorio::HostTensor;
 
 mod cache;
 pub mod fake_quant;
+pub mod weights;
 pub use cache::{default_threads, par_map, signature, RunnerCache, Signature};
 
 // ---- infer_facts, for the shape-inference pass (see facts.rs) ----
@@ -83,6 +84,9 @@ pub struct RunOptions {
     /// Run activation QuantizeLinear → DequantizeLinear pairs as one
     /// vectorized op with identical results (see [`fake_quant`]).
     pub fuse_qdq: bool,
+    /// Fold constant DequantizeLinear nodes (quantized weights) before
+    /// tract analyses the model, with identical results (see [`weights`]).
+    pub fold_weight_dequantize: bool,
 }
 
 impl Default for RunOptions {
@@ -94,6 +98,7 @@ impl Default for RunOptions {
             optimize: true,
             ignore_value_info: None,
             fuse_qdq: false,
+            fold_weight_dequantize: false,
         }
     }
 }
@@ -254,6 +259,9 @@ pub struct Runner {
     n_graph: usize,
     /// Activation Q/DQ pairs run as one op ([`RunOptions::fuse_qdq`]).
     fused_qdq: usize,
+    /// Constant DequantizeLinear nodes folded
+    /// ([`RunOptions::fold_weight_dequantize`]).
+    folded_dq: usize,
     model_name: String,
     inputs: Vec<InputSlot>,
     outputs: Vec<String>,
@@ -269,53 +277,81 @@ pub struct Runner {
 /// its inputs in order. Every load goes through here, so a workaround for
 /// tract applies to running, folding and shape inference alike.
 ///
-/// With `values_of_weights` false, large floating-point initializers are
-/// handed over as typed graph inputs instead (appended after the real
-/// inputs): enough for type and shape analysis, which never reads weight
-/// values, and it spares copying every weight three times (encoded,
-/// decoded, converted) — on this kind of VM, freshly touched memory is what
-/// costs (MiniLM's shape inference took 30 ms or 450 ms depending on it).
+/// Large initializers of the types in `weights_as_inputs` are handed over
+/// as typed graph inputs instead (appended after the real inputs); their
+/// names are returned third. That is enough for type and shape analysis,
+/// which never reads weight values; [`Runner::new`] then puts the values
+/// in as constants built straight from the model's bytes. Either way tract
+/// never gets the weights through protobuf, which copied each one three
+/// times (encoded, decoded, converted) — and on this kind of VM freshly
+/// touched memory is what costs (MiniLM's shape inference took 30 ms or
+/// 450 ms depending on it; its calibration 0.25 s or 0.5 s).
+#[allow(clippy::type_complexity)]
 fn load_inference(
     model: &Model,
     ignore_value_info: bool,
-    values_of_weights: bool,
-) -> tract_onnx::prelude::TractResult<(tract_onnx::prelude::InferenceModel, Vec<String>)> {
+    weights_as_inputs: &[i32],
+) -> tract_onnx::prelude::TractResult<(
+    tract_onnx::prelude::InferenceModel,
+    Vec<String>,
+    Vec<String>,
+)> {
     let mut proto = crate::onnx::export::to_proto(model);
+    let mut moved = Vec::new();
     if let Some(g) = proto.graph.as_mut() {
         spell_out_defaults(&mut g.node);
-        if !values_of_weights {
-            weights_as_inputs(g);
-        }
+        moved = move_weights_to_inputs(g, weights_as_inputs);
     }
-    let bytes = prost::Message::encode_to_vec(&proto);
+    // Encoded, then decoded into tract's own protobuf types (tract-onnx
+    // builds them with prost 0.14 too). Decoding here rather than through
+    // `model_for_read` spares tract's `read_to_end` copy of the encoding,
+    // and the encoding is freed before tract converts the tensors: one
+    // copy of the weights fewer at the peak.
+    let pb: tract_onnx::pb::ModelProto = {
+        let bytes = prost::Message::encode_to_vec(&proto);
+        drop(proto);
+        prost::Message::decode(bytes.as_slice())?
+    };
     let im = tract_onnx::onnx()
         .with_ignore_value_info(ignore_value_info)
-        .model_for_read(&mut bytes.as_slice())?;
+        .model_for_proto_model(&pb)?;
+    drop(pb);
     let names = im
         .input_outlets()?
         .iter()
         .map(|o| im.node(o.node).name.clone())
         .collect();
-    Ok((im, names))
+    Ok((im, names, moved))
 }
 
-/// Floating-point initializers of more than [`WEIGHT_ELEMENTS`] elements
-/// become graph inputs of the same type and shape (see [`load_inference`]).
-/// Shape computations read small integer tensors, never these.
-fn weights_as_inputs(g: &mut crate::onnx::GraphProto) {
-    use crate::onnx::tensor_proto::DataType as D;
+/// Every floating-point type: what shape inference hands over as inputs.
+const FLOAT_TYPES: [i32; 4] = [
+    DataType::Float as i32,
+    DataType::Double as i32,
+    DataType::Float16 as i32,
+    DataType::Bfloat16 as i32,
+];
+
+/// Initializers of more than [`WEIGHT_ELEMENTS`] elements whose type is in
+/// `types` become graph inputs of the same type and shape (see
+/// [`load_inference`]); returns their names. Shape computations read small
+/// integer tensors, never these.
+fn move_weights_to_inputs(g: &mut crate::onnx::GraphProto, types: &[i32]) -> Vec<String> {
     use crate::onnx::{type_proto, TensorShapeProto, TypeProto, ValueInfoProto};
     const WEIGHT_ELEMENTS: i64 = 4096;
-    let float = [D::Float, D::Double, D::Float16, D::Bfloat16].map(|d| d as i32);
+    if types.is_empty() {
+        return vec![];
+    }
     let declared: BTreeSet<String> = g.input.iter().map(|i| i.name().to_string()).collect();
     let (weights, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut g.initializer)
         .into_iter()
         .partition(|t| {
-            float.contains(&t.data_type())
+            types.contains(&t.data_type())
                 && t.dims.iter().all(|&d| d >= 0)
                 && t.dims.iter().product::<i64>() > WEIGHT_ELEMENTS
         });
     g.initializer = keep;
+    let moved = weights.iter().map(|t| t.name().to_string()).collect();
     for t in weights {
         if declared.contains(t.name()) {
             continue;
@@ -342,6 +378,7 @@ fn weights_as_inputs(g: &mut crate::onnx::GraphProto) {
             ..Default::default()
         });
     }
+    moved
 }
 
 /// Writes out ONNX attribute defaults tract 0.23.9 gets wrong:
@@ -441,7 +478,8 @@ impl Runner {
         let ignore_vi = opts
             .ignore_value_info
             .unwrap_or(!opts.input_shapes.is_empty());
-        let (mut im, input_names) = load_inference(model, ignore_vi, true).map_err(load)?;
+        let (mut im, input_names, weights_moved) =
+            load_inference(model, ignore_vi, &[DataType::Float as i32]).map_err(load)?;
 
         // Fixed input facts.
         for (name, shape, dtype) in &opts.input_shapes {
@@ -490,6 +528,23 @@ impl Runner {
             output_names.push(name.clone());
         }
         im.select_output_outlets(&outlets).map_err(load)?;
+        // The weights handed over as inputs: back to constants, the real
+        // inputs the only inputs again.
+        let real: Vec<OutletId> = im
+            .input_outlets()
+            .map_err(load)?
+            .iter()
+            .copied()
+            .filter(|o| !weights_moved.contains(&im.node(o.node).name))
+            .collect();
+        im.set_input_outlets(&real).map_err(load)?;
+        weights::substitute(&mut im, weights::float_constants(model, &weights_moved))
+            .map_err(load)?;
+        let folded_dq = if opts.fold_weight_dequantize {
+            weights::substitute(&mut im, weights::dequantized_constants(model)).map_err(load)?
+        } else {
+            0
+        };
 
         let mut typed: TypedModel = im.into_typed().map_err(load)?;
         if opts.f16_to_f32 {
@@ -538,6 +593,7 @@ impl Runner {
             tail,
             n_graph: model.graph.outputs().len(),
             fused_qdq,
+            folded_dq,
             model_name,
             inputs,
             outputs: output_names,
@@ -589,6 +645,12 @@ impl Runner {
     /// How many activation Q/DQ pairs run fused ([`RunOptions::fuse_qdq`]).
     pub fn fused_qdq(&self) -> usize {
         self.fused_qdq
+    }
+
+    /// How many constant DequantizeLinear nodes were folded
+    /// ([`RunOptions::fold_weight_dequantize`]).
+    pub fn folded_dq(&self) -> usize {
+        self.folded_dq
     }
 
     /// Runtime input names, in the model's order.
