@@ -271,7 +271,9 @@ impl InsertQdq {
                 message: e.to_string(),
             })?;
             let dims: Vec<usize> = a.shape().to_vec();
-            let data: Vec<f32> = a.iter().copied().collect();
+            // `to_f32` builds a standard-layout array: its buffer is the
+            // data in order, taken without a second copy.
+            let (data, _) = a.into_raw_vec_and_offset();
             let amax = crate::quant::channel_amax(&data, &dims, w.axis);
             let (_, hi) = self.wtype.bounds(true, self.opts.reduce_range);
             let half = match self.wtype {

@@ -318,8 +318,10 @@ pub fn calibrate(
     // and optimising a model with hundreds of captured outputs costs as
     // much as many samples.
     let runners = RunnerCache::new(m, tensors.to_vec());
+    // Worker 0 runs on this thread, whose allocator pages and tract
+    // scratch space are already warm (see `runtime::par_map`).
     let results: Vec<Result<Partial, CalibError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
+        let handles: Vec<_> = (1..threads)
             .map(|w| {
                 let specs = &specs;
                 let bar = &bar;
@@ -327,12 +329,12 @@ pub fn calibrate(
                 s.spawn(move || worker(data, runners, specs, opts, w, threads, bar))
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
+        let first = worker(data, &runners, &specs, opts, 0, threads, &bar);
+        std::iter::once(first)
+            .chain(handles.into_iter().map(|h| {
                 h.join()
                     .expect("invariant: calibration worker does not panic")
-            })
+            }))
             .collect()
     });
     bar.finish_and_clear();

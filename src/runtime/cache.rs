@@ -105,26 +105,29 @@ pub fn par_map<T: Send, E: Send>(
     }
     let mut slots: Vec<Option<Result<T, E>>> = (0..n).map(|_| None).collect();
     let f = &f;
+    let part = move |w: usize| {
+        let mut out = Vec::new();
+        for i in (w..n).step_by(threads) {
+            let r = f(i);
+            let failed = r.is_err();
+            out.push((i, r));
+            if failed {
+                break;
+            }
+        }
+        out
+    };
+    // Part 0 runs on the calling thread: a fresh thread starts with cold
+    // allocator pages and tract scratch space, and on these VMs first-touch
+    // memory is what costs.
     let parts: Vec<Vec<(usize, Result<T, E>)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|w| {
-                s.spawn(move || {
-                    let mut out = Vec::new();
-                    for i in (w..n).step_by(threads) {
-                        let r = f(i);
-                        let failed = r.is_err();
-                        out.push((i, r));
-                        if failed {
-                            break;
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("invariant: sample workers do not panic"))
+        let handles: Vec<_> = (1..threads).map(|w| s.spawn(move || part(w))).collect();
+        std::iter::once(part(0))
+            .chain(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("invariant: sample workers do not panic")),
+            )
             .collect()
     });
     for (i, r) in parts.into_iter().flatten() {
