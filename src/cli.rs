@@ -134,9 +134,10 @@ pub struct QuantizeArgs {
     /// Validation data (default: the first samples of the calibration data).
     #[arg(long, value_name = "DIR")]
     pub val: Option<PathBuf>,
-    /// Validate on at most N samples (0: skip validation).
-    #[arg(long, default_value_t = 8)]
-    pub val_samples: usize,
+    /// Validate on N samples (0: skip validation). Default: up to 8 of the
+    /// calibration samples, fewer once their outputs hold 2^20 values
+    #[arg(long)]
+    pub val_samples: Option<usize>,
     /// Write the full report: FILE.json for machines, FILE.html for people
     /// (one self-contained page: time per op type, hotspots, per-layer SQNR,
     /// activation histograms with the chosen clip ranges).
@@ -640,7 +641,10 @@ pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
     o.exclude = a.exclude.clone();
     o.op_types = a.op_types.clone();
     o.val = a.val.clone();
-    o.val_samples = a.val_samples;
+    if let Some(n) = a.val_samples {
+        o.val_samples = n;
+        o.val_values = None;
+    }
     o.external_data = a.write.external_data;
     if a.target_sqnr.is_some() || a.target_cosine.is_some() {
         o.target = Some(crate::quantize::Target {

@@ -73,6 +73,12 @@ pub struct QuantizeOptions {
     pub val: Option<PathBuf>,
     /// How many samples to validate on (0: skip validation).
     pub val_samples: usize,
+    /// With the default validation data (the first calibration samples):
+    /// use fewer than `val_samples` once the samples' outputs hold this
+    /// many values, which bounds the error of the SQNR and cosine
+    /// estimates as well (a detector's 640×480 maps reach 2²⁰ values in
+    /// four samples) at half the runs. `None`: always `val_samples`.
+    pub val_values: Option<u64>,
     pub external_data: Option<usize>,
     pub progress: bool,
     pub threads: Option<usize>,
@@ -108,6 +114,7 @@ impl Default for QuantizeOptions {
             input_shapes: InputShapes::new(),
             val: None,
             val_samples: 8,
+            val_values: Some(1 << 20),
             external_data: None,
             progress: true,
             threads: None,
@@ -365,6 +372,7 @@ pub fn quantize_model(
         histograms: opts.method != Method::Minmax || opts.save_stats.is_some(),
         // Validation on the first calibration samples (the default) then
         // needs no second run of the float model.
+        hash_data: opts.save_stats.is_some(),
         keep_outputs: match &opts.val {
             None if opts.val_samples > 0 || opts.target.is_some() => opts.val_samples.max(1),
             _ => 0,
@@ -405,7 +413,13 @@ pub fn quantize_model(
         .into_iter()
         .map(|v| float.graph.name(v).to_string())
         .collect();
-    cx.model_hash = Some(crate::calib::model_hash(float));
+    // Statistics are tied to the model by this hash: computed when a file
+    // of them is read or written, left empty when no one will look.
+    cx.model_hash = Some(if opts.stats.is_some() || opts.save_stats.is_some() {
+        crate::calib::model_hash(float)
+    } else {
+        String::new()
+    });
     if opts.calib_random.is_some() {
         warnings.push("calibrating on RANDOM inputs: activation ranges will be poor; use --calib DIR with representative data".into());
     }
@@ -533,7 +547,7 @@ pub fn quantize_file(
     let float = import::read_model(input)?;
     let threads = opts.threads.unwrap_or_else(crate::runtime::default_threads);
     let (mut q, mut report, calibrated) = quantize_model(&float, opts)?;
-    let val = if opts.val_samples > 0 || opts.target.is_some() {
+    let mut val = if opts.val_samples > 0 || opts.target.is_some() {
         let n = opts.val_samples.max(1);
         match &opts.val {
             Some(dir) => Some(DataSet::open(dir, Some(n))?),
@@ -549,13 +563,29 @@ pub fn quantize_file(
     // exact rewrites (BatchNorm folding, constant folding) leave outputs
     // equal to the original's within float rounding (160 dB or more on
     // every model measured), far below any quantization error.
-    let mut reference: Option<Reference> =
-        match &val {
-            Some(val) if calibrated.float_outputs.len() == val.len() => Some(
-                Reference::from_outputs(&float, val, threads, calibrated.float_outputs.clone())?,
-            ),
-            _ => None,
-        };
+    let mut reference: Option<Reference> = match &mut val {
+        Some(v) if calibrated.float_outputs.len() == v.len() => {
+            let mut k = v.len();
+            if let Some(budget) = opts.val_values {
+                let mut values = 0u64;
+                for (i, outs) in calibrated.float_outputs.iter().enumerate() {
+                    values += outs.iter().map(|(_, t)| t.len() as u64).sum::<u64>();
+                    if values >= budget {
+                        k = i + 1;
+                        break;
+                    }
+                }
+            }
+            *v = v.take(k);
+            Some(Reference::from_outputs(
+                &float,
+                v,
+                threads,
+                calibrated.float_outputs[..k].to_vec(),
+            )?)
+        }
+        _ => None,
+    };
     if let (Some(target), Some(val)) = (&opts.target, &val) {
         let t = Instant::now();
         if reference.is_none() {

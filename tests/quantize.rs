@@ -775,3 +775,36 @@ fn validation_speedups_change_no_output_bit() {
         }
     }
 }
+
+/// By default validation reuses the float outputs calibration recorded on
+/// the first samples, and stops adding samples once their outputs hold
+/// `val_values` values; `--val-samples N` asks for exactly N.
+#[test]
+fn default_validation_sample_count_follows_output_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q.onnx");
+    let base = QuantizeOptions {
+        calib: Some(testdata("ppocr_cls/calib")),
+        progress: false,
+        ..QuantizeOptions::default()
+    };
+    // ppocr_cls outputs 2 values per sample: 8 samples stay far below the
+    // default budget.
+    let r = quantize_file(&model_path(), &out, &base).unwrap();
+    assert_eq!(r.validation.as_ref().unwrap().samples, 8);
+    // A budget of 5 values is met by the third sample.
+    let small = QuantizeOptions {
+        val_values: Some(5),
+        ..base.clone()
+    };
+    let r = quantize_file(&model_path(), &out, &small).unwrap();
+    assert_eq!(r.validation.as_ref().unwrap().samples, 3);
+    // An explicit count is kept.
+    let exact = QuantizeOptions {
+        val_values: None,
+        val_samples: 5,
+        ..base
+    };
+    let r = quantize_file(&model_path(), &out, &exact).unwrap();
+    assert_eq!(r.validation.as_ref().unwrap().samples, 5);
+}
