@@ -32,8 +32,34 @@ fn keep_freed_memory() {
     }
 }
 
+/// Exit status when stdout is a pipe whose reader has gone
+/// (`onnxq inspect m.onnx | head`): 128 + SIGPIPE, what a shell reports for
+/// a tool that signal ended. Rust ignores SIGPIPE and `println!` panics on
+/// the write error instead; this hook turns exactly that panic into a
+/// quiet exit.
+const BROKEN_PIPE_EXIT: i32 = 141;
+
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        // std's wording for a failed `print!`: "failed printing to stdout:
+        // Broken pipe (os error 32)".
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(BROKEN_PIPE_EXIT);
+        }
+        default(info)
+    }));
+}
+
 fn main() {
     keep_freed_memory();
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Inspect(a) => cli::cmd_inspect(a),

@@ -586,3 +586,21 @@ fn good_model_passes() {
             .collect()
     );
 }
+
+/// `onnxq inspect m.onnx | head`: when the reader of stdout has gone, the
+/// command ends quietly with 141 (128 + SIGPIPE), no panic message.
+#[test]
+fn closed_stdout_pipe_ends_quietly() {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ppocr_cls/model.onnx");
+    let out = Command::new(env!("CARGO_BIN_EXE_onnxq"))
+        .arg("inspect")
+        .arg(&model)
+        .stdout(writer)
+        .output()
+        .expect("the onnxq binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    assert_eq!(out.status.code(), Some(141), "stderr: {stderr}");
+}
