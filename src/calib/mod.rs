@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ir::Model;
-use crate::runtime::{RunnerCache, RuntimeError};
+use crate::runtime::{par_workers, RunnerCache, RuntimeError};
 use crate::tensorio::HostTensor;
 use data::{DataError, DataSet, InputSpec};
 use hist::{FloatHist, SparseHist};
@@ -326,24 +326,8 @@ pub fn calibrate(
     // and optimising a model with hundreds of captured outputs costs as
     // much as many samples.
     let runners = RunnerCache::new(m, tensors.to_vec());
-    // Worker 0 runs on this thread, whose allocator pages and tract
-    // scratch space are already warm (see `runtime::par_map`).
-    let results: Vec<Result<Partial, CalibError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (1..threads)
-            .map(|w| {
-                let specs = &specs;
-                let bar = &bar;
-                let runners = &runners;
-                s.spawn(move || worker(data, runners, specs, opts, w, threads, bar))
-            })
-            .collect();
-        let first = worker(data, &runners, &specs, opts, 0, threads, &bar);
-        std::iter::once(first)
-            .chain(handles.into_iter().map(|h| {
-                h.join()
-                    .expect("invariant: calibration worker does not panic")
-            }))
-            .collect()
+    let results: Vec<Result<Partial, CalibError>> = par_workers(threads, |w| {
+        worker(data, &runners, &specs, opts, w, threads, &bar)
     });
     bar.finish_and_clear();
     let mut merged: BTreeMap<String, FloatHist> = BTreeMap::new();

@@ -90,6 +90,26 @@ impl<'a> RunnerCache<'a> {
     }
 }
 
+/// `work(0) … work(threads-1)`, each on its own thread, results in worker
+/// order. Worker 0 runs on the calling thread: a fresh thread starts with
+/// cold allocator pages and tract scratch space, and on these VMs
+/// first-touch memory is what costs.
+pub fn par_workers<T: Send>(threads: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let work = &work;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads.max(1))
+            .map(|w| s.spawn(move || work(w)))
+            .collect();
+        std::iter::once(work(0))
+            .chain(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("invariant: workers do not panic")),
+            )
+            .collect()
+    })
+}
+
 /// `f(0) … f(n-1)` on up to `threads` threads, results in index order.
 /// Item `i` goes to thread `i % threads`; on errors, the one of the lowest
 /// index is returned, so what a caller sees never depends on the thread
@@ -117,20 +137,7 @@ pub fn par_map<T: Send, E: Send>(
         }
         out
     };
-    // Part 0 runs on the calling thread: a fresh thread starts with cold
-    // allocator pages and tract scratch space, and on these VMs first-touch
-    // memory is what costs.
-    let parts: Vec<Vec<(usize, Result<T, E>)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (1..threads).map(|w| s.spawn(move || part(w))).collect();
-        std::iter::once(part(0))
-            .chain(
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("invariant: sample workers do not panic")),
-            )
-            .collect()
-    });
-    for (i, r) in parts.into_iter().flatten() {
+    for (i, r) in par_workers(threads, part).into_iter().flatten() {
         slots[i] = Some(r);
     }
     // A worker stops at its first error, so later slots may be empty; the

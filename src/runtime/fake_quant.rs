@@ -51,20 +51,25 @@ impl FakeQuant {
     /// One value, exactly as tract's pair computes it.
     #[inline(always)]
     fn apply(&self, x: f32) -> f32 {
-        const TOINT: f32 = 8_388_608.0; // 2^23, tract_data's round_ties_to_even
-        let v = x * self.inv;
-        let a = v.abs();
-        // Below 2^23, adding and removing 2^23 rounds half to even; at or
-        // above it (and for NaN) tract returns the value unchanged.
-        let r = if a < TOINT {
-            ((a + TOINT) - TOINT).copysign(v)
-        } else {
-            v
-        };
+        let r = round_ties_to_even(x * self.inv);
         let q = (r as i32)
             .wrapping_add(self.zero_point)
             .clamp(self.lo, self.hi);
         (q - self.zero_point) as f32 * self.scale
+    }
+}
+
+/// tract_data's `round_ties_to_even`, branch-free: below 2²³, adding and
+/// removing 2²³ rounds half to even; at or above it (and for NaN) the value
+/// is returned unchanged; the sign of a zero result is the input's.
+#[inline(always)]
+fn round_ties_to_even(v: f32) -> f32 {
+    const TOINT: f32 = 8_388_608.0; // 2^23
+    let a = v.abs();
+    if a < TOINT {
+        ((a + TOINT) - TOINT).copysign(v)
+    } else {
+        v
     }
 }
 
@@ -78,13 +83,7 @@ impl FakeQuant {
     /// that keeps the exact version scalar.
     #[inline(always)]
     fn apply_in_range(&self, v: f32) -> f32 {
-        const TOINT: f32 = 8_388_608.0;
-        let a = v.abs();
-        let r = if a < TOINT {
-            ((a + TOINT) - TOINT).copysign(v)
-        } else {
-            v
-        };
+        let r = round_ties_to_even(v);
         let (z, lo, hi) = (self.zero_point as f32, self.lo as f32, self.hi as f32);
         let q = r + z;
         let q = if q < lo { lo } else { q };

@@ -51,7 +51,7 @@ use crate::tensorio::HostTensor;
 mod cache;
 pub mod fake_quant;
 pub mod weights;
-pub use cache::{default_threads, par_map, signature, RunnerCache, Signature};
+pub use cache::{default_threads, par_map, par_workers, signature, RunnerCache, Signature};
 
 // ---- infer_facts, for the shape-inference pass (see facts.rs) ----
 mod facts;
@@ -566,8 +566,13 @@ impl Runner {
         let typed = Arc::new(typed);
         let outlets = typed.output_outlets().map_err(load)?.to_vec();
         let plan = SimplePlan::new(typed.clone()).map_err(load)?;
-        let (visit_plan, watch, tail) =
-            Self::visit_plan(&typed, &outlets, model.graph.outputs().len()).map_err(load)?;
+        let n_graph = model.graph.outputs().len();
+        let (visit_plan, watch, tail) = if outlets.len() == n_graph {
+            // Nothing captured: the visiting plan is the plain one.
+            (plan.clone(), HashMap::new(), Vec::new())
+        } else {
+            Self::visit_plan(&typed, &outlets, n_graph).map_err(load)?
+        };
 
         let tm = plan.model();
         let mut inputs = Vec::new();
@@ -591,7 +596,7 @@ impl Runner {
             visit_plan,
             watch,
             tail,
-            n_graph: model.graph.outputs().len(),
+            n_graph,
             fused_qdq,
             folded_dq,
             model_name,
