@@ -36,6 +36,20 @@ impl Failure {
 
 pub type CliResult = Result<(), Failure>;
 
+/// Runs the parsed command; the binary maps a `Failure` to its exit code.
+pub fn run(cli: &Cli) -> CliResult {
+    match &cli.command {
+        Command::Inspect(a) => cmd_inspect(a),
+        Command::Opt(a) => cmd_opt(a),
+        Command::Passes => cmd_passes(),
+        Command::Run(a) => cmd_run(a),
+        Command::Quantize(a) => cmd_quantize(a),
+        Command::Calibrate(a) => cmd_calibrate(a),
+        Command::Validate(a) => cmd_validate(a),
+        Command::Profile(a) => cmd_profile(a),
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "onnxq",

@@ -2,7 +2,7 @@
 //! (0 ok, 1 a check failed, 2 bad input or usage).
 
 use clap::Parser;
-use onnxq::cli::{self, Cli, Command};
+use onnxq::cli::{self, Cli};
 
 /// mimalloc instead of the system allocator. Tract allocates a fresh
 /// buffer for every intermediate tensor of every run; glibc serves large
@@ -60,18 +60,7 @@ fn quiet_on_broken_pipe() {
 fn main() {
     keep_freed_memory();
     quiet_on_broken_pipe();
-    let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Inspect(a) => cli::cmd_inspect(a),
-        Command::Opt(a) => cli::cmd_opt(a),
-        Command::Passes => cli::cmd_passes(),
-        Command::Run(a) => cli::cmd_run(a),
-        Command::Quantize(a) => cli::cmd_quantize(a),
-        Command::Calibrate(a) => cli::cmd_calibrate(a),
-        Command::Validate(a) => cli::cmd_validate(a),
-        Command::Profile(a) => cli::cmd_profile(a),
-    };
-    if let Err(f) = result {
+    if let Err(f) = cli::run(&Cli::parse()) {
         eprintln!("error: {}", f.message);
         std::process::exit(f.code);
     }
