@@ -1,0 +1,99 @@
+//! The `onnxq` command line, laid out as cargo lays out its subcommands:
+//! this file holds the parser, the command list, the failure every command
+//! returns and the dispatch; `args.rs` the argument groups several commands
+//! share and the helpers that load and write models for them; and each
+//! subcommand has a file of its own with its arguments and its `cmd_*`
+//! function. Everything public is re-exported here, so `onnxq::cli::X`
+//! names it wherever it lives.
+
+use clap::{Parser, Subcommand};
+
+mod args;
+mod calibrate;
+mod inspect;
+mod opt;
+mod passes;
+mod profile;
+mod quantize;
+mod run;
+mod validate;
+
+pub use args::{check_output, load, parse_input_shapes, save, CalibArgs, WriteArgs};
+pub use calibrate::{cmd_calibrate, CalibrateArgs};
+pub use inspect::{cmd_inspect, inspect, InspectArgs, Inspection, PortInfo};
+pub use opt::{cmd_opt, OptArgs};
+pub use passes::cmd_passes;
+pub use profile::{cmd_profile, ProfileArgs};
+pub use quantize::{cmd_quantize, QuantizeArgs};
+pub use run::{cmd_run, RunArgs};
+pub use validate::{cmd_validate, ValidateArgs};
+
+/// A command failed: the message and the exit code (1: a check failed,
+/// 2: bad input or usage).
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn bad_input(m: impl std::fmt::Display) -> Self {
+        Failure {
+            code: 2,
+            message: m.to_string(),
+        }
+    }
+    pub fn check(m: impl std::fmt::Display) -> Self {
+        Failure {
+            code: 1,
+            message: m.to_string(),
+        }
+    }
+}
+
+pub type CliResult = Result<(), Failure>;
+
+/// Runs the parsed command; the binary maps a `Failure` to its exit code.
+pub fn run(cli: &Cli) -> CliResult {
+    match &cli.command {
+        Command::Inspect(a) => cmd_inspect(a),
+        Command::Opt(a) => cmd_opt(a),
+        Command::Passes => cmd_passes(),
+        Command::Run(a) => cmd_run(a),
+        Command::Quantize(a) => cmd_quantize(a),
+        Command::Calibrate(a) => cmd_calibrate(a),
+        Command::Validate(a) => cmd_validate(a),
+        Command::Profile(a) => cmd_profile(a),
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "onnxq",
+    version,
+    about = "Compile ONNX models into quantized ONNX models"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Summarise a model: versions, op histogram, parameters, inputs and outputs.
+    Inspect(InspectArgs),
+    /// Run a pass pipeline over a model and write the result.
+    Opt(OptArgs),
+    /// List the available passes.
+    Passes,
+    /// Run a model on inputs from .npy/.npz files and print or save the outputs.
+    Run(RunArgs),
+    /// Quantize a float model to int8 (static, calibrated), validate and report.
+    Quantize(QuantizeArgs),
+    /// Run calibration only and save the statistics (histograms) for reuse.
+    Calibrate(CalibrateArgs),
+    /// Compare a quantized model with the original on data; exit 1 below thresholds.
+    Validate(ValidateArgs),
+    /// Time every node (tract, median of N runs) and list the hotspots with MACs.
+    Profile(ProfileArgs),
+}

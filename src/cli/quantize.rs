@@ -1,0 +1,134 @@
+//! `onnxq quantize`: the whole flow from a float model to a validated int8
+//! model (`crate::quantize` does the work), and the optional report.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::args::{check_output, quantize_options, CalibArgs, WriteArgs};
+use super::{CliResult, Failure};
+use crate::onnx::export;
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub write: WriteArgs,
+    #[command(flatten)]
+    pub calib: CalibArgs,
+    /// Reuse saved statistics instead of running calibration.
+    #[arg(long, value_name = "FILE")]
+    pub stats: Option<PathBuf>,
+    /// Save the calibration statistics to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub save_stats: Option<PathBuf>,
+    /// Calibration method: minmax, percentile, percentile{p=99.9}, entropy, mse.
+    #[arg(long, default_value = "mse")]
+    pub method: String,
+    /// Per-tensor weight scales instead of per-channel.
+    #[arg(long, conflicts_with = "per_channel")]
+    pub per_tensor: bool,
+    /// Per-channel weight scales (the default).
+    #[arg(long)]
+    pub per_channel: bool,
+    /// Activation type: u8 (asymmetric) or s8 (symmetric).
+    #[arg(long, default_value = "u8")]
+    pub activations: String,
+    /// Weight type: s8 or u8 (both symmetric).
+    #[arg(long, default_value = "s8")]
+    pub weights: String,
+    /// Do not correct biases for the mean shift weight rounding causes.
+    #[arg(long)]
+    pub no_bias_correction: bool,
+    /// 7-bit quantization for runtimes whose int8 kernels can overflow.
+    #[arg(long)]
+    pub reduce_range: bool,
+    /// Keep these nodes or op types in float (repeatable; glob `*`).
+    #[arg(long, value_name = "NODE_OR_OPTYPE")]
+    pub exclude: Vec<String>,
+    /// Only quantize these op types (comma list).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub op_types: Vec<String>,
+    /// Validation data (default: the first samples of the calibration data).
+    #[arg(long, value_name = "DIR")]
+    pub val: Option<PathBuf>,
+    /// Validate on N samples (0: skip validation). Default: up to 8 of the
+    /// calibration samples, fewer once their outputs hold 2^20 values
+    #[arg(long)]
+    pub val_samples: Option<usize>,
+    /// Write the full report: FILE.json for machines, FILE.html for people
+    /// (one self-contained page: time per op type, hotspots, per-layer SQNR,
+    /// activation histograms with the chosen clip ranges).
+    #[arg(long, value_name = "FILE.json|FILE.html")]
+    pub report: Option<PathBuf>,
+    /// Cost-aware selection: quantize the fewest Conv/MatMul/Gemm that
+    /// cover this fraction (0–1) of their measured time, with what feeds them.
+    #[arg(long, value_name = "FRACTION")]
+    pub coverage: Option<f64>,
+    /// Automatic fallback: keep the most sensitive nodes in float until the
+    /// worst output SQNR on the validation data reaches DB.
+    #[arg(long, value_name = "DB")]
+    pub target_sqnr: Option<f64>,
+    /// Automatic fallback on mean cosine similarity (e.g. 0.995).
+    #[arg(long, value_name = "C")]
+    pub target_cosine: Option<f64>,
+}
+
+pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
+    use crate::quant::{range::Method, QType};
+    check_output(&a.model, &a.write)?;
+    let mut o = quantize_options(&a.calib)?;
+    o.stats = a.stats.clone();
+    o.save_stats = a.save_stats.clone();
+    o.method = Method::parse(&a.method).map_err(Failure::bad_input)?;
+    o.activations = QType::parse(&a.activations).ok_or_else(|| {
+        Failure::bad_input(format!(
+            "--activations '{}': expected u8 or s8",
+            a.activations
+        ))
+    })?;
+    o.weights = QType::parse(&a.weights).ok_or_else(|| {
+        Failure::bad_input(format!("--weights '{}': expected s8 or u8", a.weights))
+    })?;
+    o.per_channel = !a.per_tensor;
+    o.bias_correction = !a.no_bias_correction;
+    o.detailed_report = a.report.is_some();
+    if let Some(c) = a.coverage {
+        if !(0.0..=1.0).contains(&c) {
+            return Err(Failure::bad_input(format!(
+                "--coverage {c}: expected a fraction between 0 and 1"
+            )));
+        }
+        o.coverage = Some(c);
+    }
+    o.reduce_range = a.reduce_range;
+    o.exclude = a.exclude.clone();
+    o.op_types = a.op_types.clone();
+    o.val = a.val.clone();
+    if let Some(n) = a.val_samples {
+        o.val_samples = n;
+        o.val_values = None;
+    }
+    o.external_data = a.write.external_data;
+    if a.target_sqnr.is_some() || a.target_cosine.is_some() {
+        o.target = Some(crate::quantize::Target {
+            min_sqnr_db: a.target_sqnr,
+            min_cosine: a.target_cosine,
+        });
+    }
+    let report = crate::quantize::quantize_file(&a.model, &a.write.output, &o)
+        .map_err(Failure::bad_input)?;
+    eprint!("{}", report.summary());
+    if let Some(p) = &a.report {
+        let json = serde_json::to_vec_pretty(&report).expect("invariant: report serializes");
+        if p.extension().is_some_and(|e| e == "html" || e == "htm") {
+            let html = crate::report::html::render(&report);
+            export::write_atomic(p, html.as_bytes())
+                .map_err(|e| Failure::bad_input(format!("{}: cannot write ({e})", p.display())))?;
+            return Ok(());
+        }
+        export::write_atomic(p, &json)
+            .map_err(|e| Failure::bad_input(format!("{}: cannot write ({e})", p.display())))?;
+    }
+    Ok(())
+}
