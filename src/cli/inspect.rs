@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::args::load;
 use super::CliResult;
-use crate::ir::{types, Model, NodeKind};
+use crate::ir::{types, Model, NodeKind, Port};
 use crate::onnx::dtype_name;
 
 #[derive(Args, Debug)]
@@ -52,6 +52,7 @@ pub struct PortInfo {
     pub shape: Option<Vec<String>>,
 }
 
+/// What `onnxq inspect` reports about `m`, read from `path`.
 pub fn inspect(path: &Path, m: &Model) -> Inspection {
     let g = &m.graph;
     let mut hist = BTreeMap::new();
@@ -77,24 +78,6 @@ pub fn inspect(path: &Path, m: &Model) -> Inspection {
             external += t.external().is_some() as usize;
         }
     }
-    let port = |p: &crate::ir::Port| {
-        let ty = p.info.r#type.as_ref();
-        PortInfo {
-            name: p.info.name().to_string(),
-            dtype: ty
-                .map(|t| dtype_name(types::elem_type(t)).to_string())
-                .unwrap_or_else(|| "?".into()),
-            shape: ty.and_then(types::dims).map(|ds| {
-                ds.into_iter()
-                    .map(|d| match d {
-                        types::Dim::Known(v) => v.to_string(),
-                        types::Dim::Symbol(s) => s,
-                        types::Dim::Unknown => "?".into(),
-                    })
-                    .collect()
-            }),
-        }
-    };
     Inspection {
         file: path.display().to_string(),
         file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
@@ -128,15 +111,36 @@ pub fn inspect(path: &Path, m: &Model) -> Inspection {
             .inputs()
             .iter()
             .filter(|p| g.producer_node(p.value).initializer().is_none())
-            .map(port)
+            .map(port_info)
             .collect(),
-        outputs: g.outputs().iter().map(port).collect(),
+        outputs: g.outputs().iter().map(port_info).collect(),
         metadata: m
             .meta
             .metadata_props
             .iter()
             .map(|e| (e.key().to_string(), e.value().to_string()))
             .collect(),
+    }
+}
+
+/// A graph input or output with its type as `inspect` shows it (`?` where
+/// the model does not say).
+fn port_info(p: &Port) -> PortInfo {
+    let ty = p.info.r#type.as_ref();
+    PortInfo {
+        name: p.info.name().to_string(),
+        dtype: ty
+            .map(|t| dtype_name(types::elem_type(t)).to_string())
+            .unwrap_or_else(|| "?".into()),
+        shape: ty.and_then(types::dims).map(|ds| {
+            ds.into_iter()
+                .map(|d| match d {
+                    types::Dim::Known(v) => v.to_string(),
+                    types::Dim::Symbol(s) => s,
+                    types::Dim::Unknown => "?".into(),
+                })
+                .collect()
+        }),
     }
 }
 
@@ -157,6 +161,12 @@ pub fn cmd_inspect(a: &InspectArgs) -> CliResult {
         );
         return Ok(());
     }
+    print_summary(&r);
+    Ok(())
+}
+
+/// The text form of `onnxq inspect`.
+fn print_summary(r: &Inspection) {
     println!("{}  ({} bytes)", r.file, r.file_bytes);
     println!(
         "  ir_version {}   opsets {}",
@@ -212,5 +222,4 @@ pub fn cmd_inspect(a: &InspectArgs) -> CliResult {
     for (k, v) in &r.metadata {
         println!("  metadata   {k} = {v}");
     }
-    Ok(())
 }

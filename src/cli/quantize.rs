@@ -1,13 +1,14 @@
 //! `onnxq quantize`: the whole flow from a float model to a validated int8
 //! model (`crate::quantize` does the work), and the optional report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use super::args::{check_output, quantize_options, CalibArgs, WriteArgs};
 use super::{CliResult, Failure};
 use crate::onnx::export;
+use crate::quantize::{QuantizeOptions, QuantizeReport};
 
 #[derive(Args, Debug)]
 pub struct QuantizeArgs {
@@ -75,8 +76,21 @@ pub struct QuantizeArgs {
 }
 
 pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
-    use crate::quant::{range::Method, QType};
     check_output(&a.model, &a.write)?;
+    let o = options(a)?;
+    let report = crate::quantize::quantize_file(&a.model, &a.write.output, &o)
+        .map_err(Failure::bad_input)?;
+    eprint!("{}", report.summary());
+    if let Some(p) = &a.report {
+        write_report(p, &report)?;
+    }
+    Ok(())
+}
+
+/// The library's options from the command's arguments; bad values are
+/// refused here, before any model is read.
+fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
+    use crate::quant::{range::Method, QType};
     let mut o = quantize_options(&a.calib)?;
     o.stats = a.stats.clone();
     o.save_stats = a.save_stats.clone();
@@ -116,19 +130,19 @@ pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
             min_cosine: a.target_cosine,
         });
     }
-    let report = crate::quantize::quantize_file(&a.model, &a.write.output, &o)
-        .map_err(Failure::bad_input)?;
-    eprint!("{}", report.summary());
-    if let Some(p) = &a.report {
-        let json = serde_json::to_vec_pretty(&report).expect("invariant: report serializes");
-        if p.extension().is_some_and(|e| e == "html" || e == "htm") {
-            let html = crate::report::html::render(&report);
-            export::write_atomic(p, html.as_bytes())
-                .map_err(|e| Failure::bad_input(format!("{}: cannot write ({e})", p.display())))?;
-            return Ok(());
-        }
-        export::write_atomic(p, &json)
+    Ok(o)
+}
+
+/// `--report FILE`: one HTML page for `.html`/`.htm`, JSON otherwise.
+fn write_report(p: &Path, report: &QuantizeReport) -> CliResult {
+    let json = serde_json::to_vec_pretty(report).expect("invariant: report serializes");
+    if p.extension().is_some_and(|e| e == "html" || e == "htm") {
+        let html = crate::report::html::render(report);
+        export::write_atomic(p, html.as_bytes())
             .map_err(|e| Failure::bad_input(format!("{}: cannot write ({e})", p.display())))?;
+        return Ok(());
     }
+    export::write_atomic(p, &json)
+        .map_err(|e| Failure::bad_input(format!("{}: cannot write ({e})", p.display())))?;
     Ok(())
 }
