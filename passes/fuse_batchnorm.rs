@@ -245,150 +245,216 @@ fn scale_weight(w: &ArrayD<f32>, af: &Affine, channel: impl Fn(usize) -> usize) 
 /// Plans folding `af` into the producer `p` of the BN's input, or says why not.
 fn plan(g: &Graph, p: NodeId, af: &Affine, x: ValueId) -> Result<Fusion, String> {
     let node = g.node(p);
-    let c = af.channels();
     let weight_in = node.input(1).ok_or("it has no weight input")?;
     let weight_name = format!("{}_fused", g.name(weight_in));
     let w = const_f32(g, weight_in, "weight")?;
-    let shape = w.shape().to_vec();
     if node.is("Conv") {
-        if shape.len() < 2 || shape[0] != c {
-            return Err(format!(
-                "weight shape {shape:?} does not have {c} output channels on axis 0"
-            ));
-        }
-        let per_out = w.len() / c;
-        let weight = scale_weight(&w, af, |i| i / per_out);
-        let (bias, bias_name) = fused_bias(g, node.input(2), af)?;
-        return Ok(Fusion {
-            producer: p,
-            how: Absorb::WeightBias,
-            weight,
-            weight_name,
-            bias,
-            bias_name,
-        });
+        return plan_conv(g, p, af, &w, weight_name);
     }
     if node.is("ConvTranspose") {
-        let group = node.attr_i("group").unwrap_or(1);
-        if shape.len() < 2 || group < 1 || shape[0] % group as usize != 0 {
-            return Err(format!("weight shape {shape:?} does not fit group={group}"));
-        }
-        let group = group as usize;
-        let (cin, cout_g) = (shape[0], shape[1]);
-        if cout_g * group != c {
-            return Err(format!(
-                "weight shape {shape:?} with group={group} does not have {c} output channels"
-            ));
-        }
-        let cin_g = cin / group;
-        let ksize: usize = shape[2..].iter().product();
-        let weight = scale_weight(&w, af, |idx| {
-            let i = idx / (cout_g * ksize);
-            let j = (idx / ksize) % cout_g;
-            (i / cin_g) * cout_g + j
-        });
-        let (bias, bias_name) = fused_bias(g, node.input(2), af)?;
-        return Ok(Fusion {
-            producer: p,
-            how: Absorb::WeightBias,
-            weight,
-            weight_name,
-            bias,
-            bias_name,
-        });
+        return plan_conv_transpose(g, p, af, &w, weight_name);
     }
     if node.is("Gemm") {
-        let trans_b = node.attr_i("transB").unwrap_or(0) != 0;
-        if shape.len() != 2 {
-            return Err(format!("B has shape {shape:?}; expected 2-D"));
-        }
-        let n = if trans_b { shape[0] } else { shape[1] };
-        if n != c {
-            return Err(format!(
-                "Gemm has {n} output columns, BatchNormalization {c} channels"
-            ));
-        }
-        let cols = shape[1];
-        let weight = if trans_b {
-            scale_weight(&w, af, |i| i / cols)
-        } else {
-            scale_weight(&w, af, |i| i % cols)
-        };
-        let beta = node.attr_f("beta").unwrap_or(1.0) as f64;
-        // C' = beta·a·C + b, broadcast against [N]; C is 0-, 1- or 2-D with a
-        // last dim of 1 or N. Seen as [m, n'] it gives [m, N] ([N] if m is 1
-        // and C was not 2-D).
-        let (bias, bias_name) = match node.input(2) {
-            None => (
-                to_f32_array(&[c], af.b.clone()),
-                format!("{}_fused", af.bias_name),
-            ),
-            Some(cv) => {
-                let arr = const_f32(g, cv, "C")?;
-                let s = arr.shape().to_vec();
-                let (m, nn) = match s.len() {
-                    0 => (1, 1),
-                    1 => (1, s[0]),
-                    2 => (s[0], s[1]),
-                    _ => return Err(format!("C has shape {s:?}; expected at most 2-D")),
-                };
-                if nn != 1 && nn != c {
-                    return Err(format!(
-                        "C has shape {s:?}, which does not broadcast to [M, {c}]"
-                    ));
-                }
-                let flat: Vec<f64> = arr.iter().map(|&x| x as f64).collect();
-                let mut v = Vec::with_capacity(m * c);
-                for r in 0..m {
-                    for k in 0..c {
-                        let cval = flat[r * nn + if nn == 1 { 0 } else { k }];
-                        v.push(beta * af.a[k] * cval + af.b[k]);
-                    }
-                }
-                let out_shape: Vec<usize> = if s.len() == 2 { vec![m, c] } else { vec![c] };
-                (to_f32_array(&out_shape, v), format!("{}_fused", g.name(cv)))
-            }
-        };
-        return Ok(Fusion {
-            producer: p,
-            how: Absorb::Gemm,
-            weight,
-            weight_name,
-            bias,
-            bias_name,
-        });
+        return plan_gemm(g, p, af, &w, weight_name);
     }
     if node.is("MatMul") {
-        if shape.len() != 2 || shape[1] != c {
-            return Err(format!("weight shape {shape:?} is not [K, {c}]"));
-        }
-        // BN normalises axis 1; only for a rank-2 output is that the weight's
-        // output axis (for [B, T, N] it would be T).
-        let rank = [x, node.input(0).ok_or("it has no first input")?]
-            .iter()
-            .find_map(|&v| {
-                g.value_type(v)
-                    .and_then(|t| crate::ir::types::dims(&t))
-                    .map(|d| d.len())
-            });
-        match rank {
-            Some(2) => {}
-            Some(r) => return Err(format!("its output has rank {r}; BatchNormalization's channel axis is then not the weight's output axis")),
-            None => return Err("its output rank is unknown (run shape-inference first)".into()),
-        }
-        let weight = scale_weight(&w, af, |i| i % c);
-        let bias = to_f32_array(&[c], af.b.clone());
-        let bias_name = format!("{}_fused", af.bias_name);
-        return Ok(Fusion {
-            producer: p,
-            how: Absorb::MatMulAdd,
-            weight,
-            weight_name,
-            bias,
-            bias_name,
-        });
+        return plan_matmul(g, p, af, &w, weight_name, x);
     }
     Err("not a fusable producer".into())
+}
+
+/// Conv: weight `[Cout, Cin/group, k…]` scaled along axis 0, bias fused.
+fn plan_conv(
+    g: &Graph,
+    p: NodeId,
+    af: &Affine,
+    w: &ArrayD<f32>,
+    weight_name: String,
+) -> Result<Fusion, String> {
+    let c = af.channels();
+    let shape = w.shape();
+    if shape.len() < 2 || shape[0] != c {
+        return Err(format!(
+            "weight shape {shape:?} does not have {c} output channels on axis 0"
+        ));
+    }
+    let per_out = w.len() / c;
+    let weight = scale_weight(w, af, |i| i / per_out);
+    let (bias, bias_name) = fused_bias(g, g.node(p).input(2), af)?;
+    Ok(Fusion {
+        producer: p,
+        how: Absorb::WeightBias,
+        weight,
+        weight_name,
+        bias,
+        bias_name,
+    })
+}
+
+/// ConvTranspose: weight `[Cin, Cout/group, k…]`, the output channel of
+/// `W[i, j, …]` being `(i / (Cin/group))·(Cout/group) + j`; bias fused.
+fn plan_conv_transpose(
+    g: &Graph,
+    p: NodeId,
+    af: &Affine,
+    w: &ArrayD<f32>,
+    weight_name: String,
+) -> Result<Fusion, String> {
+    let node = g.node(p);
+    let c = af.channels();
+    let shape = w.shape();
+    let group = node.attr_i("group").unwrap_or(1);
+    if shape.len() < 2 || group < 1 || !shape[0].is_multiple_of(group as usize) {
+        return Err(format!("weight shape {shape:?} does not fit group={group}"));
+    }
+    let group = group as usize;
+    let (cin, cout_g) = (shape[0], shape[1]);
+    if cout_g * group != c {
+        return Err(format!(
+            "weight shape {shape:?} with group={group} does not have {c} output channels"
+        ));
+    }
+    let cin_g = cin / group;
+    let ksize: usize = shape[2..].iter().product();
+    let weight = scale_weight(w, af, |idx| {
+        let i = idx / (cout_g * ksize);
+        let j = (idx / ksize) % cout_g;
+        (i / cin_g) * cout_g + j
+    });
+    let (bias, bias_name) = fused_bias(g, node.input(2), af)?;
+    Ok(Fusion {
+        producer: p,
+        how: Absorb::WeightBias,
+        weight,
+        weight_name,
+        bias,
+        bias_name,
+    })
+}
+
+/// Gemm (output `[M, N]`): `B` scaled along `N` (axis 1, or axis 0 under
+/// `transB`), `C` replaced by [`gemm_bias`].
+fn plan_gemm(
+    g: &Graph,
+    p: NodeId,
+    af: &Affine,
+    w: &ArrayD<f32>,
+    weight_name: String,
+) -> Result<Fusion, String> {
+    let node = g.node(p);
+    let c = af.channels();
+    let shape = w.shape();
+    let trans_b = node.attr_i("transB").unwrap_or(0) != 0;
+    if shape.len() != 2 {
+        return Err(format!("B has shape {shape:?}; expected 2-D"));
+    }
+    let n = if trans_b { shape[0] } else { shape[1] };
+    if n != c {
+        return Err(format!(
+            "Gemm has {n} output columns, BatchNormalization {c} channels"
+        ));
+    }
+    let cols = shape[1];
+    let weight = if trans_b {
+        scale_weight(w, af, |i| i / cols)
+    } else {
+        scale_weight(w, af, |i| i % cols)
+    };
+    let beta = node.attr_f("beta").unwrap_or(1.0) as f64;
+    let (bias, bias_name) = gemm_bias(g, node.input(2), beta, af)?;
+    Ok(Fusion {
+        producer: p,
+        how: Absorb::Gemm,
+        weight,
+        weight_name,
+        bias,
+        bias_name,
+    })
+}
+
+/// Gemm's new `C`: `C' = beta·a·C + b` (just `b` when there is no `C`).
+fn gemm_bias(
+    g: &Graph,
+    c_in: Option<ValueId>,
+    beta: f64,
+    af: &Affine,
+) -> Result<(ArrayD<f32>, String), String> {
+    let c = af.channels();
+    let Some(cv) = c_in else {
+        return Ok((
+            to_f32_array(&[c], af.b.clone()),
+            format!("{}_fused", af.bias_name),
+        ));
+    };
+    // C' = beta·a·C + b, broadcast against [N]; C is 0-, 1- or 2-D with a
+    // last dim of 1 or N. Seen as [m, n'] it gives [m, N] ([N] if m is 1
+    // and C was not 2-D).
+    let arr = const_f32(g, cv, "C")?;
+    let s = arr.shape().to_vec();
+    let (m, nn) = match s.len() {
+        0 => (1, 1),
+        1 => (1, s[0]),
+        2 => (s[0], s[1]),
+        _ => return Err(format!("C has shape {s:?}; expected at most 2-D")),
+    };
+    if nn != 1 && nn != c {
+        return Err(format!(
+            "C has shape {s:?}, which does not broadcast to [M, {c}]"
+        ));
+    }
+    let flat: Vec<f64> = arr.iter().map(|&x| x as f64).collect();
+    let mut v = Vec::with_capacity(m * c);
+    for r in 0..m {
+        for k in 0..c {
+            let cval = flat[r * nn + if nn == 1 { 0 } else { k }];
+            v.push(beta * af.a[k] * cval + af.b[k]);
+        }
+    }
+    let out_shape: Vec<usize> = if s.len() == 2 { vec![m, c] } else { vec![c] };
+    Ok((to_f32_array(&out_shape, v), format!("{}_fused", g.name(cv))))
+}
+
+/// MatMul with a constant `[K, N]` weight and a rank-2 output: the weight's
+/// columns scaled, `b` added by a new `Add`.
+fn plan_matmul(
+    g: &Graph,
+    p: NodeId,
+    af: &Affine,
+    w: &ArrayD<f32>,
+    weight_name: String,
+    x: ValueId,
+) -> Result<Fusion, String> {
+    let node = g.node(p);
+    let c = af.channels();
+    let shape = w.shape();
+    if shape.len() != 2 || shape[1] != c {
+        return Err(format!("weight shape {shape:?} is not [K, {c}]"));
+    }
+    // BN normalises axis 1; only for a rank-2 output is that the weight's
+    // output axis (for [B, T, N] it would be T).
+    let rank = [x, node.input(0).ok_or("it has no first input")?]
+        .iter()
+        .find_map(|&v| {
+            g.value_type(v)
+                .and_then(|t| crate::ir::types::dims(&t))
+                .map(|d| d.len())
+        });
+    match rank {
+        Some(2) => {}
+        Some(r) => return Err(format!("its output has rank {r}; BatchNormalization's channel axis is then not the weight's output axis")),
+        None => return Err("its output rank is unknown (run shape-inference first)".into()),
+    }
+    let weight = scale_weight(w, af, |i| i % c);
+    let bias = to_f32_array(&[c], af.b.clone());
+    let bias_name = format!("{}_fused", af.bias_name);
+    Ok(Fusion {
+        producer: p,
+        how: Absorb::MatMulAdd,
+        weight,
+        weight_name,
+        bias,
+        bias_name,
+    })
 }
 
 /// A node with this op type and name, in the default domain.
@@ -415,193 +481,226 @@ impl Pass for FuseBatchnorm {
                 continue;
             }
             let label = node_label(g.node(bn).name(), "BatchNormalization");
-            let af = match affine(g, bn) {
-                Ok(af) => af,
-                Err(why) => {
-                    cx.remark(NAME, &label, format!("kept: {why}"));
-                    continue;
+            match fuse_one(g, bn, params_typed_apart) {
+                Ok(note) => {
+                    if let Some(note) = note {
+                        cx.remark(NAME, &label, note);
+                    }
+                    changed = true;
                 }
-            };
-            let (Some(x), y) = (g.node(bn).input(0), g.node(bn).output()) else {
-                cx.remark(NAME, &label, "kept: it has no input");
-                continue;
-            };
-            if g.has_implicit_uses(y) {
-                cx.remark(NAME, &label, "kept: a subgraph reads its result by name");
-                continue;
+                Err(why) => cx.remark(NAME, &label, why),
             }
-            let out_ports: Vec<usize> = g.output_ports(y);
-            if out_ports.len() > 1 {
-                cx.remark(
-                    NAME,
-                    &label,
-                    "kept: its result is listed as several graph outputs",
-                );
-                continue;
-            }
-
-            // Fold into the producer when it is ours alone.
-            let p = g.producer(x);
-            let prod = g.node(p);
-            let fusable_op = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
-                .iter()
-                .any(|t| prod.is(t));
-            let mut why_not = None;
-            let mut fusion = None;
-            if fusable_op && matches!(prod.kind, NodeKind::Op(_)) {
-                let plabel = node_label(prod.name(), prod.op_type());
-                let sole_use = g.users(x) == [(bn, Slot::Input(0))];
-                let r = if prod.outputs().first().copied().flatten() != Some(x) {
-                    Err("the input is not its first result".to_string())
-                } else if !sole_use || g.is_graph_output(x) {
-                    Err("its result has other readers".to_string())
-                } else {
-                    plan(g, p, &af, x)
-                };
-                match r {
-                    Ok(f) => fusion = Some(f),
-                    Err(e) => {
-                        why_not = Some(format!(
-                            "not folded into {} '{plabel}': {e}",
-                            prod.op_type()
-                        ))
-                    }
-                }
-            }
-
-            let bn_name = g.node(bn).name().to_string();
-            let y_name = g.name(y).to_string();
-            // The value that replaces y, and whether it is new (then it takes
-            // y's name once the BN is gone).
-            let (repl, fresh) = if let Some(f) = fusion {
-                let w = g.add_initializer(Tensor::from_f32(&f.weight_name, &f.weight));
-                let b = g.add_initializer(Tensor::from_f32(&f.bias_name, &f.bias));
-                g.set_input(f.producer, 1, Some(w));
-                match f.how {
-                    Absorb::WeightBias => {
-                        g.set_input(f.producer, 2, Some(b));
-                        (x, false)
-                    }
-                    Absorb::Gemm => {
-                        g.set_input(f.producer, 2, Some(b));
-                        if let Some(op) = g.node_mut(f.producer).op_mut() {
-                            op.attribute.retain(|a| a.name() != "beta");
-                        }
-                        (x, false)
-                    }
-                    Absorb::MatMulAdd => {
-                        let (_, outs) = g.add_op_after(
-                            f.producer,
-                            op("Add", bn_name),
-                            &[Some(x), Some(b)],
-                            &[&format!("{y_name}_add")],
-                        );
-                        (outs[0], true)
-                    }
-                }
-            } else {
-                let prefix = why_not
-                    .as_ref()
-                    .map(|w| format!("{w}; "))
-                    .unwrap_or_default();
-                // A folded producer has a float weight, so (one type T for its
-                // operands and result) a float result; here the input alone says.
-                let elem = match g.elem_type(x) {
-                    0 => g.elem_type(y),
-                    e => e,
-                };
-                match elem {
-                    FLOAT => {}
-                    0 if !params_typed_apart => {}
-                    0 => {
-                        cx.remark(
-                            NAME,
-                            &label,
-                            format!("{prefix}kept: its input's element type is unknown (run shape-inference first)"),
-                        );
-                        continue;
-                    }
-                    other => {
-                        cx.remark(
-                            NAME,
-                            &label,
-                            format!(
-                                "{prefix}kept: its input is {}; only float is folded",
-                                dtype_name(other)
-                            ),
-                        );
-                        continue;
-                    }
-                }
-                let rank = g
-                    .value_type(x)
-                    .or_else(|| g.value_type(y))
-                    .and_then(|t| crate::ir::types::dims(&t))
-                    .map(|d| d.len());
-                let rank = match rank {
-                    Some(r) if r >= 2 => r,
-                    Some(r) => {
-                        cx.remark(
-                            NAME,
-                            &label,
-                            format!("{prefix}kept: input rank {r} has no channel axis"),
-                        );
-                        continue;
-                    }
-                    None => {
-                        cx.remark(
-                            NAME,
-                            &label,
-                            format!("{prefix}kept: input rank unknown (run shape-inference first)"),
-                        );
-                        continue;
-                    }
-                };
-                let c = af.channels();
-                let mut shape = vec![c];
-                shape.resize(rank - 1, 1);
-                let a_t = g.add_initializer(Tensor::from_f32(
-                    &format!("{}_folded", af.scale_name),
-                    &to_f32_array(&shape, af.a.clone()),
-                ));
-                let b_t = g.add_initializer(Tensor::from_f32(
-                    &format!("{}_folded", af.bias_name),
-                    &to_f32_array(&shape, af.b.clone()),
-                ));
-                let sub = |s: &str| {
-                    if bn_name.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{bn_name}_{s}")
-                    }
-                };
-                let (mul, mo) = g.add_op_after(
-                    bn,
-                    op("Mul", sub("mul")),
-                    &[Some(x), Some(a_t)],
-                    &[&format!("{y_name}_mul")],
-                );
-                let (_, ao) = g.add_op_after(
-                    mul,
-                    op("Add", sub("add")),
-                    &[Some(mo[0]), Some(b_t)],
-                    &[&format!("{y_name}_add")],
-                );
-                if !prefix.is_empty() {
-                    cx.remark(NAME, &label, format!("{prefix}rewritten as Mul+Add"));
-                }
-                (ao[0], true)
-            };
-            g.replace_all_uses(y, repl);
-            if let Some(&i) = out_ports.first() {
-                g.redirect_output(i, repl);
-            }
-            g.remove_node(bn);
-            if fresh && out_ports.is_empty() {
-                g.rename(repl, &y_name);
-            }
-            changed = true;
         }
         Ok(Changed::from_bool(changed))
     }
+}
+
+/// Where a BatchNormalization sits: its input, its result, and the graph
+/// outputs that list the result.
+struct Site {
+    x: ValueId,
+    y: ValueId,
+    out_ports: Vec<usize>,
+}
+
+/// Removes one BatchNormalization: folded into its producer when that can
+/// absorb it, else rewritten as Mul+Add. `Ok` holds a remark to make (why
+/// the producer did not take it), `Err` the remark saying why it was kept.
+fn fuse_one(g: &mut Graph, bn: NodeId, params_typed_apart: bool) -> Result<Option<String>, String> {
+    let af = affine(g, bn).map_err(|why| format!("kept: {why}"))?;
+    let site = site(g, bn)?;
+    let (x, y) = (site.x, site.y);
+    let bn_name = g.node(bn).name().to_string();
+    let y_name = g.name(y).to_string();
+    // The value that replaces y, and whether it is new (then it takes y's
+    // name once the BN is gone).
+    let (repl, fresh, note) = match producer_fusion(g, bn, x, &af) {
+        Ok(Some(f)) => {
+            let (repl, fresh) = absorb(g, f, x, bn_name, &y_name);
+            (repl, fresh, None)
+        }
+        Ok(None) => {
+            let rank = mul_add_rank(g, x, y, params_typed_apart)?;
+            (mul_add(g, bn, x, rank, &af, &bn_name, &y_name), true, None)
+        }
+        Err(why_not) => {
+            let rank =
+                mul_add_rank(g, x, y, params_typed_apart).map_err(|e| format!("{why_not}; {e}"))?;
+            let repl = mul_add(g, bn, x, rank, &af, &bn_name, &y_name);
+            (repl, true, Some(format!("{why_not}; rewritten as Mul+Add")))
+        }
+    };
+    g.replace_all_uses(y, repl);
+    if let Some(&i) = site.out_ports.first() {
+        g.redirect_output(i, repl);
+    }
+    g.remove_node(bn);
+    if fresh && site.out_ports.is_empty() {
+        g.rename(repl, &y_name);
+    }
+    Ok(note)
+}
+
+/// The BN's input and result, or the remark saying why it is kept: no
+/// input, a result read by name from a subgraph or listed as several graph
+/// outputs.
+fn site(g: &Graph, bn: NodeId) -> Result<Site, String> {
+    let (Some(x), y) = (g.node(bn).input(0), g.node(bn).output()) else {
+        return Err("kept: it has no input".into());
+    };
+    if g.has_implicit_uses(y) {
+        return Err("kept: a subgraph reads its result by name".into());
+    }
+    let out_ports: Vec<usize> = g.output_ports(y);
+    if out_ports.len() > 1 {
+        return Err("kept: its result is listed as several graph outputs".into());
+    }
+    Ok(Site { x, y, out_ports })
+}
+
+/// The fusion into the producer of `x`, fully planned: `Ok(None)` when that
+/// is not a Conv, ConvTranspose, Gemm or MatMul op, `Err` when it is one but
+/// cannot absorb the BN (its result is not ours alone, or [`plan`] refuses),
+/// saying why.
+fn producer_fusion(
+    g: &Graph,
+    bn: NodeId,
+    x: ValueId,
+    af: &Affine,
+) -> Result<Option<Fusion>, String> {
+    let p = g.producer(x);
+    let prod = g.node(p);
+    let fusable_op = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+        .iter()
+        .any(|t| prod.is(t));
+    if !fusable_op || !matches!(prod.kind, NodeKind::Op(_)) {
+        return Ok(None);
+    }
+    let plabel = node_label(prod.name(), prod.op_type());
+    let sole_use = g.users(x) == [(bn, Slot::Input(0))];
+    let r = if prod.outputs().first().copied().flatten() != Some(x) {
+        Err("the input is not its first result".to_string())
+    } else if !sole_use || g.is_graph_output(x) {
+        Err("its result has other readers".to_string())
+    } else {
+        plan(g, p, af, x)
+    };
+    r.map(Some)
+        .map_err(|e| format!("not folded into {} '{plabel}': {e}", prod.op_type()))
+}
+
+/// Applies a planned fusion: new weight and bias initializers on the
+/// producer (and for MatMul an `Add` after it, named `bn_name`). Returns the
+/// value that replaces the BN's result and whether it is new.
+fn absorb(g: &mut Graph, f: Fusion, x: ValueId, bn_name: String, y_name: &str) -> (ValueId, bool) {
+    let w = g.add_initializer(Tensor::from_f32(&f.weight_name, &f.weight));
+    let b = g.add_initializer(Tensor::from_f32(&f.bias_name, &f.bias));
+    g.set_input(f.producer, 1, Some(w));
+    match f.how {
+        Absorb::WeightBias => {
+            g.set_input(f.producer, 2, Some(b));
+            (x, false)
+        }
+        Absorb::Gemm => {
+            g.set_input(f.producer, 2, Some(b));
+            if let Some(op) = g.node_mut(f.producer).op_mut() {
+                op.attribute.retain(|a| a.name() != "beta");
+            }
+            (x, false)
+        }
+        Absorb::MatMulAdd => {
+            let (_, outs) = g.add_op_after(
+                f.producer,
+                op("Add", bn_name),
+                &[Some(x), Some(b)],
+                &[&format!("{y_name}_add")],
+            );
+            (outs[0], true)
+        }
+    }
+}
+
+/// The input rank for the Mul+Add form, or the remark saying why the BN is
+/// kept: its input is not float, or its element type or rank is unknown.
+fn mul_add_rank(
+    g: &Graph,
+    x: ValueId,
+    y: ValueId,
+    params_typed_apart: bool,
+) -> Result<usize, String> {
+    // A folded producer has a float weight, so (one type T for its operands
+    // and result) a float result; here the input alone says.
+    let elem = match g.elem_type(x) {
+        0 => g.elem_type(y),
+        e => e,
+    };
+    match elem {
+        FLOAT => {}
+        0 if !params_typed_apart => {}
+        0 => {
+            return Err(
+                "kept: its input's element type is unknown (run shape-inference first)".into(),
+            )
+        }
+        other => {
+            return Err(format!(
+                "kept: its input is {}; only float is folded",
+                dtype_name(other)
+            ))
+        }
+    }
+    let rank = g
+        .value_type(x)
+        .or_else(|| g.value_type(y))
+        .and_then(|t| crate::ir::types::dims(&t))
+        .map(|d| d.len());
+    match rank {
+        Some(r) if r >= 2 => Ok(r),
+        Some(r) => Err(format!("kept: input rank {r} has no channel axis")),
+        None => Err("kept: input rank unknown (run shape-inference first)".into()),
+    }
+}
+
+/// Inserts `Mul(x, a) → Add(·, b)` after the BN, with `a` and `b` shaped
+/// `[C, 1, …]` for `rank`; returns the Add's result.
+fn mul_add(
+    g: &mut Graph,
+    bn: NodeId,
+    x: ValueId,
+    rank: usize,
+    af: &Affine,
+    bn_name: &str,
+    y_name: &str,
+) -> ValueId {
+    let c = af.channels();
+    let mut shape = vec![c];
+    shape.resize(rank - 1, 1);
+    let a_t = g.add_initializer(Tensor::from_f32(
+        &format!("{}_folded", af.scale_name),
+        &to_f32_array(&shape, af.a.clone()),
+    ));
+    let b_t = g.add_initializer(Tensor::from_f32(
+        &format!("{}_folded", af.bias_name),
+        &to_f32_array(&shape, af.b.clone()),
+    ));
+    let sub = |s: &str| {
+        if bn_name.is_empty() {
+            String::new()
+        } else {
+            format!("{bn_name}_{s}")
+        }
+    };
+    let (mul, mo) = g.add_op_after(
+        bn,
+        op("Mul", sub("mul")),
+        &[Some(x), Some(a_t)],
+        &[&format!("{y_name}_mul")],
+    );
+    let (_, ao) = g.add_op_after(
+        mul,
+        op("Add", sub("add")),
+        &[Some(mo[0]), Some(b_t)],
+        &[&format!("{y_name}_add")],
+    );
+    ao[0]
 }
