@@ -103,10 +103,18 @@ impl Pass for Calibrate {
 
     fn run(&mut self, m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
         let hash = cx
+            .inputs()
             .model_hash
             .clone()
             .unwrap_or_else(|| calib::model_hash(m));
-        if let Some(stats) = &cx.stats {
+        // Statistics loaded from a file, or already in the pipeline: check
+        // that they belong to this model, then use them.
+        let given = cx
+            .inputs()
+            .stats
+            .clone()
+            .or_else(|| cx.analyses.stats.clone());
+        if let Some(stats) = given {
             if stats.model_hash != hash {
                 let e = calib::CalibError::ModelMismatch {
                     path: "--stats".into(),
@@ -118,9 +126,11 @@ impl Pass for Calibrate {
                     message: e.to_string(),
                 });
             }
+            cx.analyses.stats = Some(stats);
             return Ok(Changed::No);
         }
         let data = cx
+            .inputs()
             .calib_data
             .as_ref()
             .ok_or_else(|| PassError::Precondition {
@@ -130,16 +140,16 @@ impl Pass for Calibrate {
         let tensors = observed_tensors(m);
         let opts = CalibOptions {
             channel_axes: mean_tensors(m),
-            input_shapes: cx.input_shapes.clone(),
-            ..cx.calib_options.clone()
+            input_shapes: cx.inputs().input_shapes.clone(),
+            ..cx.inputs().calib_options.clone()
         };
         let (stats, outputs) =
             calib::calibrate(m, hash, data, &tensors, &opts).map_err(|e| PassError::Failed {
                 pass: "calibrate".into(),
                 message: e.to_string(),
             })?;
-        cx.stats = Some(stats);
-        cx.calib_outputs = outputs;
+        cx.analyses.stats = Some(std::sync::Arc::new(stats));
+        cx.analyses.calib_outputs = outputs;
         Ok(Changed::No)
     }
 }

@@ -1,17 +1,40 @@
 //! State shared between the passes of one pipeline run.
 //!
-//! Analyses are produced by one pass and consumed by later ones: the
-//! calibration statistics (`calibrate` → `fold-calibration`), the
-//! activation quantization parameters (`fold-calibration` → `insert-qdq`),
-//! the profile (`profile-hotspots` → cost-aware selection). The context
-//! carries them, with the settings that tell passes how to run the model,
-//! and the remarks that end up in the report.
+//! A context has three parts, kept apart so that a reader can tell where a
+//! fact comes from:
+//!
+//! * [`Inputs`]: what the caller hands the pipeline and passes only read —
+//!   calibration data, fixed input shapes, how to run the model, loaded
+//!   statistics. `onnxq quantize` and `onnxq opt --calib/--stats` build
+//!   them the same way, which is what makes a printed pipeline replayable.
+//! * [`Analyses`]: results one pass leaves for later ones (`calibrate` →
+//!   `fold-calibration` → `insert-qdq`, `profile-hotspots` →
+//!   `select-coverage` → `insert-qdq`). Each field says who writes and who
+//!   reads it. What a pass *decides* (which nodes to quantize, which to keep
+//!   float) is never here: it is a pass option, printed in the pipeline.
+//! * remarks: what passes decided and why, for the terminal and the report.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::calib::data::DataSet;
-use crate::calib::{CalibOptions, Stats};
+use crate::calib::{CalibOptions, ChannelMeans, Stats};
+use crate::ir::Model;
+use crate::onnx::ValueInfoProto;
 use crate::quant::params::ActParams;
+use crate::quant::plan::Decision;
+use crate::tensorio::HostTensor;
+
+/// How much a remark matters to a reader of the summary.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Level {
+    /// Per-tensor detail (every chosen clip range): in `--print-remarks`
+    /// output and the report's activation section, not in the summary.
+    Detail,
+    /// A decision or change a user should see.
+    Note,
+}
 
 /// A remark about one node or tensor: what a pass decided and why.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -19,55 +42,157 @@ pub struct Remark {
     pub pass: String,
     pub node: String,
     pub message: String,
+    pub level: Level,
 }
 
 /// Fixed input shapes for running a model: `name → dims`.
 pub type InputShapes = BTreeMap<String, Vec<usize>>;
 
-#[derive(Default)]
-pub struct PassContext {
+/// What the caller gives the pipeline. Passes read these; none writes them.
+#[derive(Clone, Default)]
+pub struct Inputs {
     /// Shapes to give the runtime for inputs whose dims are symbolic.
     pub input_shapes: InputShapes,
-    /// Per-node remarks, in the order passes made them.
-    pub remarks: Vec<Remark>,
-    /// Calibration samples for `calibrate`.
+    /// Calibration samples: `calibrate` runs the model on them,
+    /// `profile-hotspots` times the first.
     pub calib_data: Option<DataSet>,
-    /// Threads and progress display for model runs.
+    /// Threads, progress display and what calibration keeps.
     pub calib_options: CalibOptions,
-    /// Graph outputs of the first `calib_options.keep_outputs` calibration
-    /// samples, from `calibrate`.
-    pub calib_outputs: Vec<Vec<(String, crate::tensorio::HostTensor)>>,
-    /// Statistics from `calibrate` (or loaded with `--stats`).
-    pub stats: Option<Stats>,
-    /// Activation parameters per tensor name, from `fold-calibration`.
-    pub act_params: Option<BTreeMap<String, ActParams>>,
-    /// Per-channel means of weighted ops' inputs (from the statistics), for
-    /// bias correction in `insert-qdq`.
-    pub channel_means: BTreeMap<String, crate::calib::ChannelMeans>,
-    /// When set, only these nodes (by label) may be quantized: the
-    /// fallback and sensitivity machinery narrows quantization with it.
-    pub only_nodes: Option<BTreeSet<String>>,
+    /// Statistics loaded from a file (`--stats`): `calibrate` checks that
+    /// they belong to this model and uses them instead of running it.
+    pub stats: Option<Arc<Stats>>,
     /// Hash of the model as the user gave it (before preparation), which
-    /// statistics files are tied to; `None`: hash the graph `calibrate` sees.
+    /// statistics files are tied to; `None`: hash the graph `calibrate`
+    /// sees.
     pub model_hash: Option<String>,
-    /// Cost-aware selection: the compute ops to quantize (label → why).
-    pub compute_only: Option<BTreeMap<String, String>>,
-    /// What `insert-qdq` decided for each node, for the report.
-    pub decisions: Vec<crate::quant::plan::Decision>,
-    /// Measured hotspots from `profile-hotspots`, for cost-aware passes.
-    pub profile: Option<crate::report::Profile>,
+}
+
+/// The graph interface a pipeline started from: what `restore-interface`
+/// gives back after passes specialised shapes for calibration.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Interface {
+    /// Declared types of the graph inputs and outputs, by name.
+    pub ports: BTreeMap<String, ValueInfoProto>,
+    /// The `value_info` entries the model declared, by value name.
+    pub declared: BTreeMap<String, ValueInfoProto>,
+}
+
+impl Interface {
+    pub fn of(m: &Model) -> Interface {
+        let g = &m.graph;
+        let ports = g
+            .inputs()
+            .iter()
+            .chain(g.outputs())
+            .map(|p| (p.info.name().to_string(), p.info.clone()))
+            .collect();
+        let declared = g
+            .value_info_values()
+            .into_iter()
+            .filter_map(|v| {
+                let info = g.value(v).info.as_ref()?;
+                Some((g.name(v).to_string(), info.1.clone()))
+            })
+            .collect();
+        Interface { ports, declared }
+    }
+}
+
+/// Results passes leave for later passes.
+#[derive(Clone, Default)]
+pub struct Analyses {
+    /// The model's interface before the first pass ran (recorded by the
+    /// pass manager); read by `restore-interface`.
+    pub interface: Option<Interface>,
+    /// Written by `calibrate` (or taken from [`Inputs::stats`]); read by
+    /// `fold-calibration`.
+    pub stats: Option<Arc<Stats>>,
+    /// Graph outputs of the first `calib_options.keep_outputs` calibration
+    /// samples, from `calibrate`: `quantize` validates against them.
+    pub calib_outputs: Vec<Vec<(String, HostTensor)>>,
+    /// Activation parameters per tensor name, from `fold-calibration`;
+    /// read by `insert-qdq`.
+    pub act_params: Option<BTreeMap<String, ActParams>>,
+    /// Per-channel means of weighted ops' inputs, from `fold-calibration`
+    /// (out of the statistics); read by `insert-qdq` for bias correction.
+    pub channel_means: BTreeMap<String, ChannelMeans>,
+    /// Measured hotspots, from `profile-hotspots`; read by
+    /// `select-coverage`.
+    pub profile: Option<crate::analysis::Profile>,
+    /// Compute ops `select-coverage` chose (by label); read by
+    /// `insert-qdq`. `None`: no coverage selection ran.
+    pub coverage: Option<BTreeSet<String>>,
+    /// What `insert-qdq` decided for each candidate node, for the report.
+    pub decisions: Vec<Decision>,
+    /// The activation tensors `insert-qdq` gave a Q/DQ pair (by name in
+    /// the float graph), for the report.
+    pub quantized_tensors: BTreeSet<String>,
+}
+
+#[derive(Default)]
+pub struct PassContext {
+    inputs: Inputs,
+    pub analyses: Analyses,
+    remarks: Vec<Remark>,
 }
 
 impl PassContext {
+    /// A context with no data: enough for every pass that does not run the
+    /// model.
     pub fn new() -> Self {
         Self::default()
     }
 
+    pub fn with_inputs(inputs: Inputs) -> Self {
+        PassContext {
+            inputs,
+            ..Default::default()
+        }
+    }
+
+    /// A context that continues from analyses an earlier pipeline left
+    /// (the quantize driver builds several variants from one calibration).
+    pub fn resume(inputs: Inputs, analyses: Analyses) -> Self {
+        PassContext {
+            inputs,
+            analyses,
+            remarks: Vec::new(),
+        }
+    }
+
+    pub fn inputs(&self) -> &Inputs {
+        &self.inputs
+    }
+
+    pub fn remarks(&self) -> &[Remark] {
+        &self.remarks
+    }
+
+    pub fn take_remarks(&mut self) -> Vec<Remark> {
+        std::mem::take(&mut self.remarks)
+    }
+
+    /// Takes the analyses out, leaving empty ones.
+    pub fn into_parts(self) -> (Inputs, Analyses, Vec<Remark>) {
+        (self.inputs, self.analyses, self.remarks)
+    }
+
+    /// A remark a user should see.
     pub fn remark(&mut self, pass: &str, node: &str, message: impl Into<String>) {
+        self.push_remark(pass, node, message, Level::Note);
+    }
+
+    /// A per-tensor detail (see [`Level::Detail`]).
+    pub fn detail(&mut self, pass: &str, node: &str, message: impl Into<String>) {
+        self.push_remark(pass, node, message, Level::Detail);
+    }
+
+    fn push_remark(&mut self, pass: &str, node: &str, message: impl Into<String>, level: Level) {
         self.remarks.push(Remark {
             pass: pass.into(),
             node: node.into(),
             message: message.into(),
+            level,
         });
     }
 }

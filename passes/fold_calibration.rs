@@ -88,6 +88,12 @@ impl FoldCalibration {
             ))
         })?;
         let symmetric = opts.symmetric.unwrap_or(qtype == QType::S8);
+        // Resolved, so the canonical pipeline spells it out (`symmetric=false`
+        // parses back; an unset option would print as `null`, which does not).
+        let opts = Options {
+            symmetric: Some(symmetric),
+            ..opts
+        };
         let cfg = ActConfig {
             method,
             qtype,
@@ -127,12 +133,15 @@ impl Pass for FoldCalibration {
     }
 
     fn run(&mut self, _m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
-        let stats = cx.stats.as_ref().ok_or_else(|| PassError::Precondition {
+        let stats =
+            cx.analyses.stats.clone().ok_or_else(|| {
+                PassError::Precondition {
             pass: "fold-calibration".into(),
             message:
                 "no calibration statistics: run `calibrate` before this pass (or pass --stats FILE)"
                     .into(),
-        })?;
+        }
+            })?;
         let mut params = BTreeMap::new();
         let mut remarks = Vec::new();
         for (name, h) in &stats.tensors {
@@ -155,10 +164,10 @@ impl Pass for FoldCalibration {
         }
         let means = stats.means.clone();
         for (n, r) in remarks {
-            cx.remark("fold-calibration", &n, r);
+            cx.detail("fold-calibration", &n, r);
         }
-        cx.channel_means = means;
-        cx.act_params = Some(params);
+        cx.analyses.channel_means = means;
+        cx.analyses.act_params = Some(params);
         Ok(Changed::No)
     }
 }

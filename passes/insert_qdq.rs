@@ -29,17 +29,25 @@
 //! * `reduce-range`: 7-bit weights.
 //! * `exclude`: node names or op types (glob `*`) kept in float.
 //! * `op-types`: only quantize these op types.
+//! * `bias-correction` (default true): fold the mean shift weight rounding
+//!   causes back into Conv/Gemm biases (needs calibrated channel means).
+//! * `keep-float`: node labels a fallback search keeps in float; the
+//!   placement of every other node stays as if they were quantized.
+//!
+//! Compute ops chosen by `select-coverage` (an analysis in the context)
+//! restrict the quantized Conv/MatMul/Gemm further.
 //!
 //! # Preconditions
 //! Activation parameters in the context (`fold-calibration` before it);
-//! element types known for the tensors involved (`shape-inference`).
+//! element types known for the tensors involved (`shape-inference`); the
+//! opset the weights need (10, or 13 for per-channel: `upgrade-opset`).
 //!
 //! # Numerics
 //! Changes numbers: activations and weights take quantized values.
 //!
 //! # Errors
-//! No parameters; a tensor the statistics do not cover; an opset that cannot
-//! be upgraded safely for per-channel weights.
+//! No parameters; a tensor the statistics do not cover; an opset below
+//! what the weights need.
 
 use std::collections::BTreeMap;
 
@@ -61,6 +69,11 @@ pub struct Options {
     pub exclude: Vec<String>,
     pub op_types: Vec<String>,
     pub bias_correction: bool,
+    /// Node labels kept in float by a fallback search (or a selection
+    /// file). Unlike `exclude`, the placement around them stays what it
+    /// would be with them quantized, so that one node's effect can be
+    /// measured in isolation.
+    pub keep_float: Vec<String>,
 }
 
 impl Default for Options {
@@ -72,6 +85,7 @@ impl Default for Options {
             exclude: vec![],
             op_types: vec![],
             bias_correction: true,
+            keep_float: vec![],
         }
     }
 }
@@ -130,7 +144,7 @@ impl QWeight {
 /// A Q or DQ node. They carry no name: their values are named after the
 /// tensor they quantize, and a name per node would cost more file bytes than
 /// it tells (a model has hundreds).
-fn node_proto(op: &str, _tensor: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+fn node_proto(op: &str, attrs: Vec<AttributeProto>) -> NodeProto {
     NodeProto {
         op_type: Some(op.into()),
         attribute: attrs,
@@ -182,12 +196,12 @@ impl Pass for InsertQdq {
     }
 
     fn run(&mut self, m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
-        let pass = "insert-qdq";
         let params = cx
+            .analyses
             .act_params
             .clone()
             .ok_or_else(|| PassError::Precondition {
-                pass: pass.into(),
+                pass: PASS.into(),
                 message:
                     "no quantization parameters: run `calibrate,fold-calibration` before this pass"
                         .into(),
@@ -195,39 +209,67 @@ impl Pass for InsertQdq {
         let sel = Selection {
             op_types: self.opts.op_types.clone(),
             exclude: self.opts.exclude.clone(),
-            only: cx.only_nodes.clone(),
-            compute_only: cx.compute_only.clone(),
+            keep_float: self.opts.keep_float.iter().cloned().collect(),
+            coverage: cx.analyses.coverage.clone(),
         };
         let placement = plan(m, &sel, self.opts.per_channel);
-        cx.decisions = placement.decisions.clone();
+        cx.analyses.decisions = placement.decisions.clone();
         if placement.activations.is_empty() && placement.weights.is_empty() {
             return Ok(Changed::No);
         }
-        // Q/DQ need opset 10; per-channel (axis) needs 13.
-        let need = if placement.weights.iter().any(|w| w.axis.is_some()) {
-            13
-        } else {
-            10
-        };
-        let have = m.opset("").unwrap_or(1);
-        if have < need {
-            let ops = crate::quant::opset::upgrade(m, 13).map_err(|why| PassError::Precondition {
-                pass: pass.into(),
-                message: format!(
-                    "the model imports opset {have}; {} needs opset {need}, and upgrading is not safe: {why}. Use --per-tensor (opset ≥ 10) or convert the model to opset 13 first",
-                    if need == 13 { "per-channel quantization" } else { "QuantizeLinear" }
-                ),
-            })?;
-            cx.remark(
-                pass,
-                "<model>",
-                format!("default-domain opset upgraded from {have} to 13 ({ops} nodes rewritten)"),
-            );
-        }
+        check_opset(m, &placement)?;
         self.rewrite(m, cx, &placement, &params)?;
         Ok(Changed::Yes)
     }
 }
+
+/// Q/DQ need opset 10; per-channel (`axis`) needs 13. Upgrading is
+/// `upgrade-opset`'s job, so that the pipeline shows it.
+fn check_opset(m: &Model, p: &Placement) -> Result<(), PassError> {
+    let need = if p.weights.iter().any(|w| w.axis.is_some()) {
+        13
+    } else {
+        10
+    };
+    let have = m.opset("").unwrap_or(1);
+    if have >= need {
+        return Ok(());
+    }
+    Err(PassError::Precondition {
+        pass: PASS.into(),
+        message: format!(
+            "the model imports opset {have}; {} needs opset {need}: run `upgrade-opset{{min={need}}}` before this pass (or use per-tensor weights, which need opset 10)",
+            if need == 13 { "per-channel quantization" } else { "QuantizeLinear" }
+        ),
+    })
+}
+
+const PASS: &str = "insert-qdq";
+
+/// The statistics-derived parameters of every activation the placement
+/// quantizes, looked up before the graph changes.
+fn activation_params(
+    g: &crate::ir::Graph,
+    p: &Placement,
+    params: &BTreeMap<String, ActParams>,
+) -> Result<Vec<(ValueId, ActParams)>, PassError> {
+    let mut act: Vec<(ValueId, ActParams)> = Vec::new();
+    for &v in p.activations.iter().chain(p.tied.keys()) {
+        let src = p.param_source(v);
+        let name = g.name(src).to_string();
+        let ap = params.get(&name).copied().ok_or_else(|| PassError::Precondition {
+            pass: PASS.into(),
+            message: format!("no statistics for tensor '{name}': the statistics do not cover this model; run calibrate on it again"),
+        })?;
+        act.push((v, ap));
+    }
+    act.sort_by_key(|(v, _)| *v);
+    Ok(act)
+}
+
+/// An int32 bias ready to be written: index into `Placement::biases`,
+/// quantized values and their scales.
+type QBias = (usize, Vec<i32>, Vec<f32>);
 
 impl InsertQdq {
     fn rewrite(
@@ -237,27 +279,37 @@ impl InsertQdq {
         p: &Placement,
         params: &BTreeMap<String, ActParams>,
     ) -> Result<(), PassError> {
-        let pass = "insert-qdq";
+        let act = activation_params(&m.graph, p, params)?;
+        let mut weights = self.weight_scales(&m.graph, p)?;
+        let (biases, n_corrected) = self.quantize_biases(&m.graph, cx, p, &act, &mut weights)?;
         let g = &mut m.graph;
-        // Every activation's parameters, looked up before the graph changes.
-        let mut act: Vec<(ValueId, ActParams)> = Vec::new();
-        for &v in p.activations.iter().chain(p.tied.keys()) {
-            let src = p.param_source(v);
-            let name = g.name(src).to_string();
-            let ap = params.get(&name).copied().ok_or_else(|| PassError::Precondition {
-                pass: pass.into(),
-                message: format!("no statistics for tensor '{name}': the statistics do not cover this model; run calibrate on it again"),
-            })?;
-            act.push((v, ap));
-        }
-        act.sort_by_key(|(v, _)| *v);
-        let act_scale = |v: ValueId| -> Option<f32> {
-            act.iter()
-                .find(|(x, _)| *x == v)
-                .map(|(_, a)| a.affine.scale)
-        };
+        let n_act = materialize_activations(g, p, &act);
+        cx.analyses.quantized_tensors = act.iter().map(|(v, _)| g.name(*v).to_string()).collect();
+        self.materialize_weights(g, p, &weights);
+        materialize_biases(g, p, &biases);
+        cx.remark(
+            PASS,
+            "<model>",
+            format!(
+                "{} activations, {} weights and {} biases quantized ({} bias-corrected); {} of {} candidate nodes quantized",
+                n_act,
+                weights.len(),
+                biases.len(),
+                n_corrected,
+                p.decisions.iter().filter(|d| d.quantized).count(),
+                p.decisions.len()
+            ),
+        );
+        Ok(())
+    }
 
-        // Weights, keyed by (value, axis).
+    /// Every weight's float data and its scales (per channel along the
+    /// consumer's output axis, or one), keyed by (value, axis).
+    fn weight_scales(
+        &self,
+        g: &crate::ir::Graph,
+        p: &Placement,
+    ) -> Result<BTreeMap<(ValueId, Option<usize>), QWeight>, PassError> {
         let mut weights: BTreeMap<(ValueId, Option<usize>), QWeight> = BTreeMap::new();
         for w in &p.weights {
             if weights.contains_key(&(w.value, w.axis)) {
@@ -267,7 +319,7 @@ impl InsertQdq {
                 .constant(w.value)
                 .expect("invariant: weights are constants");
             let a = t.to_f32().map_err(|e| PassError::Failed {
-                pass: pass.into(),
+                pass: PASS.into(),
                 message: e.to_string(),
             })?;
             let dims: Vec<usize> = a.shape().to_vec();
@@ -302,9 +354,27 @@ impl InsertQdq {
                 },
             );
         }
+        Ok(weights)
+    }
 
-        // Biases: int32 with s_in · s_w, widening weight scales on overflow.
-        let mut biases: Vec<(usize, Vec<i32>, Vec<f32>)> = Vec::new();
+    /// Biases as int32 with scale `s_in · s_w`, corrected for the mean
+    /// shift weight rounding causes; a weight scale is widened where a bias
+    /// would overflow int32. Returns the biases and how many were
+    /// corrected.
+    fn quantize_biases(
+        &self,
+        g: &crate::ir::Graph,
+        cx: &mut PassContext,
+        p: &Placement,
+        act: &[(ValueId, ActParams)],
+        weights: &mut BTreeMap<(ValueId, Option<usize>), QWeight>,
+    ) -> Result<(Vec<QBias>, usize), PassError> {
+        let act_scale = |v: ValueId| -> Option<f32> {
+            act.iter()
+                .find(|(x, _)| *x == v)
+                .map(|(_, a)| a.affine.scale)
+        };
+        let mut biases: Vec<QBias> = Vec::new();
         let mut n_corrected = 0usize;
         for (i, b) in p.biases.iter().enumerate() {
             let Some(s_in) = act_scale(b.input) else {
@@ -321,10 +391,10 @@ impl InsertQdq {
             let t = g
                 .constant(b.value)
                 .expect("invariant: biases are constants");
-            let bv: Vec<f32> = t
+            let mut bv: Vec<f32> = t
                 .to_f32()
                 .map_err(|e| PassError::Failed {
-                    pass: pass.into(),
+                    pass: PASS.into(),
                     message: e.to_string(),
                 })?
                 .iter()
@@ -334,105 +404,76 @@ impl InsertQdq {
             if channels != 1 && channels != bv.len() {
                 continue; // bias does not line up with the weight's channels: keep float
             }
-            let mut bv = bv;
-            if self.opts.bias_correction {
-                let input = g.name(b.input).to_string();
-                if let Some(means) = cx.channel_means.get(&input) {
-                    let node = g.node(b.node);
-                    if let Some(shift) =
-                        bias_shift(node, qw, &self.wtype, self.opts.reduce_range, &means.mean)
-                    {
-                        // Gemm: y = alpha·A·B + beta·C.
-                        let (alpha, beta) = if node.op_type() == "Gemm" {
-                            (
-                                node.attr_f("alpha").unwrap_or(1.0),
-                                node.attr_f("beta").unwrap_or(1.0),
-                            )
-                        } else {
-                            (1.0, 1.0)
-                        };
-                        if shift.len() == bv.len() && beta != 0.0 {
-                            for (x, d) in bv.iter_mut().zip(&shift) {
-                                *x -= (alpha as f64 * d / beta as f64) as f32;
-                            }
-                            n_corrected += 1;
-                        }
-                    }
-                }
+            if self.opts.bias_correction && self.correct_bias(g, cx, b, qw, &mut bv) {
+                n_corrected += 1;
             }
             let bq = quantize_bias(&bv, s_in, &qw.scales);
             for (c, s) in &bq.widen {
                 qw.scales[*c] = *s;
                 cx.remark(
-                    pass,
+                    PASS,
                     g.name(b.value),
                     format!("weight scale of channel {c} widened to {s} so the int32 bias fits"),
                 );
             }
             biases.push((i, bq.q, bq.scales));
         }
+        Ok((biases, n_corrected))
+    }
 
-        // Materialize activations.
-        let mut n_act = 0;
-        // Scale and zero point initializers per parameter source: a tensor
-        // and the data-movement results tied to it share one pair.
-        let mut params_made: BTreeMap<ValueId, (ValueId, ValueId)> = BTreeMap::new();
-        for (v, ap) in &act {
-            let name = g.name(*v).to_string();
-            let producer = g.producer(*v);
-            let src = p.param_source(*v);
-            let (s, z) = match params_made.get(&src) {
-                Some(&sz) => sz,
-                None => {
-                    let src_name = g.name(src).to_string();
-                    let s = g.add_initializer(scale_tensor(
-                        &format!("{src_name}_scale"),
-                        &[ap.affine.scale],
-                        &[],
-                    ));
-                    let z = g.add_initializer(zp_tensor(
-                        &format!("{src_name}_zp"),
-                        ap.qtype,
-                        &[ap.affine.zero_point],
-                        &[],
-                    ));
-                    params_made.insert(src, (s, z));
-                    (s, z)
-                }
-            };
-            let readers = g.users(*v);
-            let (qn, qo) = g.add_op_after(
-                producer,
-                node_proto("QuantizeLinear", &format!("{name}_QuantizeLinear"), vec![]),
-                &[Some(*v), Some(s), Some(z)],
-                &[&format!("{name}_q")],
-            );
-            let (_, dqo) = g.add_op_after(
-                qn,
-                node_proto(
-                    "DequantizeLinear",
-                    &format!("{name}_DequantizeLinear"),
-                    vec![],
-                ),
-                &[Some(qo[0]), Some(s), Some(z)],
-                &[&format!("{name}_dq")],
-            );
-            for (reader, slot) in readers {
-                if let crate::ir::Slot::Input(i) = slot {
-                    g.set_input(reader, i as usize, Some(dqo[0]));
-                }
-            }
-            n_act += 1;
+    /// Subtracts from `bv` the output shift the rounded weights cause,
+    /// from the calibrated channel means of the op's input. Returns whether
+    /// it could.
+    fn correct_bias(
+        &self,
+        g: &crate::ir::Graph,
+        cx: &PassContext,
+        b: &crate::quant::plan::BiasUse,
+        qw: &QWeight,
+        bv: &mut [f32],
+    ) -> bool {
+        let input = g.name(b.input);
+        let Some(means) = cx.analyses.channel_means.get(input) else {
+            return false;
+        };
+        let node = g.node(b.node);
+        let Some(shift) = bias_shift(node, qw, &self.wtype, self.opts.reduce_range, &means.mean)
+        else {
+            return false;
+        };
+        // Gemm: y = alpha·A·B + beta·C.
+        let (alpha, beta) = if node.op_type() == "Gemm" {
+            (
+                node.attr_f("alpha").unwrap_or(1.0),
+                node.attr_f("beta").unwrap_or(1.0),
+            )
+        } else {
+            (1.0, 1.0)
+        };
+        if shift.len() != bv.len() || beta == 0.0 {
+            return false;
         }
+        for (x, d) in bv.iter_mut().zip(&shift) {
+            *x -= (alpha as f64 * d / beta as f64) as f32;
+        }
+        true
+    }
 
-        // Materialize weights.
+    /// Each weight as an int8 initializer read through DequantizeLinear,
+    /// placed just before its first reader.
+    fn materialize_weights(
+        &self,
+        g: &mut crate::ir::Graph,
+        p: &Placement,
+        weights: &BTreeMap<(ValueId, Option<usize>), QWeight>,
+    ) {
         let mut wout: BTreeMap<(ValueId, Option<usize>), ValueId> = BTreeMap::new();
         let (wlo, whi) = weights
             .values()
             .next()
             .map(|w| w.bounds(self.wtype, self.opts.reduce_range))
             .unwrap_or((0, 0));
-        for (&(v, axis), qw) in &weights {
+        for (&(v, axis), qw) in weights {
             let name = g.name(v).to_string();
             let dims_i: Vec<i64> = qw.dims.iter().map(|&d| d as i64).collect();
             let zps: Vec<i32> = vec![qw.zp; qw.scales.len()];
@@ -461,11 +502,7 @@ impl InsertQdq {
                 .node;
             let (_, o) = g.add_op_before(
                 anchor,
-                node_proto(
-                    "DequantizeLinear",
-                    &format!("{name}_DequantizeLinear"),
-                    attrs,
-                ),
+                node_proto("DequantizeLinear", attrs),
                 &[Some(qv), Some(s), Some(z)],
                 &[&format!("{name}_dq")],
             );
@@ -475,61 +512,100 @@ impl InsertQdq {
             let dq = wout[&(w.value, w.axis)];
             g.set_input(w.node, w.slot, Some(dq));
         }
+    }
+}
 
-        // Materialize biases.
-        for (i, q, scales) in &biases {
-            let b = &p.biases[*i];
-            let name = g.name(b.value).to_string();
-            let n = q.len() as i64;
-            let qv = g.add_initializer(Tensor::from_i32(&format!("{name}_q"), &[n], q));
-            // Per-axis scales only where the channels' scales differ (per-channel
-            // weights, which upgrade the model to opset 13): `axis` on
-            // DequantizeLinear exists from opset 13, and a per-tensor model
-            // keeps its opset (10 or 11), where the scale must be a scalar.
-            let per_channel = scales.iter().any(|s| *s != scales[0]);
-            let pdims: Vec<i64> = if per_channel { vec![n] } else { vec![] };
-            let sv: Vec<f32> = if per_channel {
-                scales.clone()
-            } else {
-                vec![scales[0]]
-            };
-            let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &sv, &pdims));
-            let z = g.add_initializer(Tensor::from_i32(
-                &format!("{name}_zp"),
-                &pdims,
-                &vec![0; sv.len()],
-            ));
-            let attrs = if per_channel {
-                vec![int_attr("axis", 0)]
-            } else {
-                vec![]
-            };
-            let (_, o) = g.add_op_before(
-                b.node,
-                node_proto(
-                    "DequantizeLinear",
-                    &format!("{name}_DequantizeLinear"),
-                    attrs,
-                ),
-                &[Some(qv), Some(s), Some(z)],
-                &[&format!("{name}_dq")],
-            );
-            g.set_input(b.node, b.slot, Some(o[0]));
-        }
-        cx.remark(
-            pass,
-            "<model>",
-            format!(
-                "{} activations, {} weights and {} biases quantized ({} bias-corrected); {} of {} candidate nodes quantized",
-                n_act,
-                weights.len(),
-                biases.len(),
-                n_corrected,
-                p.decisions.iter().filter(|d| d.quantized).count(),
-                p.decisions.len()
-            ),
+/// `x_q = QuantizeLinear(x)`, `x_dq = DequantizeLinear(x_q)` after each
+/// quantized activation, every reader moved to `x_dq`. A tensor and the
+/// data-movement results tied to it share one scale/zero-point pair.
+/// Returns how many pairs were made.
+fn materialize_activations(
+    g: &mut crate::ir::Graph,
+    p: &Placement,
+    act: &[(ValueId, ActParams)],
+) -> usize {
+    let mut params_made: BTreeMap<ValueId, (ValueId, ValueId)> = BTreeMap::new();
+    for (v, ap) in act {
+        let name = g.name(*v).to_string();
+        let producer = g.producer(*v);
+        let src = p.param_source(*v);
+        let (s, z) = match params_made.get(&src) {
+            Some(&sz) => sz,
+            None => {
+                let src_name = g.name(src).to_string();
+                let s = g.add_initializer(scale_tensor(
+                    &format!("{src_name}_scale"),
+                    &[ap.affine.scale],
+                    &[],
+                ));
+                let z = g.add_initializer(zp_tensor(
+                    &format!("{src_name}_zp"),
+                    ap.qtype,
+                    &[ap.affine.zero_point],
+                    &[],
+                ));
+                params_made.insert(src, (s, z));
+                (s, z)
+            }
+        };
+        let readers = g.users(*v);
+        let (qn, qo) = g.add_op_after(
+            producer,
+            node_proto("QuantizeLinear", vec![]),
+            &[Some(*v), Some(s), Some(z)],
+            &[&format!("{name}_q")],
         );
-        Ok(())
+        let (_, dqo) = g.add_op_after(
+            qn,
+            node_proto("DequantizeLinear", vec![]),
+            &[Some(qo[0]), Some(s), Some(z)],
+            &[&format!("{name}_dq")],
+        );
+        for (reader, slot) in readers {
+            if let crate::ir::Slot::Input(i) = slot {
+                g.set_input(reader, i as usize, Some(dqo[0]));
+            }
+        }
+    }
+    act.len()
+}
+
+/// Each bias as an int32 initializer read through DequantizeLinear.
+fn materialize_biases(g: &mut crate::ir::Graph, p: &Placement, biases: &[QBias]) {
+    for (i, q, scales) in biases {
+        let b = &p.biases[*i];
+        let name = g.name(b.value).to_string();
+        let n = q.len() as i64;
+        let qv = g.add_initializer(Tensor::from_i32(&format!("{name}_q"), &[n], q));
+        // Per-axis scales only where the channels' scales differ (per-channel
+        // weights, which need opset 13): `axis` on DequantizeLinear exists
+        // from opset 13, and a per-tensor model keeps its opset (10 or 11),
+        // where the scale must be a scalar.
+        let per_channel = scales.iter().any(|s| *s != scales[0]);
+        let pdims: Vec<i64> = if per_channel { vec![n] } else { vec![] };
+        let sv: Vec<f32> = if per_channel {
+            scales.clone()
+        } else {
+            vec![scales[0]]
+        };
+        let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &sv, &pdims));
+        let z = g.add_initializer(Tensor::from_i32(
+            &format!("{name}_zp"),
+            &pdims,
+            &vec![0; sv.len()],
+        ));
+        let attrs = if per_channel {
+            vec![int_attr("axis", 0)]
+        } else {
+            vec![]
+        };
+        let (_, o) = g.add_op_before(
+            b.node,
+            node_proto("DequantizeLinear", attrs),
+            &[Some(qv), Some(s), Some(z)],
+            &[&format!("{name}_dq")],
+        );
+        g.set_input(b.node, b.slot, Some(o[0]));
     }
 }
 

@@ -1,12 +1,12 @@
 //! `profile-hotspots`: times the model in tract node by node and leaves a
-//! hotspot [`Profile`](crate::report::Profile) in the pass context.
+//! hotspot [`Profile`](crate::analysis::Profile) in the pass context.
 //!
 //! # What
 //! Loads the model into tract (optimised plan, as it would really run) at
 //! the shapes of one input sample, runs it once to warm up and `runs`
 //! times measured, and joins the per-plan-node medians, mapped back to ONNX
 //! nodes and fused groups (`Conv_3 + Relu_4`), with the static cost model
-//! (MACs, bytes, parameters; see `report::cost`). The result goes into
+//! (MACs, bytes, parameters; see `analysis::cost`). The result goes into
 //! `cx.profile` for cost-aware passes; `onnxq profile` prints it.
 //!
 //! # Example
@@ -97,22 +97,22 @@ impl Pass for ProfileHotspots {
         };
         let specs = input_specs(m);
         let random;
-        let data = match &cx.calib_data {
+        let data = match &cx.inputs().calib_data {
             Some(d) if !d.is_empty() => d,
             _ => {
                 random = DataSet::random(1, RANDOM_SEED);
                 &random
             }
         };
-        let sample =
-            data.load(0, &specs, &cx.input_shapes)
-                .map_err(|e| PassError::Precondition {
-                    pass: NAME.into(),
-                    message: e.to_string(),
-                })?;
-        let profile = crate::report::profile::measure(m, &sample, self.opts.runs)
+        let sample = data
+            .load(0, &specs, &cx.inputs().input_shapes)
+            .map_err(|e| PassError::Precondition {
+                pass: NAME.into(),
+                message: e.to_string(),
+            })?;
+        let profile = crate::analysis::profile::measure(m, &sample, self.opts.runs)
             .map_err(|e| failed(e.to_string()))?;
-        cx.profile = Some(profile);
+        cx.analyses.profile = Some(profile);
         Ok(Changed::No)
     }
 }

@@ -142,7 +142,7 @@ fn applicable_shapes(
 ) -> Result<BTreeMap<String, Vec<usize>>, PassError> {
     let g = &m.graph;
     let mut out = BTreeMap::new();
-    for (name, shape) in &cx.input_shapes {
+    for (name, shape) in &cx.inputs().input_shapes {
         let port = g
             .inputs()
             .iter()

@@ -28,6 +28,7 @@
 //! Determinism is a design rule: node order, new names and every output
 //! path are independent of hash-map order, thread count and file order.
 
+pub mod analysis;
 pub mod calib;
 pub mod cli;
 pub mod error;

@@ -27,6 +27,7 @@ use onnxq::calib::data::DataSet;
 use onnxq::calib::hist::FloatHist;
 use onnxq::calib::{CalibOptions, Stats};
 use onnxq::ir::text;
+use onnxq::passes::context::{InputShapes, Inputs};
 use onnxq::passes::{Changed, PassContext, PassManager, Pipeline};
 
 fn header<'a>(src: &'a str, key: &str) -> Vec<&'a str> {
@@ -45,7 +46,6 @@ fn run_case(path: &Path) -> String {
         "{}: a case needs exactly one '# RUN:' line",
         path.display()
     );
-    let mut cx = PassContext::new();
     let mut shapes = BTreeMap::new();
     for spec in header(&src, "# INPUT-SHAPE:") {
         let (name, dims) = spec.split_once('=').expect("INPUT-SHAPE is name=d,d,…");
@@ -55,13 +55,11 @@ fn run_case(path: &Path) -> String {
             .collect();
         shapes.insert(name.trim().to_string(), dims);
     }
-    cx.input_shapes = shapes;
-
     let mut m = match text::parse_model(&src) {
         Ok(m) => m,
         Err(e) => return format!("parse error: {e}\n"),
     };
-    seed_calibration(&src, &m, &mut cx);
+    let mut cx = seed_calibration(&src, &m, shapes);
     let before = text::print_model(&m);
     let pipeline = match Pipeline::parse(run[0]) {
         Ok(p) => p,
@@ -87,7 +85,7 @@ fn run_case(path: &Path) -> String {
             return out;
         }
     }
-    for r in &cx.remarks {
+    for r in cx.remarks() {
         out.push_str(&format!("remark: {}: {}: {}\n", r.pass, r.node, r.message));
     }
     out.push_str("---\n");
@@ -99,7 +97,11 @@ fn run_case(path: &Path) -> String {
 /// histogram that observed exactly `min` and `max` (so `minmax` ranges are
 /// exactly them), tied to the parsed model's hash; `# CALIB-RANDOM: N` gives
 /// `calibrate` N seeded random samples to run the model on.
-fn seed_calibration(src: &str, m: &onnxq::ir::Model, cx: &mut PassContext) {
+fn seed_calibration(src: &str, m: &onnxq::ir::Model, input_shapes: InputShapes) -> PassContext {
+    let mut inputs = Inputs {
+        input_shapes,
+        ..Default::default()
+    };
     let mut tensors = BTreeMap::new();
     for spec in header(src, "# CALIB:") {
         let (name, range) = spec.split_once('=').expect("CALIB is name=min,max");
@@ -111,25 +113,27 @@ fn seed_calibration(src: &str, m: &onnxq::ir::Model, cx: &mut PassContext) {
         ]);
         tensors.insert(name.trim().to_string(), h);
     }
-    if !tensors.is_empty() {
-        cx.stats = Some(Stats {
-            model_hash: onnxq::calib::model_hash(m),
-            data_hash: "# CALIB header".into(),
-            samples: 1,
-            input_shapes: cx.input_shapes.clone(),
-            tensors,
-            means: Default::default(),
-        });
-    }
+    let stats = (!tensors.is_empty()).then(|| Stats {
+        model_hash: onnxq::calib::model_hash(m),
+        data_hash: "# CALIB header".into(),
+        samples: 1,
+        input_shapes: inputs.input_shapes.clone(),
+        tensors,
+        means: Default::default(),
+    });
     if let Some(n) = header(src, "# CALIB-RANDOM:").first() {
         let n = n.parse().expect("CALIB-RANDOM is a sample count");
-        cx.calib_data = Some(DataSet::random(n, 1));
-        cx.calib_options = CalibOptions {
+        inputs.calib_data = Some(DataSet::random(n, 1));
+        inputs.calib_options = CalibOptions {
             threads: 1,
             progress: false,
             ..CalibOptions::default()
         };
     }
+    let mut cx = PassContext::with_inputs(inputs);
+    // As if `calibrate` had run: passes after it see these statistics.
+    cx.analyses.stats = stats.map(std::sync::Arc::new);
+    cx
 }
 
 #[test]

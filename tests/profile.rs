@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
+use onnxq::analysis::{model_costs, Profile};
 use onnxq::ir::text::parse_model;
 use onnxq::ir::Model;
 use onnxq::passes::{PassContext, PassManager, Pipeline};
-use onnxq::report::{model_costs, Profile};
 use onnxq::runtime::{FusedGroup, NodeTime, NodeTimes};
 
 /// Conv+Relu, Flatten, MatMul+Add with a symbolic batch.
@@ -64,8 +64,10 @@ fn model(text: &str) -> Model {
 
 fn profiled(runs: usize) -> (Model, PassContext) {
     let mut m = model(MLP);
-    let mut cx = PassContext::new();
-    cx.input_shapes.insert("X".into(), vec![2, 3, 16, 16]);
+    let mut cx = PassContext::with_inputs(onnxq::passes::context::Inputs {
+        input_shapes: [("X".to_string(), vec![2, 3, 16, 16])].into(),
+        ..Default::default()
+    });
     let p = Pipeline::parse(&format!("shape-inference,profile-hotspots{{runs={runs}}}")).unwrap();
     PassManager::new(p).run(&mut m, &mut cx).unwrap();
     (m, cx)
@@ -224,7 +226,10 @@ fn table_lists_rows_in_order_then_totals() {
 #[test]
 fn profile_pass_on_a_real_run() {
     let (_, cx) = profiled(2);
-    let p = cx.profile.expect("profile-hotspots fills the context");
+    let p = cx
+        .analyses
+        .profile
+        .expect("profile-hotspots fills the context");
     assert_eq!(p.runs, 2);
     // Shape inference ran at batch 2, so every MAC count is known.
     let macs: Vec<(&str, Option<u64>)> = p

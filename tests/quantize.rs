@@ -273,7 +273,7 @@ fn default_quantization_shrinks_and_keeps_answers() {
     let logits = g.name(g.node(softmax).input(0).unwrap()).to_string();
     let rf = RunnerCache::new(&float, vec![logits.clone()]);
     let rq = RunnerCache::new(&q, vec![logits.clone()]);
-    let mut logit_sqnr = |set: &str, n: usize| {
+    let logit_sqnr = |set: &str, n: usize| {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for i in 0..n {
             let file = testdata(&format!("ppocr_cls/{set}/sample_{i:04}.npz"));

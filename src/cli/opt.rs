@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::args::{check_output, load, parse_input_shapes, save, WriteArgs};
+use super::args::{check_output, load, quantize_options, save, CalibArgs, WriteArgs};
 use super::{CliResult, Failure};
 use crate::passes::{self, PassContext, PassManager, Pipeline, PrintSel};
 
@@ -31,17 +31,38 @@ pub struct OptArgs {
     /// Skip verifying the IR after each pass.
     #[arg(long)]
     pub no_verify: bool,
-    /// Fix an input's shape for passes that run the model: NAME=D0,D1,...
-    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
-    pub input_shapes: Vec<String>,
+    /// Data and run settings for passes that run the model (calibrate,
+    /// profile-hotspots, shape-inference), taken as `quantize` takes them.
+    #[command(flatten)]
+    pub calib: CalibArgs,
+    /// Statistics for `calibrate` instead of running it (from `onnxq
+    /// calibrate` or `quantize --save-stats`).
+    #[arg(long, value_name = "FILE")]
+    pub stats: Option<PathBuf>,
+    /// Keep the nodes of a selection file (`quantize --save-selection`) in
+    /// float: added to every insert-qdq's keep-float.
+    #[arg(long, value_name = "FILE")]
+    pub selection: Option<PathBuf>,
 }
 
 pub fn cmd_opt(a: &OptArgs) -> CliResult {
     check_output(&a.model, &a.write)?;
-    let pipeline = Pipeline::parse(&a.pipeline).map_err(Failure::bad_input)?;
+    let mut items = passes::parse_pipeline(&a.pipeline).map_err(Failure::bad_input)?;
+    if let Some(path) = &a.selection {
+        let sel = crate::quantize::selection::Selection::load(path).map_err(Failure::bad_input)?;
+        add_keep_float(&mut items, &sel.keep_float);
+    }
+    let pipeline = Pipeline::from_items(items).map_err(Failure::bad_input)?;
     let mut model = load(&a.model)?;
-    let mut cx = PassContext::new();
-    cx.input_shapes = parse_input_shapes(&a.input_shapes)?;
+    let mut d = quantize_options(&a.calib)?.data_options();
+    d.stats = a.stats.clone();
+    let keep = crate::quantize::inputs::Keep {
+        histograms: true,
+        ..Default::default()
+    };
+    let inputs =
+        crate::quantize::inputs::pass_inputs(&model, &d, keep).map_err(Failure::bad_input)?;
+    let mut cx = PassContext::with_inputs(inputs);
     let mut pm = PassManager::new(pipeline);
     pm.verify_each = !a.no_verify;
     pm.print_before = PrintSel::parse(a.print_ir_before.as_deref());
@@ -49,7 +70,11 @@ pub fn cmd_opt(a: &OptArgs) -> CliResult {
     pm.bisect_limit = a.bisect_limit;
     let before = model.graph.ops().len();
     let runs = pm.run(&mut model, &mut cx).map_err(Failure::bad_input)?;
-    for r in &cx.remarks {
+    for r in cx
+        .remarks()
+        .iter()
+        .filter(|r| r.level == passes::context::Level::Note)
+    {
         eprintln!("remark: {}: {}: {}", r.pass, r.node, r.message);
     }
     if a.time_passes {
@@ -73,4 +98,17 @@ pub fn cmd_opt(a: &OptArgs) -> CliResult {
         );
     }
     Ok(())
+}
+
+/// Adds a selection file's labels to every `insert-qdq`'s `keep-float`.
+fn add_keep_float(items: &mut [passes::PipelineItem], labels: &[String]) {
+    for item in items.iter_mut().filter(|i| i.name == "insert-qdq") {
+        let list = item
+            .options
+            .entry("keep-float".into())
+            .or_insert_with(|| serde_json::Value::Array(vec![]));
+        if let serde_json::Value::Array(v) = list {
+            v.extend(labels.iter().cloned().map(serde_json::Value::String));
+        }
+    }
 }

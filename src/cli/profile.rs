@@ -36,24 +36,22 @@ pub fn cmd_profile(a: &ProfileArgs) -> CliResult {
         return Err(Failure::bad_input("--runs must be at least 1"));
     }
     let mut m = load(&a.model)?;
-    let mut cx = PassContext::new();
-    cx.input_shapes = parse_input_shapes(&a.input_shapes)?;
+    let mut shapes = parse_input_shapes(&a.input_shapes)?;
     let data = match &a.data {
         Some(dir) => DataSet::open(dir, Some(1)).map_err(Failure::bad_input)?,
         None => DataSet::random(1, RANDOM_SEED),
     };
     // Fixed shapes from the sample, so shape inference sees every dim.
     let specs = crate::calib::data::input_specs(&m);
-    for (name, t) in data
-        .load(0, &specs, &cx.input_shapes)
-        .map_err(Failure::bad_input)?
-    {
-        cx.input_shapes
-            .entry(name)
-            .or_insert_with(|| t.shape().to_vec());
+    for (name, t) in data.load(0, &specs, &shapes).map_err(Failure::bad_input)? {
+        shapes.entry(name).or_insert_with(|| t.shape().to_vec());
     }
     let source = data.root.clone();
-    cx.calib_data = Some(data);
+    let mut cx = PassContext::with_inputs(crate::passes::context::Inputs {
+        input_shapes: shapes,
+        calib_data: Some(data),
+        ..Default::default()
+    });
     let pipeline = Pipeline::parse(&format!(
         "shape-inference,profile-hotspots{{runs={}}}",
         a.runs
@@ -62,10 +60,11 @@ pub fn cmd_profile(a: &ProfileArgs) -> CliResult {
     PassManager::new(pipeline)
         .run(&mut m, &mut cx)
         .map_err(Failure::bad_input)?;
-    for r in &cx.remarks {
+    for r in cx.remarks() {
         eprintln!("remark: {}: {}: {}", r.pass, r.node, r.message);
     }
     let p = cx
+        .analyses
         .profile
         .as_ref()
         .expect("invariant: profile-hotspots sets the profile");
@@ -75,7 +74,7 @@ pub fn cmd_profile(a: &ProfileArgs) -> CliResult {
             model: String,
             data: String,
             #[serde(flatten)]
-            profile: &'a crate::report::Profile,
+            profile: &'a crate::analysis::Profile,
         }
         let out = Out {
             model: a.model.display().to_string(),

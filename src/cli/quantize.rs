@@ -73,6 +73,18 @@ pub struct QuantizeArgs {
     /// Automatic fallback on mean cosine similarity (e.g. 0.995).
     #[arg(long, value_name = "C")]
     pub target_cosine: Option<f64>,
+    /// Keep the nodes of a selection file (written by --save-selection) in
+    /// float instead of searching.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["target_sqnr", "target_cosine"])]
+    pub selection: Option<PathBuf>,
+    /// Save the nodes the automatic fallback kept in float to FILE, for
+    /// --selection.
+    #[arg(long, value_name = "FILE")]
+    pub save_selection: Option<PathBuf>,
+    /// Print the pipeline that produced the file (replayable with
+    /// `onnxq opt MODEL --calib DIR -p PIPELINE`) on stdout.
+    #[arg(long)]
+    pub print_pipeline: bool,
 }
 
 pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
@@ -81,6 +93,12 @@ pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
     let report = crate::quantize::quantize_file(&a.model, &a.write.output, &o)
         .map_err(Failure::bad_input)?;
     eprint!("{}", report.summary());
+    if a.print_pipeline {
+        println!("{}", report.pipeline);
+    }
+    if let Some(path) = &a.save_selection {
+        save_selection(path, &report, &o)?;
+    }
     if let Some(p) = &a.report {
         write_report(p, &report)?;
     }
@@ -117,6 +135,11 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
     }
     o.reduce_range = a.reduce_range;
     o.exclude = a.exclude.clone();
+    if let Some(path) = &a.selection {
+        o.keep_float = crate::quantize::selection::Selection::load(path)
+            .map_err(Failure::bad_input)?
+            .keep_float;
+    }
     o.op_types = a.op_types.clone();
     o.val = a.val.clone();
     if let Some(n) = a.val_samples {
@@ -145,4 +168,25 @@ fn write_report(p: &Path, report: &QuantizeReport) -> CliResult {
     export::write_atomic(p, &json)
         .map_err(|e| Failure::bad_input(format!("{}: cannot write ({e})", p.display())))?;
     Ok(())
+}
+
+/// Writes what the fallback kept in float (or the selection given) as a
+/// selection file.
+fn save_selection(
+    path: &std::path::Path,
+    report: &crate::quantize::QuantizeReport,
+    o: &crate::quantize::QuantizeOptions,
+) -> CliResult {
+    use crate::quantize::selection::Selection;
+    let sel = match &report.fallback {
+        Some(fb) => Selection::new(
+            fb.excluded.clone(),
+            format!(
+                "kept in float by the automatic fallback to meet {}",
+                fb.target.describe()
+            ),
+        ),
+        None => Selection::new(o.keep_float.clone(), String::new()),
+    };
+    sel.save(path).map_err(Failure::bad_input)
 }

@@ -8,7 +8,6 @@ use clap::Args;
 
 use super::args::load;
 use super::{CliResult, Failure};
-use crate::passes::PassContext;
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
@@ -57,16 +56,14 @@ pub fn cmd_validate(a: &ValidateArgs) -> CliResult {
         // Isolated variants are built on the float model as onnxq prepares
         // it for quantization (Constants folded, BatchNorm fused), which is
         // what the quantized model's nodes correspond to.
-        let mut prepared = orig.clone();
-        let mut cx = PassContext::new();
         let specs = crate::calib::data::input_specs(&orig);
-        for (name, t) in data
+        let shapes: BTreeMap<String, Vec<usize>> = data
             .load(0, &specs, &BTreeMap::new())
             .map_err(Failure::bad_input)?
-        {
-            cx.input_shapes.insert(name, t.shape().to_vec());
-        }
-        crate::quantize::prepare(&mut prepared, &mut cx).map_err(Failure::bad_input)?;
+            .into_iter()
+            .map(|(name, t)| (name, t.shape().to_vec()))
+            .collect();
+        let prepared = crate::quantize::prepare(&orig, &shapes).map_err(Failure::bad_input)?;
         Some(
             crate::sensitivity::per_layer(
                 &prepared,

@@ -4,7 +4,6 @@
 //! Conventions follow ONNX `QuantizeLinear`: `q = saturate(round(x / s) + zp)`
 //! with round-half-to-even, and `x ≈ (q - zp) · s`.
 
-pub mod opset;
 pub mod params;
 pub mod plan;
 pub mod range;

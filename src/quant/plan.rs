@@ -76,12 +76,13 @@ pub struct Selection {
     /// Node names or op types to keep in float; `*` matches any run of
     /// characters.
     pub exclude: Vec<String>,
-    /// If set, only these nodes (by label) may be quantized: used by
-    /// sensitivity analysis and automatic fallback.
-    pub only: Option<BTreeSet<String>>,
+    /// Nodes (by label) kept in float by sensitivity analysis or automatic
+    /// fallback, decided last so the placement of the others does not move.
+    pub keep_float: BTreeSet<String>,
     /// If set, only these compute ops (by label) are quantized, with the
-    /// elementwise ops that feed them: cost-aware selection (`--coverage`).
-    pub compute_only: Option<BTreeMap<String, String>>,
+    /// elementwise ops that feed them: cost-aware selection
+    /// (`select-coverage`).
+    pub coverage: Option<BTreeSet<String>>,
 }
 
 /// How a constant input of a quantized node is stored.
@@ -208,10 +209,7 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
                 && COMPUTE_OPS.contains(&op)
                 && allowed(op)
                 && !excluded(&label, op)
-                && sel
-                    .compute_only
-                    .as_ref()
-                    .is_none_or(|c| c.contains_key(&label))
+                && sel.coverage.as_ref().is_none_or(|c| c.contains(&label))
         })
         .collect();
     let (feeding, reaches) = feeds_compute(g, &compute, &|n| {
@@ -265,8 +263,8 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
                 .push(decide(false, &format!("excluded by '{pat}'")));
             continue;
         }
-        if let Some(c) = &sel.compute_only {
-            if COMPUTE_OPS.contains(&op.as_str()) && !c.contains_key(&label) {
+        if let Some(c) = &sel.coverage {
+            if COMPUTE_OPS.contains(&op.as_str()) && !c.contains(&label) {
                 p.decisions.push(decide(false, "left in float by --coverage: too little of the measured time to pay for its Q/DQ pairs"));
                 continue;
             }
@@ -307,12 +305,10 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
         }
         // Last, so that nodes that could never be quantized keep their own
         // reason.
-        if let Some(only) = &sel.only {
-            if !only.contains(&label) {
-                p.decisions
-                    .push(decide(false, "kept in float by the fallback selection"));
-                continue;
-            }
+        if sel.keep_float.contains(&label) {
+            p.decisions
+                .push(decide(false, "kept in float by the fallback selection"));
+            continue;
         }
         quantized_nodes.insert(n);
         if embedding {

@@ -1,14 +1,8 @@
-//! Reports about a model rather than transformations of it.
-//!
-//! * [`cost`] is the static cost model: per ONNX node, multiply-accumulates,
-//!   bytes moved and parameters, computed from shapes alone.
-//! * [`profile`] joins measured per-node times ([`crate::runtime::Runner::profile`])
-//!   with those costs into a hotspot table, the [`Profile`] that
-//!   `profile-hotspots` leaves in the pass context for cost-aware passes.
+//! What `onnxq quantize` tells its user: the report's data model
+//! ([`quantize`]: the JSON a build pipeline reads and the terminal summary)
+//! and its HTML rendering ([`html`]).
 
-pub mod cost;
-pub mod profile;
-
-pub use cost::{model_costs, node_cost, NodeCost};
-pub use profile::{OpShare, Profile, ProfileNode, ProfileRow};
 pub mod html;
+pub mod quantize;
+
+pub use quantize::{ActivationSummary, Fallback, QuantizeReport, Target, Timings};

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use super::fmt::{esc, num, pct, sci, shell_quote};
 use super::svg::{svg_bar_chart, svg_column_chart, Bar, Column, Scale};
-use crate::quantize::{Fallback, QuantizeReport};
+use crate::report::quantize::{Fallback, QuantizeReport};
 use crate::validate::{Validation, IDENTICAL_DB};
 
 /// Isolated-sensitivity bars shown before the rest fold into `<details>`.

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use super::fmt::{esc, num};
 use super::svg::svg_histogram;
 use crate::quant::QType;
-use crate::quantize::ActivationSummary;
+use crate::report::quantize::ActivationSummary;
 
 /// The "Activation ranges" section: a grid of [`activation_card`]s.
 pub(super) fn activations(acts: &[ActivationSummary]) -> String {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::fmt::esc;
-use crate::quantize::QuantizeReport;
+use crate::report::quantize::QuantizeReport;
 
 /// The "Node decisions" section.
 pub(super) fn decisions(r: &QuantizeReport) -> String {

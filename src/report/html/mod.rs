@@ -39,7 +39,7 @@
 
 use std::fmt::Write;
 
-use crate::quantize::QuantizeReport;
+use crate::report::quantize::QuantizeReport;
 
 /// `write!` into a `String`, which cannot fail.
 macro_rules! put {

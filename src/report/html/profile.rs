@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::fmt::{esc, finite, human_count, num, pct, shape};
 use super::svg::{svg_bar_chart, Bar, Scale};
-use crate::report::profile::Profile;
+use crate::analysis::profile::Profile;
 
 /// Hotspot rows shown in the table; the rest are summed in a footer line.
 const HOTSPOT_ROWS: usize = 30;

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use super::fmt::{esc, file_name, human_bytes, num};
 use super::svg::{svg_bar_chart, Bar, Scale};
 use crate::passes::context::Remark;
-use crate::quantize::QuantizeReport;
+use crate::report::quantize::QuantizeReport;
 use crate::validate::Validation;
 
 /// Remarks shown before the rest fold into `<details>`.

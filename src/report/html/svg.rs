@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::fmt::{esc, finite, num, truncate};
-use crate::quantize::ActivationSummary;
+use crate::report::quantize::ActivationSummary;
 
 /// One horizontal bar of [`svg_bar_chart`].
 pub(super) struct Bar {

@@ -1,14 +1,43 @@
-//! Safe upgrade of the default-domain opset (to 13, for per-channel
-//! DequantizeLinear).
+//! `upgrade-opset`: raises the default-domain opset to 13 where that is
+//! known to be safe.
 //!
-//! Only upgrades whose meaning is known are made: every op of the default
-//! domain must either keep its semantics from the model's opset up to the
-//! target, or be one of the few that change form in a way rewritten here
-//! (attributes that became inputs; Softmax's axis semantics, accepted when
-//! the axis is the last one, where old and new definitions agree). Anything
-//! else refuses the upgrade with the op named, rather than risk a silently
-//! different model.
+//! # What
+//! Per-channel DequantizeLinear (its `axis`) exists from opset 13, and
+//! QuantizeLinear from 10. When the model imports an older default-domain
+//! opset than `min`, this pass rewrites it to opset 13, the one target
+//! onnxq knows how to reach. Only upgrades whose meaning is known are made:
+//! every op of the default domain must either keep its semantics from the
+//! model's opset up to 13, or be one of the few that change form in a way
+//! rewritten here (attributes that became inputs; Softmax's axis
+//! semantics, accepted when the axis is the last one, where old and new
+//! definitions agree). Anything else refuses the upgrade with the op named,
+//! rather than risk a silently different model.
+//!
+//! # Example
+//! ```text
+//! before:  <opset_import: ["" : 11]>  Y = Squeeze <axes: ints = [0]> (X)
+//! after:   <opset_import: ["" : 13]>  Y = Squeeze (X, Squeeze_axes)
+//!          <int64[1] Squeeze_axes = {0}>
+//! ```
+//!
+//! # Options
+//! `min` (default 13): upgrade only when the model's opset is below this
+//! (10 for per-tensor QuantizeLinear, 13 for per-channel weights).
+//!
+//! # Preconditions
+//! Ranks of Softmax inputs known (`shape-inference`) when the model has
+//! Softmax below opset 13.
+//!
+//! # Numerics
+//! Exact: only the spelling of ops changes.
+//!
+//! # Errors
+//! An op whose semantics change between the model's opset and 13 in a way
+//! not rewritten here (named in the message), or an opset older than 7.
 
+use serde::{Deserialize, Serialize};
+
+use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::{Model, NodeId, Tensor};
 use crate::onnx::{AttributeProto, NodeProto};
 
@@ -178,6 +207,76 @@ const ATTR_TO_INPUT: &[(&str, &str, i64)] = &[
     ("ReduceSum", "axes", 13),
 ];
 
+/// The one opset onnxq upgrades to.
+pub const TARGET: i64 = 13;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Options {
+    pub min: i64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { min: TARGET }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct UpgradeOpset {
+    opts: Options,
+}
+
+impl UpgradeOpset {
+    pub fn from_options(o: serde_json::Value) -> Result<Self, PassError> {
+        let opts: Options = super::parse_options(NAME, o)?;
+        if !(1..=TARGET).contains(&opts.min) {
+            return Err(PassError::Options {
+                pass: NAME.into(),
+                message: format!(
+                    "min={}: expected an opset between 1 and {TARGET} (onnxq upgrades to {TARGET})",
+                    opts.min
+                ),
+            });
+        }
+        Ok(UpgradeOpset { opts })
+    }
+}
+
+const NAME: &str = "upgrade-opset";
+
+impl Pass for UpgradeOpset {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn options(&self) -> serde_json::Value {
+        super::options_json(&self.opts)
+    }
+
+    fn run(&mut self, m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
+        let have = m.opset("").unwrap_or(1);
+        if have >= self.opts.min {
+            return Ok(Changed::No);
+        }
+        let ops = upgrade(m, TARGET).map_err(|why| PassError::Precondition {
+            pass: NAME.into(),
+            message: format!(
+                "the model imports opset {have} and quantization needs opset {}; upgrading is not safe: {why}. Use per-tensor weights (opset 10 suffices) or convert the model to opset {TARGET} first",
+                self.opts.min
+            ),
+        })?;
+        cx.remark(
+            NAME,
+            "<model>",
+            format!(
+                "default-domain opset upgraded from {have} to {TARGET} ({ops} nodes rewritten)"
+            ),
+        );
+        Ok(Changed::Yes)
+    }
+}
+
 /// Upgrades the default-domain opset to `target` (13). Returns how many
 /// nodes were rewritten, or why the upgrade is not safe.
 pub fn upgrade(m: &mut Model, target: i64) -> Result<usize, String> {
@@ -300,11 +399,15 @@ fn rewrite_node(m: &mut Model, n: NodeId) {
                 .expect("invariant: listed");
             let a = take_attr(g.node_mut(n).op_mut().expect("invariant: op node"), attr);
             if let Some(a) = a {
-                let name = format!(
-                    "{}_{attr}",
-                    crate::onnx::import::node_label(g.node(n).name(), &op)
-                        .replace(['<', '>', ' '], "")
-                );
+                // Named after the node ("unnamedSqueeze" when it has no
+                // name), made unique by `add_initializer`.
+                let node_name = g.node(n).name();
+                let base = if node_name.is_empty() {
+                    format!("unnamed{op}")
+                } else {
+                    node_name.to_string()
+                };
+                let name = format!("{base}_{attr}");
                 let t = Tensor::from_i64(&name, &[a.ints.len() as i64], &a.ints);
                 let v = g.add_initializer(t);
                 let slot = 1; // the attribute becomes operand 1 in each of these ops

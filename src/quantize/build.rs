@@ -1,0 +1,170 @@
+//! Calibrating once and building quantized variants from it.
+//!
+//! [`calibrate`] runs the prepare and calibrate parts of the quantize
+//! pipeline on the float model; [`Calibrated::build`] runs the tail on a
+//! copy of the result, with a `keep-float` list: the full model, or one
+//! with some nodes kept in float (sensitivity analysis, the automatic
+//! fallback), without calibrating again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use super::inputs::{pass_inputs, Keep};
+use super::{pipeline, QuantizeError, QuantizeOptions};
+use crate::ir::Model;
+use crate::passes::context::{Analyses, Inputs, Level, Remark};
+use crate::passes::insert_qdq;
+use crate::passes::{PassContext, PassManager, Pipeline};
+use crate::quant::params::ActParams;
+use crate::quant::plan::Decision;
+use crate::quant::range::Method;
+use crate::tensorio::HostTensor;
+
+/// A prepared, calibrated model and what the pipeline so far left.
+pub struct Calibrated {
+    /// The float model after the prepare and calibrate passes.
+    pub prepared: Model,
+    /// Statistics, activation parameters, coverage choice, interface.
+    pub analyses: Analyses,
+    /// The canonical pipeline that produced `prepared`.
+    pub prefix: String,
+    /// Remarks of the prepare and calibrate passes (notes only).
+    pub remarks: Vec<Remark>,
+    /// `insert-qdq` options before any fallback `keep-float`.
+    pub insert: insert_qdq::Options,
+    /// Calibration samples the statistics cover.
+    pub samples: usize,
+    /// The float graph's outputs on the first calibration samples (as many
+    /// as validation uses by default), recorded while calibrating.
+    pub float_outputs: Vec<Vec<(String, HostTensor)>>,
+    /// Wall seconds of the prepare and calibrate parts.
+    pub seconds: (f64, f64),
+}
+
+/// One quantized variant.
+pub struct Built {
+    pub model: Model,
+    /// The tail pipeline that built it, in canonical form.
+    pub tail: String,
+    pub decisions: Vec<Decision>,
+    pub remarks: Vec<Remark>,
+    /// The activation tensors that got a Q/DQ pair.
+    pub quantized_tensors: BTreeSet<String>,
+}
+
+/// Runs `pipeline` over `m` with `cx`, returning its canonical form as it
+/// ran (passes that resolve their options, like `select-coverage`, print
+/// what they chose).
+pub fn run(
+    m: &mut Model,
+    cx: &mut PassContext,
+    pipeline: Pipeline,
+) -> Result<String, QuantizeError> {
+    let mut pm = PassManager::new(pipeline);
+    pm.run(m, cx)?;
+    Ok(pm.pipeline.to_string())
+}
+
+/// The inputs `quantize` gives its pipeline.
+fn quantize_inputs(float: &Model, opts: &QuantizeOptions) -> Result<Inputs, QuantizeError> {
+    let keep = Keep {
+        // minmax needs only exact ranges; every other method, and a saved
+        // statistics file, needs the histograms.
+        histograms: opts.method != Method::Minmax || opts.save_stats.is_some(),
+        // Validation on the first calibration samples (the default) then
+        // needs no second run of the float model.
+        outputs: match &opts.val {
+            None if opts.val_samples > 0 || opts.target.is_some() => opts.val_samples.max(1),
+            _ => 0,
+        },
+        data_hash: opts.save_stats.is_some(),
+        model_hash: opts.save_stats.is_some(),
+    };
+    let inputs = pass_inputs(float, &opts.data_options(), keep)?;
+    if inputs.stats.is_none() && inputs.calib_data.is_none() {
+        return Err(QuantizeError::Calib(crate::calib::CalibError::NoData));
+    }
+    Ok(inputs)
+}
+
+/// Prepares and calibrates `float` as `opts` say.
+pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, QuantizeError> {
+    let t0 = Instant::now();
+    let mut cx = PassContext::with_inputs(quantize_inputs(float, opts)?);
+    if opts.coverage.is_some() && cx.inputs().calib_data.is_none() {
+        return Err(QuantizeError::Usage(
+            "--coverage needs data to profile the model on (--calib DIR)".into(),
+        ));
+    }
+    let mut m = float.clone();
+    let prep = run(
+        &mut m,
+        &mut cx,
+        Pipeline::parse(&pipeline::prepare(opts.per_channel))?,
+    )?;
+    let t_prep = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let cal = run(
+        &mut m,
+        &mut cx,
+        Pipeline::parse(&pipeline::calibrate(opts))?,
+    )?;
+    let t_cal = t1.elapsed().as_secs_f64();
+    let stats = cx
+        .analyses
+        .stats
+        .clone()
+        .expect("invariant: calibrate leaves statistics");
+    if let Some(path) = &opts.save_stats {
+        stats.save(path)?;
+    }
+    let (_, mut analyses, mut remarks) = cx.into_parts();
+    remarks.retain(|r| r.level == Level::Note);
+    let float_outputs = std::mem::take(&mut analyses.calib_outputs);
+    Ok(Calibrated {
+        prepared: m,
+        analyses,
+        prefix: format!("{prep},{cal}"),
+        remarks,
+        insert: pipeline::insert_options(opts),
+        samples: stats.samples,
+        float_outputs,
+        seconds: (t_prep, t_cal),
+    })
+}
+
+impl Calibrated {
+    /// The activation parameters `fold-calibration` chose.
+    pub fn act_params(&self) -> &BTreeMap<String, ActParams> {
+        self.analyses
+            .act_params
+            .as_ref()
+            .expect("invariant: fold-calibration ran")
+    }
+
+    /// Runs the tail with these node labels (added to the options' own)
+    /// kept in float.
+    pub fn build(&self, keep_float: &[String]) -> Result<Built, QuantizeError> {
+        let mut insert = self.insert.clone();
+        insert.keep_float.extend(keep_float.iter().cloned());
+        insert.keep_float.sort();
+        insert.keep_float.dedup();
+        let mut m = self.prepared.clone();
+        let mut cx = PassContext::resume(Inputs::default(), self.analyses.clone());
+        let tail = run(&mut m, &mut cx, pipeline::tail(&insert))?;
+        let (_, analyses, mut remarks) = cx.into_parts();
+        remarks.retain(|r| r.level == Level::Note);
+        Ok(Built {
+            model: m,
+            tail,
+            decisions: analyses.decisions,
+            remarks,
+            quantized_tensors: analyses.quantized_tensors,
+        })
+    }
+
+    /// The whole pipeline that produced `built`.
+    pub fn pipeline_with(&self, built: &Built) -> String {
+        format!("{},{}", self.prefix, built.tail)
+    }
+}

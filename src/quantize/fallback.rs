@@ -1,0 +1,153 @@
+//! Automatic fallback: keep the most sensitive nodes in float until a
+//! fidelity target is met.
+//!
+//! Every quantized node's isolated sensitivity is measured (the model with
+//! only that node quantized), nodes are ranked by the error they add per
+//! multiply-accumulate they save, and a bisection finds how many of the
+//! worst to keep in float. Each trial is the quantize pipeline's tail with
+//! another `keep-float` list, so the result is a pipeline like any other.
+
+use std::collections::BTreeMap;
+
+use super::build::{Built, Calibrated};
+use super::{accounting, QuantizeError};
+use crate::report::quantize::{Fallback, Target};
+use crate::sensitivity::NodeSensitivity;
+use crate::validate::{Reference, Validation};
+
+/// The fallback's report, and the build it kept (`None` when the full
+/// build met the target).
+pub struct Outcome {
+    pub report: Fallback,
+    pub built: Option<Built>,
+}
+
+/// Keeps the most sensitive nodes of `full` in float until `target` is
+/// met. Deterministic: ties are broken by node label.
+pub fn search(
+    cal: &Calibrated,
+    full: &Built,
+    reference: &Reference,
+    target: &Target,
+    progress: bool,
+) -> Result<Outcome, QuantizeError> {
+    let v0 = reference.score(&full.model)?;
+    let mut report = Fallback {
+        target: *target,
+        reached: target.met(&v0),
+        excluded: vec![],
+        sensitivity: vec![],
+        trials: vec![(0, v0.min_sqnr(), v0.min_cosine())],
+    };
+    let quantized: Vec<String> = full
+        .decisions
+        .iter()
+        .filter(|d| d.quantized)
+        .map(|d| d.node.clone())
+        .collect();
+    if report.reached || quantized.is_empty() {
+        return Ok(Outcome {
+            report,
+            built: None,
+        });
+    }
+    let sens = sensitivities(cal, full, &quantized, reference, progress)?;
+    let ranked = rank(cal, &sens);
+    let try_k = |k: usize| -> Result<(Built, Validation), QuantizeError> {
+        let built = cal.build(&ranked[..k])?;
+        let v = reference.score(&built.model)?;
+        Ok((built, v))
+    };
+    // Bisect on k, the number of worst nodes kept in float: k = 0 fails.
+    let (mut lo, mut hi) = (0usize, ranked.len());
+    let mut best = {
+        let (built, v) = try_k(hi)?;
+        report.trials.push((hi, v.min_sqnr(), v.min_cosine()));
+        report.reached = target.met(&v);
+        built
+    };
+    if report.reached {
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            let (built, v) = try_k(mid)?;
+            report.trials.push((mid, v.min_sqnr(), v.min_cosine()));
+            if target.met(&v) {
+                hi = mid;
+                best = built;
+            } else {
+                lo = mid;
+            }
+        }
+    }
+    report.excluded = ranked[..hi].to_vec();
+    report.sensitivity = sens;
+    Ok(Outcome {
+        report,
+        built: Some(best),
+    })
+}
+
+/// Each quantized node's isolated sensitivity, worst first (a lower
+/// cosine breaks SQNR ties, then the label).
+fn sensitivities(
+    cal: &Calibrated,
+    full: &Built,
+    quantized: &[String],
+    reference: &Reference,
+    progress: bool,
+) -> Result<Vec<NodeSensitivity>, QuantizeError> {
+    let bar = crate::calib::progress_bar(quantized.len() as u64, "sensitivity", progress);
+    let mut sens = Vec::with_capacity(quantized.len());
+    for label in quantized {
+        // Everything else that was quantized stays float.
+        let others: Vec<String> = quantized.iter().filter(|l| *l != label).cloned().collect();
+        let built = cal.build(&others)?;
+        let v = reference.score(&built.model)?;
+        let op = full
+            .decisions
+            .iter()
+            .find(|x| &x.node == label)
+            .map(|x| x.op.clone())
+            .unwrap_or_default();
+        sens.push(NodeSensitivity {
+            node: label.clone(),
+            op,
+            output_sqnr_db: v.min_sqnr().unwrap_or(crate::validate::IDENTICAL_DB),
+            cosine_mean: v.min_cosine(),
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    sens.sort_by(|a, b| {
+        a.output_sqnr_db
+            .total_cmp(&b.output_sqnr_db)
+            .then(
+                a.cosine_mean
+                    .unwrap_or(1.0)
+                    .total_cmp(&b.cosine_mean.unwrap_or(1.0)),
+            )
+            .then(a.node.cmp(&b.node))
+    });
+    Ok(sens)
+}
+
+/// Fallback order: the error a node adds per multiply-accumulate it would
+/// save by staying quantized. The isolated SQNR gives the node's share of
+/// output noise (10^(-SQNR/10) of the signal); dividing by its MACs (plus a
+/// floor of 1% of the average compute op) puts sensitive elementwise ops,
+/// which cost little to keep in float, first, and large convolutions last:
+/// the target is met with the most compute quantized.
+fn rank(cal: &Calibrated, sens: &[NodeSensitivity]) -> Vec<String> {
+    let macs: BTreeMap<String, u64> = accounting::node_macs(&cal.prepared);
+    let floor = {
+        let v: Vec<u64> = macs.values().copied().filter(|&m| m > 0).collect();
+        (v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 * 0.01).max(1.0)
+    };
+    let key = |s: &NodeSensitivity| -> f64 {
+        let noise = 10f64.powf(-s.output_sqnr_db / 10.0);
+        noise / (macs.get(&s.node).copied().unwrap_or(0) as f64 + floor)
+    };
+    let mut order: Vec<(f64, &NodeSensitivity)> = sens.iter().map(|s| (key(s), s)).collect();
+    order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.node.cmp(&b.1.node)));
+    order.iter().map(|(_, s)| s.node.clone()).collect()
+}

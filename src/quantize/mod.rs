@@ -1,0 +1,403 @@
+//! Static post-training quantization, end to end: the library entry point
+//! behind `onnxq quantize`.
+//!
+//! The driver builds one pipeline (see [`pipeline`]), runs it through the
+//! pass manager, validates the result against the float model on held-out
+//! data (or part of the calibration data), reruns the pipeline's tail for
+//! the automatic fallback when a fidelity target is set, and reports
+//! everything done. Every change to the graph is a pass of the printed
+//! pipeline, so `onnxq opt MODEL --calib DIR -p PIPELINE` writes the same
+//! file.
+//!
+//! ```no_run
+//! use onnxq::quantize::{quantize_file, QuantizeOptions};
+//! use std::path::Path;
+//!
+//! // In a build script: quantize a model shipped with the crate.
+//! let opts = QuantizeOptions {
+//!     calib: Some("models/calib".into()),
+//!     ..QuantizeOptions::default()
+//! };
+//! let report = quantize_file(Path::new("models/net.onnx"), Path::new("net.int8.onnx"), &opts)?;
+//! println!("{}", report.summary());
+//! # Ok::<(), onnxq::quantize::QuantizeError>(())
+//! ```
+
+pub mod accounting;
+pub mod build;
+pub mod fallback;
+pub mod inputs;
+pub mod pipeline;
+pub mod selection;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::calib::data::DataSet;
+use crate::ir::Model;
+use crate::onnx::export::{self, ExportOptions};
+use crate::onnx::import;
+use crate::passes::context::InputShapes;
+use crate::quant::range::Method;
+use crate::quant::QType;
+use crate::validate::Reference;
+
+pub use crate::report::quantize::{ActivationSummary, Fallback, QuantizeReport, Target, Timings};
+pub use build::{Built, Calibrated};
+pub use inputs::{calib_data, DataOptions};
+
+/// Everything `quantize` can be told.
+#[derive(Clone, Debug)]
+pub struct QuantizeOptions {
+    /// Calibration data directory.
+    pub calib: Option<PathBuf>,
+    /// Use this many seeded random samples instead of data (poor ranges).
+    pub calib_random: Option<usize>,
+    pub calib_limit: Option<usize>,
+    /// Reuse statistics from `onnxq calibrate` (or a previous `--save-stats`).
+    pub stats: Option<PathBuf>,
+    /// Save the statistics computed here.
+    pub save_stats: Option<PathBuf>,
+    pub method: Method,
+    pub activations: QType,
+    pub symmetric_activations: Option<bool>,
+    pub weights: QType,
+    pub per_channel: bool,
+    pub reduce_range: bool,
+    pub exclude: Vec<String>,
+    pub op_types: Vec<String>,
+    /// Node labels to keep in float without a fallback search (from a
+    /// selection file, `--selection`).
+    pub keep_float: Vec<String>,
+    pub input_shapes: InputShapes,
+    /// Validation data; by default a few calibration samples.
+    pub val: Option<PathBuf>,
+    /// How many samples to validate on (0: skip validation).
+    pub val_samples: usize,
+    /// With the default validation data (the first calibration samples):
+    /// use fewer than `val_samples` once the samples' outputs hold this
+    /// many values, which bounds the error of the SQNR and cosine
+    /// estimates as well (a detector's 640×480 maps reach 2²⁰ values in
+    /// four samples) at half the runs. `None`: always `val_samples`.
+    pub val_values: Option<u64>,
+    pub external_data: Option<usize>,
+    pub progress: bool,
+    pub threads: Option<usize>,
+    /// Automatic fallback: keep the most sensitive nodes in float until the
+    /// validation data meets this.
+    pub target: Option<Target>,
+    /// Correct biases for the mean shift weight rounding causes.
+    pub bias_correction: bool,
+    /// Cost-aware selection: quantize the fewest Conv/MatMul/Gemm that
+    /// cover this fraction of the compute ops' measured time.
+    pub coverage: Option<f64>,
+    /// Collect profile, tensor errors and activation histograms for the
+    /// report (costs a profile run and a validation pass with captures).
+    pub detailed_report: bool,
+}
+
+impl Default for QuantizeOptions {
+    fn default() -> Self {
+        QuantizeOptions {
+            calib: None,
+            calib_random: None,
+            calib_limit: None,
+            stats: None,
+            save_stats: None,
+            method: Method::Mse,
+            activations: QType::U8,
+            symmetric_activations: None,
+            weights: QType::S8,
+            per_channel: true,
+            reduce_range: false,
+            exclude: vec![],
+            op_types: vec![],
+            keep_float: vec![],
+            input_shapes: InputShapes::new(),
+            val: None,
+            val_samples: 8,
+            val_values: Some(1 << 20),
+            external_data: None,
+            progress: true,
+            threads: None,
+            target: None,
+            bias_correction: true,
+            coverage: None,
+            detailed_report: false,
+        }
+    }
+}
+
+impl QuantizeOptions {
+    /// Where the calibration data and statistics come from.
+    pub fn data_options(&self) -> DataOptions {
+        DataOptions {
+            calib: self.calib.clone(),
+            calib_random: self.calib_random,
+            calib_limit: self.calib_limit,
+            stats: self.stats.clone(),
+            input_shapes: self.input_shapes.clone(),
+            threads: self.threads,
+            progress: self.progress,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    #[error(transparent)]
+    Import(#[from] import::ImportError),
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
+    #[error(transparent)]
+    Pass(#[from] crate::passes::PassError),
+    #[error(transparent)]
+    Calib(#[from] crate::calib::CalibError),
+    #[error(transparent)]
+    Data(#[from] crate::calib::data::DataError),
+    #[error("validation: {0}")]
+    Validate(#[from] crate::validate::ValidateError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl QuantizeError {
+    /// Exit code: every quantize failure is bad input or usage (2).
+    pub fn exit_code(&self) -> i32 {
+        2
+    }
+}
+
+/// Quantizes a model in memory: prepares and calibrates it, then builds
+/// the quantized model. Returns it with the report (its `output`, sizes and
+/// validation are filled by [`quantize_file`]) and the calibrated model
+/// further variants are built from.
+pub fn quantize_model(
+    float: &Model,
+    opts: &QuantizeOptions,
+) -> Result<(Built, QuantizeReport, Calibrated), QuantizeError> {
+    let t0 = Instant::now();
+    let mut warnings = Vec::new();
+    if opts.calib_random.is_some() {
+        warnings.push("calibrating on RANDOM inputs: activation ranges will be poor; use --calib DIR with representative data".into());
+    }
+    let calibrated = build::calibrate(float, opts)?;
+    let t2 = Instant::now();
+    let built = calibrated.build(&opts.keep_float)?;
+    let t_q = t2.elapsed().as_secs_f64();
+    let mut remarks = calibrated.remarks.clone();
+    remarks.extend(built.remarks.iter().cloned());
+    let report = QuantizeReport {
+        input: String::new(),
+        output: String::new(),
+        pipeline: calibrated.pipeline_with(&built),
+        method: opts.method.to_string(),
+        calibration_samples: calibrated.samples,
+        float_bytes: 0,
+        quantized_bytes: 0,
+        nodes: built.decisions.clone(),
+        remarks,
+        validation: None,
+        fallback: None,
+        profile: None,
+        quantized_mac_share: None,
+        tensor_errors: vec![],
+        activations: vec![],
+        seconds: Timings {
+            prepare: calibrated.seconds.0,
+            calibrate: calibrated.seconds.1,
+            quantize: t_q,
+            total: t0.elapsed().as_secs_f64(),
+            ..Default::default()
+        },
+        warnings,
+    };
+    Ok((built, report, calibrated))
+}
+
+/// Quantizes `input` into `output` (written atomically), validates and
+/// reports.
+pub fn quantize_file(
+    input: &Path,
+    output: &Path,
+    opts: &QuantizeOptions,
+) -> Result<QuantizeReport, QuantizeError> {
+    let t0 = Instant::now();
+    let float = import::read_model(input)?;
+    let threads = opts.threads.unwrap_or_else(crate::runtime::default_threads);
+    let (mut built, mut report, calibrated) = quantize_model(&float, opts)?;
+    let (val, mut reference) = validation_data(&float, opts, &calibrated, threads)?;
+    if let (Some(target), Some(val)) = (&opts.target, &val) {
+        let t = Instant::now();
+        if reference.is_none() {
+            reference = Some(Reference::new(&float, val, threads)?);
+        }
+        let reference = reference.as_ref().expect("invariant: set above");
+        let outcome = fallback::search(&calibrated, &built, reference, target, opts.progress)?;
+        if let Some(kept) = outcome.built {
+            report.pipeline = calibrated.pipeline_with(&kept);
+            report.nodes = kept.decisions.clone();
+            // The remarks of the build that was kept, not of the full one.
+            report.remarks = calibrated.remarks.clone();
+            report.remarks.extend(kept.remarks.iter().cloned());
+            built = kept;
+        }
+        report.fallback = Some(outcome.report);
+        report.seconds.fallback = t.elapsed().as_secs_f64();
+    }
+    report.quantized_mac_share = accounting::mac_share(&calibrated.prepared, &report.nodes);
+    let summary = export::write_model(
+        &built.model,
+        output,
+        &ExportOptions {
+            external_min_bytes: opts.external_data,
+        },
+    )?;
+    report.input = input.display().to_string();
+    report.output = output.display().to_string();
+    report.float_bytes = accounting::file_size_with_data(input);
+    report.quantized_bytes =
+        summary.model_bytes + summary.external.as_ref().map(|e| e.1).unwrap_or(0);
+    if let (true, Some(val)) = (opts.val_samples > 0, &val) {
+        let t = Instant::now();
+        // Validate the file as written.
+        let written = import::read_model(output)?;
+        let reference = match reference.take() {
+            Some(r) => r,
+            None => Reference::new(&float, val, threads)?,
+        };
+        report.validation = Some(reference.score(&written)?);
+        report.seconds.validate = t.elapsed().as_secs_f64();
+    }
+    if opts.detailed_report {
+        let t = Instant::now();
+        detail_report(&mut report, &float, &calibrated, &built, val.as_ref(), opts)?;
+        report.seconds.report = t.elapsed().as_secs_f64();
+    }
+    report.seconds.total = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The validation samples and, when they are the first calibration samples
+/// (the default), the float outputs calibration recorded on them.
+///
+/// The float graph calibration ran is the prepared one, whose exact
+/// rewrites (BatchNorm folding, constant folding) leave outputs equal to
+/// the original's within float rounding (160 dB or more on every model
+/// measured), far below any quantization error.
+fn validation_data(
+    float: &Model,
+    opts: &QuantizeOptions,
+    calibrated: &Calibrated,
+    threads: usize,
+) -> Result<(Option<DataSet>, Option<Reference>), QuantizeError> {
+    let mut val = if opts.val_samples > 0 || opts.target.is_some() {
+        let n = opts.val_samples.max(1);
+        match &opts.val {
+            Some(dir) => Some(DataSet::open(dir, Some(n))?),
+            None => calib_data(&opts.data_options())?.map(|d| d.take(n)),
+        }
+    } else {
+        None
+    };
+    let outputs = &calibrated.float_outputs;
+    let reference = match &mut val {
+        Some(v) if outputs.len() == v.len() => {
+            let mut k = v.len();
+            if let Some(budget) = opts.val_values {
+                let mut values = 0u64;
+                for (i, outs) in outputs.iter().enumerate() {
+                    values += outs.iter().map(|(_, t)| t.len() as u64).sum::<u64>();
+                    if values >= budget {
+                        k = i + 1;
+                        break;
+                    }
+                }
+            }
+            *v = v.take(k);
+            Some(Reference::from_outputs(
+                float,
+                v,
+                threads,
+                outputs[..k].to_vec(),
+            )?)
+        }
+        _ => None,
+    };
+    Ok((val, reference))
+}
+
+/// What `--report` adds: activation histograms with their chosen ranges,
+/// the error of every shared tensor, and where the float model spends its
+/// time.
+fn detail_report(
+    report: &mut QuantizeReport,
+    float: &Model,
+    calibrated: &Calibrated,
+    built: &Built,
+    val: Option<&DataSet>,
+    opts: &QuantizeOptions,
+) -> Result<(), QuantizeError> {
+    if let Some(stats) = &calibrated.analyses.stats {
+        report.activations = accounting::activation_summaries(
+            stats,
+            calibrated.act_params(),
+            &built.quantized_tensors,
+        );
+    }
+    if let Some(val) = val {
+        // Error of every shared tensor, on the prepared float model (the
+        // names quantization kept).
+        report.tensor_errors =
+            crate::sensitivity::tensor_errors(&calibrated.prepared, &built.model, val)?;
+        let specs = crate::calib::data::input_specs(float);
+        let first = val.load(0, &specs, &opts.input_shapes)?;
+        report.profile = crate::analysis::profile::measure(&calibrated.prepared, &first, 5).ok();
+    }
+    Ok(())
+}
+
+/// Cleans a float model up as `quantize` does (its clean-up passes, at
+/// these input shapes): what `validate --per-layer` maps a quantized
+/// model's nodes back to.
+pub fn prepare(float: &Model, input_shapes: &InputShapes) -> Result<Model, QuantizeError> {
+    let mut m = float.clone();
+    let mut cx = crate::passes::PassContext::with_inputs(crate::passes::context::Inputs {
+        input_shapes: input_shapes.clone(),
+        ..Default::default()
+    });
+    build::run(
+        &mut m,
+        &mut cx,
+        crate::passes::Pipeline::parse(pipeline::CLEAN_UP)?,
+    )?;
+    Ok(m)
+}
+
+/// `onnxq calibrate`: the prepare passes and `calibrate`, keeping full
+/// histograms and the hashes a statistics file records.
+pub fn calibrate_stats(
+    float: &Model,
+    d: &DataOptions,
+) -> Result<crate::calib::Stats, QuantizeError> {
+    let keep = inputs::Keep {
+        histograms: true,
+        outputs: 0,
+        data_hash: true,
+        model_hash: true,
+    };
+    let inputs = inputs::pass_inputs(float, d, keep)?;
+    if inputs.calib_data.is_none() {
+        return Err(QuantizeError::Calib(crate::calib::CalibError::NoData));
+    }
+    let mut cx = crate::passes::PassContext::with_inputs(inputs);
+    let mut m = float.clone();
+    let p = format!("{},calibrate", pipeline::prepare(true));
+    build::run(&mut m, &mut cx, crate::passes::Pipeline::parse(&p)?)?;
+    let stats = cx
+        .analyses
+        .stats
+        .take()
+        .expect("invariant: calibrate leaves statistics");
+    Ok(std::sync::Arc::try_unwrap(stats).unwrap_or_else(|a| (*a).clone()))
+}

@@ -1,0 +1,103 @@
+//! The pipeline `onnxq quantize` runs, as strings anyone can read, print
+//! and replay with `onnxq opt`.
+//!
+//! ```text
+//! prepare    eliminate-identity,fold-constants,shape-inference,fuse-batchnorm,
+//!            dce,shape-inference,upgrade-opset{min=13}
+//! calibrate  [profile-hotspots{runs=5},select-coverage{coverage=C},]
+//!            calibrate,fold-calibration{…}
+//! tail       insert-qdq{…},dce,restore-interface
+//! ```
+//!
+//! The order is deliberate: `fold-constants` first, so that `Constant`
+//! nodes become initializers the later passes can read; `shape-inference`
+//! before `fuse-batchnorm`, which needs the input rank of a
+//! BatchNormalization it turns into Mul+Add, and again after it, so that
+//! the fused graph's values are typed for placement; the opset upgrade
+//! last, on the graph that is calibrated and quantized. The tail is what
+//! the automatic fallback reruns with other `keep-float` lists.
+
+use super::QuantizeOptions;
+use crate::passes::insert_qdq;
+use crate::passes::Pipeline;
+use crate::quant::range::Method;
+use crate::quant::QType;
+
+/// The clean-up passes that prepare a float model: what quantized nodes
+/// correspond to.
+pub const CLEAN_UP: &str = "eliminate-identity,fold-constants,fuse-batchnorm,dce,shape-inference";
+
+/// The passes that prepare a float model for quantization: the clean-up
+/// and the opset the weights will need.
+pub fn prepare(per_channel: bool) -> String {
+    format!(
+        "{CLEAN_UP},upgrade-opset{{min={}}}",
+        if per_channel { 13 } else { 10 }
+    )
+}
+
+/// Profiling and coverage selection (when asked for), calibration and the
+/// choice of activation ranges.
+pub fn calibrate(opts: &QuantizeOptions) -> String {
+    let mut s = String::new();
+    if let Some(c) = opts.coverage {
+        s.push_str(&format!(
+            "profile-hotspots{{runs=5}},select-coverage{{coverage={c}}},"
+        ));
+    }
+    s.push_str("calibrate,");
+    s.push_str(&fold_calibration(opts));
+    s
+}
+
+fn fold_calibration(opts: &QuantizeOptions) -> String {
+    let (method, p) = match opts.method {
+        Method::Percentile { p } => ("percentile".to_string(), Some(p)),
+        m => (m.to_string(), None),
+    };
+    let mut parts = vec![
+        format!("method={method}"),
+        format!("activations={}", qtype_name(opts.activations)),
+        format!("reduce-range={}", opts.reduce_range),
+    ];
+    if let Some(p) = p {
+        parts.push(format!("percentile={p}"));
+    }
+    if let Some(sym) = opts.symmetric_activations {
+        parts.push(format!("symmetric={sym}"));
+    }
+    format!("fold-calibration{{{}}}", parts.join(","))
+}
+
+fn qtype_name(q: QType) -> &'static str {
+    match q {
+        QType::U8 => "u8",
+        QType::S8 => "s8",
+    }
+}
+
+/// The `insert-qdq` options the quantize options ask for (before any
+/// fallback adds `keep-float`).
+pub fn insert_options(opts: &QuantizeOptions) -> insert_qdq::Options {
+    insert_qdq::Options {
+        per_channel: opts.per_channel,
+        weights: qtype_name(opts.weights).into(),
+        reduce_range: opts.reduce_range,
+        exclude: opts.exclude.clone(),
+        op_types: opts.op_types.clone(),
+        bias_correction: opts.bias_correction,
+        keep_float: opts.keep_float.clone(),
+    }
+}
+
+/// The tail that turns a calibrated model into the quantized file.
+pub fn tail(insert: &insert_qdq::Options) -> Pipeline {
+    let mut p = Pipeline::default();
+    p.push(Box::new(
+        insert_qdq::InsertQdq::new(insert.clone())
+            .expect("invariant: options built from parsed types"),
+    ));
+    p.push(Box::new(crate::passes::dce::Dce));
+    p.push(Box::new(crate::passes::restore_interface::RestoreInterface));
+    p
+}

@@ -1,0 +1,185 @@
+//! The quantize report's data model: what `onnxq quantize` did, as JSON for
+//! machines (`--report FILE.json`) and as the terminal summary.
+//!
+//! `quantize` fills it; `report::html` renders it. It holds only data from
+//! the layers below (decisions, remarks, validation, sensitivity, profile),
+//! so every consumer can read it without knowing how quantization ran.
+
+use serde::Serialize;
+
+use crate::analysis::Profile;
+use crate::passes::context::Remark;
+use crate::quant::plan::Decision;
+use crate::quant::QType;
+use crate::sensitivity::{NodeSensitivity, TensorError};
+use crate::validate::Validation;
+
+/// What quantization did.
+#[derive(Clone, Debug, Serialize)]
+pub struct QuantizeReport {
+    pub input: String,
+    pub output: String,
+    /// The pipeline that produced the file, in canonical form: given to
+    /// `onnxq opt MODEL --calib DIR -p PIPELINE` it writes the same bytes.
+    pub pipeline: String,
+    pub method: String,
+    pub calibration_samples: usize,
+    pub float_bytes: u64,
+    pub quantized_bytes: u64,
+    pub nodes: Vec<Decision>,
+    pub remarks: Vec<Remark>,
+    pub validation: Option<Validation>,
+    pub fallback: Option<Fallback>,
+    /// Filled when a detailed report is asked for (`--report`): where the
+    /// float model spends its time, the error of every shared tensor, and
+    /// each quantized activation's histogram with the range chosen.
+    pub profile: Option<Profile>,
+    /// Share of the Conv/ConvTranspose/MatMul/Gemm multiply-accumulates that
+    /// run quantized (`None` when shapes are unknown).
+    pub quantized_mac_share: Option<f64>,
+    pub tensor_errors: Vec<TensorError>,
+    pub activations: Vec<ActivationSummary>,
+    pub seconds: Timings,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timings {
+    pub prepare: f64,
+    pub calibrate: f64,
+    pub quantize: f64,
+    pub validate: f64,
+    pub fallback: f64,
+    pub report: f64,
+    pub total: f64,
+}
+
+/// A fidelity target for automatic fallback.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Target {
+    pub min_sqnr_db: Option<f64>,
+    pub min_cosine: Option<f64>,
+}
+
+impl Target {
+    pub fn met(&self, v: &Validation) -> bool {
+        self.min_sqnr_db
+            .is_none_or(|t| v.min_sqnr().is_none_or(|s| s >= t))
+            && self
+                .min_cosine
+                .is_none_or(|t| v.min_cosine().is_none_or(|c| c >= t))
+    }
+
+    /// "SQNR >= 30 dB and cosine >= 0.99".
+    pub fn describe(&self) -> String {
+        [
+            self.min_sqnr_db.map(|x| format!("SQNR >= {x} dB")),
+            self.min_cosine.map(|x| format!("cosine >= {x}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" and ")
+    }
+}
+
+/// What automatic fallback did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fallback {
+    pub target: Target,
+    pub reached: bool,
+    /// Nodes kept in float, most sensitive first (the `keep-float` option
+    /// of `insert-qdq` in the printed pipeline).
+    pub excluded: Vec<String>,
+    /// Isolated sensitivity of every quantized node, worst first.
+    pub sensitivity: Vec<NodeSensitivity>,
+    /// (number excluded, worst output SQNR, worst mean cosine) per trial.
+    pub trials: Vec<(usize, Option<f64>, Option<f64>)>,
+}
+
+/// One quantized activation for the report: the observed distribution
+/// (64 bins over the observed range, counts) and the clip range chosen.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActivationSummary {
+    pub tensor: String,
+    pub observed: (f32, f32),
+    pub clip: (f64, f64),
+    pub scale: f32,
+    pub zero_point: i32,
+    pub qtype: QType,
+    /// Bin edges are `observed.0 + i·(observed.1 − observed.0)/bins.len()`.
+    pub bins: Vec<u64>,
+}
+
+impl QuantizeReport {
+    /// A human summary for the terminal.
+    pub fn summary(&self) -> String {
+        let q = self.nodes.iter().filter(|d| d.quantized).count();
+        let mut s = format!(
+            "onnxq quantize: {} -> {}\n  method {}, {} calibration sample(s); {} of {} candidate nodes quantized\n  size {} -> {} bytes ({:.3}x)\n",
+            self.input,
+            self.output,
+            self.method,
+            self.calibration_samples,
+            q,
+            self.nodes.len(),
+            self.float_bytes,
+            self.quantized_bytes,
+            self.quantized_bytes as f64 / self.float_bytes.max(1) as f64
+        );
+        self.summarize_skipped(&mut s);
+        if let Some(share) = self.quantized_mac_share {
+            s.push_str(&format!(
+                "  {:.1}% of the Conv/MatMul/Gemm multiply-accumulates run quantized\n",
+                share * 100.0
+            ));
+        }
+        if let Some(fb) = &self.fallback {
+            summarize_fallback(fb, &mut s);
+        }
+        for w in &self.warnings {
+            s.push_str(&format!("  warning: {w}\n"));
+        }
+        if let Some(v) = &self.validation {
+            s.push_str(&v.table());
+        }
+        s.push_str(&format!(
+            "  time: prepare {:.2}s, calibrate {:.2}s, quantize {:.2}s, fallback {:.2}s, validate {:.2}s, total {:.2}s\n",
+            self.seconds.prepare, self.seconds.calibrate, self.seconds.quantize, self.seconds.fallback, self.seconds.validate, self.seconds.total
+        ));
+        s
+    }
+
+    fn summarize_skipped(&self, s: &mut String) {
+        let skipped: Vec<&Decision> = self.nodes.iter().filter(|d| !d.quantized).collect();
+        if skipped.is_empty() {
+            return;
+        }
+        s.push_str("  kept in float:\n");
+        for d in skipped.iter().take(20) {
+            s.push_str(&format!("    {} ({}): {}\n", d.node, d.op, d.reason));
+        }
+        if skipped.len() > 20 {
+            s.push_str(&format!(
+                "    ... and {} more (see --report)\n",
+                skipped.len() - 20
+            ));
+        }
+    }
+}
+
+fn summarize_fallback(fb: &Fallback, s: &mut String) {
+    let goal = fb.target.describe();
+    if fb.excluded.is_empty() && fb.reached {
+        s.push_str(&format!(
+            "  fallback: {goal} met with everything quantized\n"
+        ));
+    } else if fb.reached {
+        s.push_str(&format!(
+            "  fallback: {goal} met by keeping {} node(s) in float (insert-qdq's keep-float in the pipeline; --save-selection FILE pins them)\n",
+            fb.excluded.len(),
+        ));
+    } else {
+        s.push_str(&format!("  fallback: {goal} NOT reached even with every node in float (best kept: {} excluded)\n", fb.excluded.len()));
+    }
+}
