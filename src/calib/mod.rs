@@ -10,6 +10,7 @@
 //! trying another calibration method needs no new model run.
 
 pub mod data;
+pub mod fingerprint;
 pub mod hist;
 
 use std::collections::BTreeMap;
@@ -17,7 +18,6 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::ir::Model;
 use crate::runtime::{par_workers, RunnerCache, RuntimeError};
@@ -25,8 +25,9 @@ use crate::tensorio::HostTensor;
 use data::{DataError, DataSet, InputSpec};
 use hist::{FloatHist, SparseHist};
 
-/// Version of the statistics file format.
-pub const STATS_VERSION: u32 = 1;
+/// Version of the statistics file format. 2: the model hash is the
+/// versioned fingerprint of [`fingerprint`] (version 1 hashed the text IR).
+pub const STATS_VERSION: u32 = 2;
 
 /// Calibration statistics for a model.
 #[derive(Clone, Debug, PartialEq)]
@@ -186,11 +187,10 @@ pub enum CalibError {
     NoData,
 }
 
-/// Hash of a model's graph: its text IR (constants by content hash), so
-/// that statistics are tied to structure and weights but not to file bytes.
+/// The fingerprint statistics are tied to: structure and weights, not file
+/// bytes (see [`fingerprint`]).
 pub fn model_hash(m: &Model) -> String {
-    let text = crate::ir::text::print_model(m);
-    data::hex(&Sha256::digest(text.as_bytes()))[..16].to_string()
+    fingerprint::model_fingerprint(m)
 }
 
 impl Stats {

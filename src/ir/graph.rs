@@ -76,6 +76,10 @@ pub struct Node {
 }
 
 impl Node {
+    /// What the node is (op, graph input, initializer).
+    pub fn kind(&self) -> &NodeKind {
+        &self.kind
+    }
     pub fn inputs(&self) -> &[Option<ValueId>] {
         &self.inputs
     }
