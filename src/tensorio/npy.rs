@@ -11,31 +11,85 @@ const NPY_MAGIC: &[u8] = b"\x93NUMPY";
 
 /// Parses an `.npy` file's bytes. `path` is only used in messages.
 pub fn npy_from_bytes(bytes: &[u8], path: &str) -> Result<HostTensor, TensorIoError> {
+    let h = parse_header(bytes, path)?;
+    decode_data(&h, &bytes[h.len..], path)
+}
+
+/// What an `.npy` header says about the data after it.
+pub(super) struct NpyHeader {
+    /// Bytes from the start of the file to the first data byte.
+    pub len: usize,
+    /// The descriptor as written (`<f4`), for messages.
+    descr: String,
+    /// ONNX element type code.
+    dtype: i32,
+    fortran: bool,
+    /// Elements are big-endian.
+    big: bool,
+    shape: Vec<usize>,
+    /// Data bytes the shape and element type need, computed with checked
+    /// multiplication: a header cannot make it wrap.
+    pub data_len: usize,
+}
+
+impl NpyHeader {
+    /// The error for data of `held` bytes, which is not `data_len`.
+    pub fn wrong_size(&self, held: u64, path: &str) -> TensorIoError {
+        TensorIoError::NotNpy {
+            path: path.to_string(),
+            what: format!(
+                "shape {:?} of '{}' needs {} data bytes but the file holds {held}",
+                self.shape, self.descr, self.data_len
+            ),
+        }
+    }
+}
+
+/// How many bytes from the start of a file [`header_len`] reads.
+pub(super) const PREFIX_LEN: usize = 12;
+
+/// The total header length `prefix` (the file's first [`PREFIX_LEN`]
+/// bytes, or all of a shorter file) announces: magic string, version,
+/// length field and the dict.
+pub(super) fn header_len(prefix: &[u8], path: &str) -> Result<usize, TensorIoError> {
     let bad = |what: &str| TensorIoError::NotNpy {
         path: path.to_string(),
         what: what.to_string(),
     };
-    if bytes.len() < 10 || &bytes[..6] != NPY_MAGIC {
+    if prefix.len() < 10 || &prefix[..6] != NPY_MAGIC {
         return Err(bad("missing the \\x93NUMPY magic string"));
     }
-    let major = bytes[6];
+    let major = prefix[6];
     let (header_len, start): (usize, usize) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        1 => (u16::from_le_bytes([prefix[8], prefix[9]]) as usize, 10),
         2 | 3 => {
-            if bytes.len() < 12 {
+            if prefix.len() < 12 {
                 return Err(bad("truncated header"));
             }
             (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]) as usize,
                 12,
             )
         }
         v => return Err(bad(&format!("unknown format version {v}"))),
     };
-    let end = start
+    start
         .checked_add(header_len)
-        .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| bad("truncated header"))?;
+        .ok_or_else(|| bad("truncated header"))
+}
+
+/// Parses the header at the start of `bytes`, which may end anywhere after
+/// it. Nothing is allocated by the shape's size.
+pub(super) fn parse_header(bytes: &[u8], path: &str) -> Result<NpyHeader, TensorIoError> {
+    let bad = |what: &str| TensorIoError::NotNpy {
+        path: path.to_string(),
+        what: what.to_string(),
+    };
+    let end = header_len(&bytes[..bytes.len().min(PREFIX_LEN)], path)?;
+    if end > bytes.len() {
+        return Err(bad("truncated header"));
+    }
+    let start = if bytes[6] == 1 { 10 } else { 12 };
     let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| bad("header is not text"))?;
     let descr = header_str(header, "descr").ok_or_else(|| bad("header has no 'descr' string"))?;
     let fortran = match header_value(header, "fortran_order") {
@@ -66,19 +120,32 @@ pub fn npy_from_bytes(bytes: &[u8], path: &str) -> Result<HostTensor, TensorIoEr
         _ => return Err(unsupported()),
     } as i32;
     let size = elem_size(dtype).expect("invariant: supported dtypes have a size");
-    let count = shape
+    let data_len = shape
         .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| bad("shape overflows"))?;
-    let data = &bytes[end..];
-    if count.checked_mul(size) != Some(data.len()) {
-        return Err(bad(&format!(
-            "shape {shape:?} of '{descr}' needs {} data bytes but the file holds {}",
-            count.saturating_mul(size),
-            data.len()
-        )));
+        .try_fold(size, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| bad(&format!("shape {shape:?} overflows")))?;
+    Ok(NpyHeader {
+        len: end,
+        descr,
+        dtype,
+        fortran,
+        big,
+        shape,
+        data_len,
+    })
+}
+
+/// Decodes the data after header `h`: exactly `h.data_len` bytes.
+pub(super) fn decode_data(
+    h: &NpyHeader,
+    data: &[u8],
+    path: &str,
+) -> Result<HostTensor, TensorIoError> {
+    if data.len() != h.data_len {
+        return Err(h.wrong_size(data.len() as u64, path));
     }
-    Ok(decode_dtype(dtype, data, &shape, fortran, big).expect("invariant: dtype is supported"))
+    Ok(decode_dtype(h.dtype, data, &h.shape, h.fortran, h.big)
+        .expect("invariant: dtype is supported"))
 }
 
 /// The text after `'key':` in a header dict, trimmed at the start.

@@ -1,9 +1,23 @@
-//! `.npz`: a ZIP archive of `.npy` files, as `numpy.savez` writes it.
+//! `.npz`: a ZIP archive of `.npy` files, as `numpy.savez` and
+//! `numpy.savez_compressed` write it, read and written with the `zip` crate.
+//!
+//! An archive's sizes are claims, so nothing is allocated by them until
+//! they are checked against bytes that are there: a stored entry's data
+//! must lie inside the file and is parsed in place; a deflated entry may
+//! not declare more than DEFLATE can expand its compressed bytes to, its
+//! `.npy` header is read first and its shape must need exactly the declared
+//! size, and its data buffer grows only as decompressed bytes arrive.
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::io::{Cursor, Read, Write};
 use std::path::Path;
 
-use super::{npy_from_bytes, npy_to_bytes, show, HostTensor, TensorIoError};
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
+
+use super::npy::{self, decode_data, npy_from_bytes, npy_to_bytes, parse_header};
+use super::{show, HostTensor, TensorIoError};
 
 /// Reads every array of an `.npz` archive, keyed by entry name without the
 /// `.npy` suffix, sorted by key.
@@ -21,19 +35,45 @@ pub fn npz_from_bytes(
     bytes: &[u8],
     path: &str,
 ) -> Result<Vec<(String, HostTensor)>, TensorIoError> {
-    let mut out = Vec::new();
-    for e in zip::entries(bytes).map_err(|what| TensorIoError::BadZip {
+    let bad_zip = |e: zip::result::ZipError| TensorIoError::BadZip {
         path: path.to_string(),
-        what,
-    })? {
-        if e.method != 0 {
-            return Err(TensorIoError::CompressedNpz {
-                path: path.to_string(),
-                entry: e.name,
-            });
-        }
-        let key = e.name.strip_suffix(".npy").unwrap_or(&e.name).to_string();
-        let t = npy_from_bytes(e.data, &format!("{path}[{}]", e.name))?;
+        what: e.to_string(),
+    };
+    let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(bad_zip)?;
+    let mut out = Vec::new();
+    for i in 0..archive.len() {
+        let (name, method, data, declared) = {
+            // The raw view reads the entry's headers and builds no
+            // decompressor: sizes are checked before anything else.
+            let raw = archive.by_index_raw(i).map_err(bad_zip)?;
+            let name = raw.name().to_string();
+            let data = raw
+                .data_start()
+                .checked_add(raw.compressed_size())
+                .filter(|&end| end <= bytes.len() as u64)
+                .map(|end| raw.data_start() as usize..end as usize)
+                .ok_or_else(|| TensorIoError::BadZip {
+                    path: path.to_string(),
+                    what: format!("data of '{name}' runs past the end of the file"),
+                })?;
+            (name, raw.compression(), data, raw.size())
+        };
+        let at = format!("{path}[{name}]");
+        let t = match method {
+            CompressionMethod::Stored => npy_from_bytes(&bytes[data], &at)?,
+            CompressionMethod::Deflated => {
+                let mut entry = archive.by_index(i).map_err(bad_zip)?;
+                read_deflated(&mut entry, data.len() as u64, declared, path, &name)?
+            }
+            other => {
+                return Err(TensorIoError::NpzCompression {
+                    path: path.to_string(),
+                    entry: name,
+                    method: other.to_string(),
+                })
+            }
+        };
+        let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
         out.push((key, t));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -46,14 +86,113 @@ pub fn npz_from_bytes(
     Ok(out)
 }
 
+/// DEFLATE's largest expansion: a 258-byte match coded in two bits, so
+/// 1032 bytes out per byte in (zlib's technical details, "Maximum
+/// compression factor"). A declared size past that is a lie.
+const DEFLATE_MAX_RATIO: u64 = 1032;
+
+/// Reads a deflated `.npy` entry of `packed` compressed bytes (already
+/// checked to lie inside the archive).
+fn read_deflated(
+    entry: &mut impl Read,
+    packed: u64,
+    declared: u64,
+    path: &str,
+    name: &str,
+) -> Result<HostTensor, TensorIoError> {
+    let at = format!("{path}[{name}]");
+    let lie = |what: String| TensorIoError::NpzEntrySize {
+        path: path.to_string(),
+        entry: name.to_string(),
+        what,
+    };
+    if declared > packed.saturating_mul(DEFLATE_MAX_RATIO) {
+        return Err(lie(format!(
+            "declares {declared} bytes from {packed} compressed ones, more than \
+             DEFLATE can expand to (at most {DEFLATE_MAX_RATIO}:1)"
+        )));
+    }
+    let io = |source: std::io::Error| TensorIoError::Io {
+        path: at.clone(),
+        source,
+    };
+    // The header first: its length from the first bytes, then the dict.
+    let mut head = Vec::new();
+    read_up_to(entry, npy::PREFIX_LEN as u64, &mut head).map_err(io)?;
+    let header_len = npy::header_len(&head, &at)?;
+    read_up_to(
+        entry,
+        header_len.saturating_sub(head.len()) as u64,
+        &mut head,
+    )
+    .map_err(io)?;
+    let h = parse_header(&head, &at)?;
+    let held = declared.saturating_sub(h.len as u64);
+    if held != h.data_len as u64 {
+        return Err(h.wrong_size(held, &at));
+    }
+    // Then the data, into a buffer that starts no larger than the bytes in
+    // the file could fill and grows as decompressed bytes arrive.
+    let mut data = Vec::with_capacity(h.data_len.min(packed.saturating_mul(2) as usize));
+    read_up_to(entry, h.data_len as u64 + 1, &mut data).map_err(io)?;
+    if data.len() > h.data_len {
+        return Err(lie(format!(
+            "holds more than the {declared} bytes it declares"
+        )));
+    }
+    if data.len() < h.data_len {
+        return Err(lie(format!(
+            "declares {declared} bytes but ends after {}",
+            h.len + data.len()
+        )));
+    }
+    decode_data(&h, &data, &at)
+}
+
+/// Appends up to `n` bytes of `r` to `buf`; fewer at the end of `r`.
+/// Reading to the end is what makes `zip` check the entry's CRC.
+fn read_up_to(r: &mut impl Read, n: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    r.take(n).read_to_end(buf).map(drop)
+}
+
 /// The bytes of an uncompressed `.npz` archive holding `arrays` (entry
-/// `<key>.npy` each, in the order given), readable by `numpy.load`.
-pub fn npz_to_bytes(arrays: &[(String, HostTensor)]) -> Vec<u8> {
-    let files: Vec<(String, Vec<u8>)> = arrays
-        .iter()
-        .map(|(k, t)| (format!("{k}.npy"), npy_to_bytes(t)))
-        .collect();
-    zip::write_stored(&files)
+/// `<key>.npy` each, in the order given), readable by `numpy.load`. A key
+/// given twice with equal arrays is written once (a graph may list an
+/// output twice); with different arrays it is an error, and so is a key
+/// too long for ZIP (64 KiB with its `.npy`).
+pub fn npz_to_bytes(arrays: &[(String, HostTensor)]) -> Result<Vec<u8>, TensorIoError> {
+    let mut seen: BTreeMap<&str, &HostTensor> = BTreeMap::new();
+    let mut w = ZipWriter::new(Cursor::new(Vec::new()));
+    for (key, t) in arrays {
+        let refuse = |what: &str| TensorIoError::NpzWrite {
+            key: key.clone(),
+            what: what.to_string(),
+        };
+        if let Some(&prev) = seen.get(key.as_str()) {
+            if prev != t {
+                return Err(refuse("given twice with different contents"));
+            }
+            continue;
+        }
+        seen.insert(key, t);
+        let name = format!("{key}.npy");
+        if name.len() > u16::MAX as usize {
+            return Err(refuse("the name is longer than ZIP allows (65535 bytes)"));
+        }
+        let data = npy_to_bytes(t);
+        let opts = SimpleFileOptions::default()
+            .compression_method(CompressionMethod::Stored)
+            // A fixed time, so the same arrays give the same bytes.
+            .last_modified_time(DateTime::default())
+            .large_file(data.len() as u64 >= zip::ZIP64_BYTES_THR);
+        w.start_file(name, opts)
+            .and_then(|()| Ok(w.write_all(&data)?))
+            .expect("invariant: a checked entry is written to memory without error");
+    }
+    let out = w
+        .finish()
+        .expect("invariant: an archive in memory is finished without error");
+    Ok(out.into_inner())
 }
 
 pub fn write_npz(
@@ -61,227 +200,8 @@ pub fn write_npz(
     arrays: &[(String, HostTensor)],
 ) -> Result<(), TensorIoError> {
     let path = path.as_ref();
-    fs::write(path, npz_to_bytes(arrays)).map_err(|source| TensorIoError::Io {
+    fs::write(path, npz_to_bytes(arrays)?).map_err(|source| TensorIoError::Io {
         path: show(path),
         source,
     })
-}
-
-/// The subset of ZIP that `.npz` files use: stored entries, with ZIP64
-/// extensions (NumPy opens every entry with `force_zip64=True`).
-mod zip {
-    pub struct Entry<'a> {
-        pub name: String,
-        /// 0 = stored, 8 = deflate, …
-        pub method: u16,
-        pub data: &'a [u8],
-    }
-
-    fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-        Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-    }
-    fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-        Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-    }
-    fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-        Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-    }
-
-    const EOCD: u32 = 0x0605_4b50;
-    const EOCD64: u32 = 0x0606_4b50;
-    const EOCD64_LOCATOR: u32 = 0x0706_4b50;
-    const CENTRAL: u32 = 0x0201_4b50;
-    const LOCAL: u32 = 0x0403_4b50;
-
-    /// Every entry, read through the central directory.
-    pub fn entries(b: &[u8]) -> Result<Vec<Entry<'_>>, String> {
-        let bad = |s: &str| s.to_string();
-        // The end record is the last 22 bytes plus a comment of up to 64 KiB.
-        let min = b.len().saturating_sub(22 + 0xFFFF);
-        let eocd = (min..=b.len().saturating_sub(22))
-            .rev()
-            .find(|&i| u32_at(b, i) == Some(EOCD))
-            .ok_or_else(|| bad("no end-of-central-directory record"))?;
-        let mut count = u16_at(b, eocd + 10).ok_or_else(|| bad("truncated end record"))? as u64;
-        let mut cd = u32_at(b, eocd + 16).ok_or_else(|| bad("truncated end record"))? as u64;
-        // Saturated counts point at the ZIP64 end record, found through the
-        // locator just before the classic end record.
-        if (count == 0xFFFF || cd == 0xFFFF_FFFF)
-            && eocd >= 20
-            && u32_at(b, eocd - 20) == Some(EOCD64_LOCATOR)
-        {
-            let at = u64_at(b, eocd - 12).ok_or_else(|| bad("truncated zip64 locator"))? as usize;
-            if u32_at(b, at) != Some(EOCD64) {
-                return Err(bad("zip64 end record not found"));
-            }
-            count = u64_at(b, at + 32).ok_or_else(|| bad("truncated zip64 end record"))?;
-            cd = u64_at(b, at + 48).ok_or_else(|| bad("truncated zip64 end record"))?;
-        }
-        let mut at = usize::try_from(cd).map_err(|_| bad("central directory offset overflows"))?;
-        let mut out = Vec::new();
-        for _ in 0..count {
-            let trunc = || bad("truncated central directory");
-            if u32_at(b, at) != Some(CENTRAL) {
-                return Err(bad("central directory entry signature not found"));
-            }
-            let method = u16_at(b, at + 10).ok_or_else(trunc)?;
-            let mut csize = u32_at(b, at + 20).ok_or_else(trunc)? as u64;
-            let mut usize_ = u32_at(b, at + 24).ok_or_else(trunc)? as u64;
-            let name_len = u16_at(b, at + 28).ok_or_else(trunc)? as usize;
-            let extra_len = u16_at(b, at + 30).ok_or_else(trunc)? as usize;
-            let comment_len = u16_at(b, at + 32).ok_or_else(trunc)? as usize;
-            let mut local = u32_at(b, at + 42).ok_or_else(trunc)? as u64;
-            let name_bytes = b.get(at + 46..at + 46 + name_len).ok_or_else(trunc)?;
-            let name = String::from_utf8_lossy(name_bytes).into_owned();
-            // ZIP64 extra field: the 64-bit values present are exactly those
-            // whose 32-bit field is saturated, in this order.
-            let extra = b
-                .get(at + 46 + name_len..at + 46 + name_len + extra_len)
-                .ok_or_else(trunc)?;
-            let mut e = 0;
-            while e + 4 <= extra.len() {
-                let id = u16_at(extra, e).ok_or_else(trunc)?;
-                let len = u16_at(extra, e + 2).ok_or_else(trunc)? as usize;
-                if id == 0x0001 {
-                    let mut p = e + 4;
-                    for field in [&mut usize_, &mut csize, &mut local] {
-                        if *field == 0xFFFF_FFFF {
-                            *field = u64_at(extra, p).ok_or_else(trunc)?;
-                            p += 8;
-                        }
-                    }
-                }
-                e += 4 + len;
-            }
-            let lh = usize::try_from(local).map_err(|_| trunc())?;
-            if u32_at(b, lh) != Some(LOCAL) {
-                return Err(format!("local header of '{name}' not found"));
-            }
-            let lname = u16_at(b, lh + 26).ok_or_else(trunc)? as usize;
-            let lextra = u16_at(b, lh + 28).ok_or_else(trunc)? as usize;
-            let start = lh + 30 + lname + lextra;
-            let data = usize::try_from(csize)
-                .ok()
-                .and_then(|n| b.get(start..start.checked_add(n)?))
-                .ok_or_else(|| format!("data of '{name}' runs past the end of the file"))?;
-            if method == 0 && csize != usize_ {
-                return Err(format!("stored entry '{name}' has differing sizes"));
-            }
-            out.push(Entry { name, method, data });
-            at += 46 + name_len + extra_len + comment_len;
-        }
-        Ok(out)
-    }
-
-    fn crc32(data: &[u8]) -> u32 {
-        let mut table = [0u32; 256];
-        for (i, t) in table.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-            *t = c;
-        }
-        let mut c = !0u32;
-        for &x in data {
-            c = table[((c ^ x as u32) & 0xFF) as usize] ^ (c >> 8);
-        }
-        !c
-    }
-
-    /// A ZIP archive of stored files. Sizes or offsets past 4 GiB use ZIP64
-    /// extra fields and end records.
-    pub fn write_stored(files: &[(String, Vec<u8>)]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut central = Vec::new();
-        const SAT: u64 = 0xFFFF_FFFF;
-        for (name, data) in files {
-            let crc = crc32(data);
-            let offset = out.len() as u64;
-            let size = data.len() as u64;
-            let big = size >= SAT || offset >= SAT;
-            let local_extra: Vec<u8> = if size >= SAT {
-                let mut x = vec![1, 0, 16, 0];
-                x.extend_from_slice(&size.to_le_bytes());
-                x.extend_from_slice(&size.to_le_bytes());
-                x
-            } else {
-                vec![]
-            };
-            let size32 = size.min(SAT) as u32;
-            let version: u16 = if big { 45 } else { 20 };
-            out.extend_from_slice(&LOCAL.to_le_bytes());
-            out.extend_from_slice(&version.to_le_bytes());
-            out.extend_from_slice(&[0, 0, 0, 0]); // flags, method = stored
-            out.extend_from_slice(&[0, 0, 0x21, 0]); // time, date (1980-01-01)
-            out.extend_from_slice(&crc.to_le_bytes());
-            out.extend_from_slice(&size32.to_le_bytes());
-            out.extend_from_slice(&size32.to_le_bytes());
-            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            out.extend_from_slice(&(local_extra.len() as u16).to_le_bytes());
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(&local_extra);
-            out.extend_from_slice(data);
-
-            let mut cextra = Vec::new();
-            if big {
-                let mut body = Vec::new();
-                if size >= SAT {
-                    body.extend_from_slice(&size.to_le_bytes());
-                    body.extend_from_slice(&size.to_le_bytes());
-                }
-                if offset >= SAT {
-                    body.extend_from_slice(&offset.to_le_bytes());
-                }
-                cextra.extend_from_slice(&[1, 0]);
-                cextra.extend_from_slice(&(body.len() as u16).to_le_bytes());
-                cextra.extend_from_slice(&body);
-            }
-            central.extend_from_slice(&CENTRAL.to_le_bytes());
-            central.extend_from_slice(&version.to_le_bytes()); // made by
-            central.extend_from_slice(&version.to_le_bytes()); // needed
-            central.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0x21, 0]);
-            central.extend_from_slice(&crc.to_le_bytes());
-            central.extend_from_slice(&size32.to_le_bytes());
-            central.extend_from_slice(&size32.to_le_bytes());
-            central.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            central.extend_from_slice(&(cextra.len() as u16).to_le_bytes());
-            central.extend_from_slice(&[0; 6]); // comment length, disk, internal attributes
-            central.extend_from_slice(&[0; 4]); // external attributes
-            central.extend_from_slice(&(offset.min(SAT) as u32).to_le_bytes());
-            central.extend_from_slice(name.as_bytes());
-            central.extend_from_slice(&cextra);
-        }
-        let cd_offset = out.len() as u64;
-        let cd_size = central.len() as u64;
-        out.extend_from_slice(&central);
-        let n = files.len() as u64;
-        if cd_offset >= SAT || n >= 0xFFFF {
-            let eocd64 = out.len() as u64;
-            out.extend_from_slice(&EOCD64.to_le_bytes());
-            out.extend_from_slice(&44u64.to_le_bytes());
-            out.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-            out.extend_from_slice(&n.to_le_bytes());
-            out.extend_from_slice(&n.to_le_bytes());
-            out.extend_from_slice(&cd_size.to_le_bytes());
-            out.extend_from_slice(&cd_offset.to_le_bytes());
-            out.extend_from_slice(&EOCD64_LOCATOR.to_le_bytes());
-            out.extend_from_slice(&[0, 0, 0, 0]);
-            out.extend_from_slice(&eocd64.to_le_bytes());
-            out.extend_from_slice(&1u32.to_le_bytes());
-        }
-        out.extend_from_slice(&EOCD.to_le_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0]);
-        let n16 = n.min(0xFFFF) as u16;
-        out.extend_from_slice(&n16.to_le_bytes());
-        out.extend_from_slice(&n16.to_le_bytes());
-        out.extend_from_slice(&(cd_size.min(SAT) as u32).to_le_bytes());
-        out.extend_from_slice(&(cd_offset.min(SAT) as u32).to_le_bytes());
-        out.extend_from_slice(&[0, 0]);
-        out
-    }
 }
