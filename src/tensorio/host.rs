@@ -241,9 +241,9 @@ impl HostTensor {
 
     /// Builds a tensor of ONNX type `dtype` from packed little-endian bytes.
     /// `None` when the type is unsupported or the byte count does not fit
-    /// the shape.
+    /// the shape (whose element count is computed without wrapping).
     pub fn from_le_bytes(dtype: i32, shape: &[usize], bytes: &[u8]) -> Option<HostTensor> {
-        let n: usize = shape.iter().product();
+        let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
         if n.checked_mul(elem_size(dtype)?)? != bytes.len() {
             return None;
         }
