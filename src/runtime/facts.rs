@@ -88,10 +88,10 @@ pub fn infer_facts(
     };
     let load = |e: tract_onnx::prelude::TractError| RuntimeError::Load {
         model: model_name.clone(),
-        detail: super::chain(&e),
+        detail: super::load::chain(&e),
     };
     let (mut im, input_names, _) =
-        super::load_inference(model, true, &super::FLOAT_TYPES).map_err(load)?;
+        super::load::load_inference(model, true, &super::load::FLOAT_TYPES).map_err(load)?;
     for (name, shape) in input_shapes {
         let ix = input_names.iter().position(|n| n == name).ok_or_else(|| {
             RuntimeError::UnknownInput {
