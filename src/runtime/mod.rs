@@ -26,13 +26,15 @@
 //!
 //! Inputs and outputs are [`HostTensor`]s, matched by name. Tract's errors are
 //! `anyhow` chains; they are flattened into the text of [`RuntimeError`],
-//! whose variants name the model, tensor or node concerned.
+//! whose variants name the model, tensor or node concerned. Tract's panics
+//! are caught where onnxq calls it and become [`RuntimeError::TractPanic`].
 //!
 //! | file | what |
 //! |---|---|
 //! | `load.rs` | the IR handed to tract, up to the typed, optimised model |
 //! | `runner.rs` | [`Runner`]: plans, inputs checked, runs, tensors converted |
 //! | `timing.rs` | [`Runner::profile`] and plan nodes mapped to ONNX nodes |
+//! | `guard.rs` | the panic boundary: tract's panics caught, quietly |
 //! | `cache.rs` | runners per input signature; parallel maps over samples |
 //! | `facts.rs` | type and shape facts for the `shape-inference` pass |
 //! | `weights.rs`, `fake_quant.rs` | folding and fusing Q/DQ with tract's arithmetic |
@@ -44,6 +46,7 @@ use crate::ir::{Model, NodeKind};
 
 mod cache;
 pub mod fake_quant;
+mod guard;
 mod load;
 mod runner;
 mod timing;
@@ -171,4 +174,35 @@ pub enum RuntimeError {
     Run { model: String, detail: String },
     #[error("output '{name}' has tract element type {dtype}, which onnxq cannot return")]
     UnsupportedOutput { name: String, dtype: String },
+    /// Tract panicked: a model it should have refused, or a bug of its own.
+    /// Caught at the runtime boundary (see `guard.rs`). The site is boxed
+    /// to keep every `Result` carrying this error small.
+    #[error("model '{model}': tract panicked {at}: {message}")]
+    TractPanic {
+        model: String,
+        at: Box<PanicSite>,
+        message: String,
+    },
+}
+
+/// Where in the runtime tract panicked.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PanicSite {
+    /// Loading, analysing, optimising or planning the model.
+    Loading,
+    /// Running it, between nodes.
+    Running,
+    /// Evaluating one node of tract's plan: its tract name (for a node
+    /// translated from ONNX, the ONNX node's name) and tract op.
+    Node { name: String, op: String },
+}
+
+impl std::fmt::Display for PanicSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PanicSite::Loading => write!(f, "while loading it"),
+            PanicSite::Running => write!(f, "while running it"),
+            PanicSite::Node { name, op } => write!(f, "in node '{name}' ({op})"),
+        }
+    }
 }

@@ -11,9 +11,10 @@ use tract_onnx::tract_core::internal::DimLike;
 use tract_onnx::tract_core::ops::source::TypedSource;
 use tract_onnx::tract_core::plan::SimplePlan;
 
+use super::guard;
 use super::load::{self, chain, datum_name, load_error, onnx_to_datum};
 use super::timing::attribute;
-use super::{RunOptions, RuntimeError};
+use super::{PanicSite, RunOptions, RuntimeError};
 use crate::ir::Model;
 use crate::tensorio::HostTensor;
 
@@ -61,12 +62,63 @@ pub struct Runner {
     pub(super) unattributed: Vec<String>,
 }
 
+/// The plans [`Runner::new`] builds, with what they need.
+struct Planned {
+    output_names: Vec<String>,
+    fused_qdq: usize,
+    folded_dq: usize,
+    plan: Arc<TypedSimplePlan>,
+    visit_plan: Arc<TypedSimplePlan>,
+    watch: HashMap<(usize, usize), Vec<usize>>,
+    tail: Vec<usize>,
+}
+
 impl Runner {
     /// Loads `model` into tract with `opts`.
     pub fn new(model: &Model, opts: &RunOptions) -> Result<Runner, RuntimeError> {
         let model_name = load::model_name(model);
-        let load = load_error(&model_name);
-        let built = load::typed_model(model, opts, &model_name)?;
+        let planned = guard::catch(|| Self::plans(model, opts, &model_name))
+            .map_err(|p| panicked(&model_name, PanicSite::Loading, p))??;
+        let Planned {
+            output_names,
+            fused_qdq,
+            folded_dq,
+            plan,
+            visit_plan,
+            watch,
+            tail,
+        } = planned;
+        let tm = plan.model();
+        let inputs = input_slots(tm).map_err(load_error(&model_name))?;
+        let order: Vec<usize> = plan
+            .order_without_consts()
+            .iter()
+            .copied()
+            .filter(|&id| tm.nodes()[id].op_as::<TypedSource>().is_none())
+            .collect();
+        let (groups, unattributed) = attribute(model, tm, &order);
+        Ok(Runner {
+            plan,
+            visit_plan,
+            watch,
+            tail,
+            n_graph: model.graph.outputs().len(),
+            fused_qdq,
+            folded_dq,
+            model_name,
+            inputs,
+            outputs: output_names,
+            f16_to_f32: opts.f16_to_f32,
+            groups,
+            unattributed,
+        })
+    }
+
+    /// Everything tract does to load `model`: the typed model, then the
+    /// plans. Runs under [`guard::catch`].
+    fn plans(model: &Model, opts: &RunOptions, model_name: &str) -> Result<Planned, RuntimeError> {
+        let load = load_error(model_name);
+        let built = load::typed_model(model, opts, model_name)?;
         let typed = Arc::new(built.model);
         let outlets = typed.output_outlets().map_err(&load)?.to_vec();
         let plan = SimplePlan::new(typed.clone()).map_err(&load)?;
@@ -77,31 +129,14 @@ impl Runner {
         } else {
             Self::visit_plan(&typed, &outlets, n_graph).map_err(&load)?
         };
-
-        let tm = plan.model();
-        let inputs = input_slots(tm).map_err(&load)?;
-        let order: Vec<usize> = plan
-            .order_without_consts()
-            .iter()
-            .copied()
-            .filter(|&id| tm.nodes()[id].op_as::<TypedSource>().is_none())
-            .collect();
-        let (groups, unattributed) = attribute(model, tm, &order);
-        drop(load);
-        Ok(Runner {
+        Ok(Planned {
+            output_names: built.output_names,
+            fused_qdq: built.fused_qdq,
+            folded_dq: built.folded_dq,
             plan,
             visit_plan,
             watch,
             tail,
-            n_graph,
-            fused_qdq: built.fused_qdq,
-            folded_dq: built.folded_dq,
-            model_name,
-            inputs,
-            outputs: built.output_names,
-            f16_to_f32: opts.f16_to_f32,
-            groups,
-            unattributed,
         })
     }
 
@@ -253,11 +288,32 @@ impl Runner {
         inputs: &[(String, HostTensor)],
     ) -> Result<Vec<(String, HostTensor)>, RuntimeError> {
         let values = self.prepare(inputs)?;
-        let mut state = TypedSimpleState::new(&self.plan).map_err(|e| self.run_error(e))?;
-        let out = state
-            .run_plan_with_eval(values.into_iter().collect(), eval_node)
-            .map_err(|e| self.run_error(e))?;
-        self.collect(out.into_iter().collect())
+        self.guarded(&self.plan, || {
+            let mut state = TypedSimpleState::new(&self.plan).map_err(|e| self.run_error(e))?;
+            let out = state
+                .run_plan_with_eval(values.into_iter().collect(), eval_node)
+                .map_err(|e| self.run_error(e))?;
+            self.collect(out.into_iter().collect())
+        })
+    }
+
+    /// Runs `f`, a run of `plan`, under [`guard::catch`]: a panic in tract
+    /// becomes [`RuntimeError::TractPanic`] naming the node it happened in.
+    pub(super) fn guarded<T>(
+        &self,
+        plan: &TypedSimplePlan,
+        f: impl FnOnce() -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        guard::catch(f).unwrap_or_else(|p| {
+            let at = match p.node.and_then(|id| plan.model().nodes().get(id)) {
+                Some(n) => PanicSite::Node {
+                    name: n.name.clone(),
+                    op: n.op.name().to_string(),
+                },
+                None => PanicSite::Running,
+            };
+            Err(panicked(&self.model_name, at, p))
+        })
     }
 
     /// Runs the model, hands each captured tensor to `visit` without
@@ -298,28 +354,31 @@ impl Runner {
             }
         }
         let values = self.prepare(inputs)?;
-        let mut state = TypedSimpleState::new(&self.visit_plan).map_err(|e| self.run_error(e))?;
-        let out = state
-            .run_plan_with_eval(values.into_iter().collect(), |ctx, op_state, node, ins| {
-                let r = eval_node(ctx, op_state, node, ins)?;
-                for (slot, v) in r.iter().enumerate() {
-                    if let Some(ixs) = self.watch.get(&(node.id, slot)) {
-                        for &i in ixs {
-                            show(&mut visit, i, &self.outputs[i], v);
+        self.guarded(&self.visit_plan, || {
+            let mut state =
+                TypedSimpleState::new(&self.visit_plan).map_err(|e| self.run_error(e))?;
+            let out = state
+                .run_plan_with_eval(values.into_iter().collect(), |ctx, op_state, node, ins| {
+                    let r = eval_node(ctx, op_state, node, ins)?;
+                    for (slot, v) in r.iter().enumerate() {
+                        if let Some(ixs) = self.watch.get(&(node.id, slot)) {
+                            for &i in ixs {
+                                guard::outside(|| show(&mut visit, i, &self.outputs[i], v));
+                            }
                         }
                     }
-                }
-                Ok::<_, tract_onnx::prelude::TractError>(r)
-            })
-            .map_err(|e| self.run_error(e))?;
-        for (&i, v) in self.tail.iter().zip(out.iter().skip(self.n_graph)) {
-            show(&mut visit, i, &self.outputs[i], v);
-        }
-        self.outputs[..self.n_graph]
-            .iter()
-            .zip(out)
-            .map(|(name, v)| Ok((name.clone(), from_tract(name, v)?)))
-            .collect()
+                    Ok::<_, tract_onnx::prelude::TractError>(r)
+                })
+                .map_err(|e| self.run_error(e))?;
+            for (&i, v) in self.tail.iter().zip(out.iter().skip(self.n_graph)) {
+                guard::outside(|| show(&mut visit, i, &self.outputs[i], v));
+            }
+            self.outputs[..self.n_graph]
+                .iter()
+                .zip(out)
+                .map(|(name, v)| Ok((name.clone(), from_tract(name, v)?)))
+                .collect()
+        })
     }
 }
 
@@ -338,16 +397,28 @@ fn input_slots(tm: &TypedModel) -> tract_onnx::prelude::TractResult<Vec<InputSlo
 }
 
 /// Evaluates one plan node the way every run here does: tract's own
-/// evaluation, then [`clear_upper_avx`].
+/// evaluation, with the node noted for the panic boundary (see `guard`),
+/// then [`clear_upper_avx`].
 pub(super) fn eval_node(
     ctx: &tract_onnx::tract_core::plan::EvalContext,
     state: Option<&mut (dyn tract_onnx::tract_core::ops::OpState + 'static)>,
     node: &tract_onnx::prelude::TypedNode,
     inputs: tract_onnx::prelude::TVec<TValue>,
 ) -> tract_onnx::prelude::TractResult<tract_onnx::prelude::TVec<TValue>> {
+    guard::enter_node(node.id);
     let r = tract_onnx::tract_core::plan::eval(ctx, state, node, inputs);
+    guard::leave_node();
     clear_upper_avx();
     r
+}
+
+/// The error for a panic caught in tract.
+pub(super) fn panicked(model_name: &str, at: PanicSite, p: guard::TractPanic) -> RuntimeError {
+    RuntimeError::TractPanic {
+        model: model_name.to_string(),
+        at: Box::new(at),
+        message: p.message,
+    }
 }
 
 /// Ends the AVX "dirty upper state" tract's hand-written AVX-512 kernels

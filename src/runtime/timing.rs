@@ -88,32 +88,37 @@ impl Runner {
     ) -> Result<NodeTimes, RuntimeError> {
         let runs = runs.max(1);
         let values = self.prepare(inputs)?;
-        let mut state = TypedSimpleState::new(&self.plan).map_err(|e| self.run_error(e))?;
-        state
-            .run(values.iter().cloned().collect())
-            .map_err(|e| self.run_error(e))?;
         let n = self.plan.model().nodes().len();
-        let mut per_node: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); n];
-        let mut totals = Vec::with_capacity(runs);
-        for _ in 0..runs {
-            let mut this = vec![Duration::ZERO; n];
-            let start = Instant::now();
+        let (mut per_node, mut totals) = self.guarded(&self.plan, || {
+            let mut state = TypedSimpleState::new(&self.plan).map_err(|e| self.run_error(e))?;
+            // The warm-up evaluates through `eval_node` too, so a panic in
+            // it names its node.
             state
-                .run_plan_with_eval(
-                    values.iter().cloned().collect(),
-                    |ctx, op_state, node, ins| {
-                        let t = Instant::now();
-                        let r = eval_node(ctx, op_state, node, ins);
-                        this[node.id] += t.elapsed();
-                        r
-                    },
-                )
+                .run_plan_with_eval(values.iter().cloned().collect(), eval_node)
                 .map_err(|e| self.run_error(e))?;
-            totals.push(start.elapsed());
-            for (acc, d) in per_node.iter_mut().zip(this) {
-                acc.push(d);
+            let mut per_node: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); n];
+            let mut totals = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let mut this = vec![Duration::ZERO; n];
+                let start = Instant::now();
+                state
+                    .run_plan_with_eval(
+                        values.iter().cloned().collect(),
+                        |ctx, op_state, node, ins| {
+                            let t = Instant::now();
+                            let r = eval_node(ctx, op_state, node, ins);
+                            this[node.id] += t.elapsed();
+                            r
+                        },
+                    )
+                    .map_err(|e| self.run_error(e))?;
+                totals.push(start.elapsed());
+                for (acc, d) in per_node.iter_mut().zip(this) {
+                    acc.push(d);
+                }
             }
-        }
+            Ok((per_node, totals))
+        })?;
         let model = self.plan.model();
         let nodes: Vec<NodeTime> = self
             .plan
