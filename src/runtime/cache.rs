@@ -62,10 +62,14 @@ impl<'a> RunnerCache<'a> {
     /// it once.
     pub fn runner(&self, inputs: &[(String, HostTensor)]) -> Result<Arc<Runner>, RuntimeError> {
         let sig = signature(inputs);
+        // A poisoned lock is taken over as it is: the map only ever gets a
+        // runner once it is fully built, so a panic while building one
+        // (tract's are caught in `Runner::new`; this is for anything
+        // else) leaves it as it was.
         let mut runners = self
             .runners
             .lock()
-            .expect("invariant: no thread panics while building a runner");
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(r) = runners.get(&sig) {
             return Ok(r.clone());
         }

@@ -82,32 +82,41 @@ pub fn infer_facts(
     model: &Model,
     input_shapes: &InputShapes,
 ) -> Result<BTreeMap<String, Fact>, RuntimeError> {
-    let model_name = match model.graph.shell.name() {
-        "" => "model".to_string(),
-        n => n.to_string(),
-    };
-    let load = |e: tract_onnx::prelude::TractError| RuntimeError::Load {
-        model: model_name.clone(),
-        detail: super::chain(&e),
-    };
+    let model_name = super::load::model_name(model);
+    super::guard::catch(|| facts(model, input_shapes, &model_name)).unwrap_or_else(|p| {
+        Err(super::runner::panicked(
+            &model_name,
+            super::PanicSite::Loading,
+            p,
+        ))
+    })
+}
+
+/// [`infer_facts`], under the panic boundary.
+fn facts(
+    model: &Model,
+    input_shapes: &InputShapes,
+    model_name: &str,
+) -> Result<BTreeMap<String, Fact>, RuntimeError> {
+    let load = super::load::load_error(model_name);
     let (mut im, input_names, _) =
-        super::load_inference(model, true, &super::FLOAT_TYPES).map_err(load)?;
+        super::load::load_inference(model, true, &super::load::FLOAT_TYPES).map_err(&load)?;
     for (name, shape) in input_shapes {
         let ix = input_names.iter().position(|n| n == name).ok_or_else(|| {
             RuntimeError::UnknownInput {
-                model: model_name.clone(),
+                model: model_name.to_string(),
                 name: name.clone(),
                 known: input_names.join(", "),
             }
         })?;
-        let mut fact = im.input_fact(ix).map_err(load)?.clone();
+        let mut fact = im.input_fact(ix).map_err(&load)?.clone();
         fact.shape = ShapeFactoid::closed(
             shape
                 .iter()
                 .map(|&d| GenericFactoid::Only(TDim::from(d)))
                 .collect(),
         );
-        im.set_input_fact(ix, fact).map_err(load)?;
+        im.set_input_fact(ix, fact).map_err(&load)?;
     }
     // Obstinate: keep analysing past nodes tract cannot type; the first
     // such error is returned at the end and deliberately dropped here,
