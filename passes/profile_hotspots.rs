@@ -41,7 +41,7 @@ use crate::ir::Model;
 const NAME: &str = "profile-hotspots";
 
 /// Seed of the random sample used when the context has no data.
-pub const RANDOM_SEED: u64 = 0x7072_6f66_696c_65;
+pub const RANDOM_SEED: u64 = 0x70_726f_6669_6c65;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -109,7 +109,7 @@ impl Pass for SelectCoverage {
                 for (label, why) in &picked {
                     cx.remark(NAME, label, why.clone());
                 }
-                picked.into_iter().map(|(l, _)| l).collect()
+                picked.into_keys().collect()
             }
         };
         // Printed back as the pass's options: the replay selects the same.

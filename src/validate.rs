@@ -166,9 +166,14 @@ pub fn validate(
 pub struct Reference {
     pub data: DataSet,
     threads: usize,
-    /// Per sample: label, inputs, the original's outputs.
-    samples: Vec<(String, Vec<(String, HostTensor)>, Vec<(String, HostTensor)>)>,
+    samples: Vec<RefSample>,
 }
+
+/// Named tensors: a sample's inputs or a model's outputs.
+type Named = Vec<(String, HostTensor)>;
+
+/// One reference sample: its label, inputs and the original's outputs.
+type RefSample = (String, Named, Named);
 
 impl Reference {
     pub fn new(orig: &Model, data: &DataSet, threads: usize) -> Result<Reference, ValidateError> {

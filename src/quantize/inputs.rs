@@ -13,7 +13,7 @@ use crate::ir::Model;
 use crate::passes::context::{InputShapes, Inputs};
 
 /// Seed of `--calib-random` samples.
-pub const RANDOM_SEED: u64 = 0x6f6e_6e78_71;
+pub const RANDOM_SEED: u64 = 0x6f_6e6e_7871;
 
 /// Where calibration data and statistics come from, and how to run.
 #[derive(Clone, Debug, Default)]
