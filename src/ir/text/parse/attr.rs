@@ -53,17 +53,7 @@ impl Parser<'_> {
             name: Some(name.clone()),
             ..Default::default()
         };
-        let mut declared = A::Undefined;
-        if self.lx.eat(b':') {
-            self.lx.ws();
-            let at = self.lx.pos;
-            let t = self
-                .lx
-                .ident("an attribute type (int, float, string, ints, ...)")?;
-            declared = ATTR_TYPES.iter().find(|(n, _)| *n == t).map(|(_, k)| *k).ok_or_else(|| {
-                self.lx.err_at(at, format!("unknown attribute type '{t}'; expected int, float, string, tensor, graph, type_proto, sparse_tensor or a plural of these"))
-            })?;
-        }
+        let declared = self.declared_attr_type()?;
         self.lx.expect(b'=', &format!("after attribute '{name}'"))?;
         if self.lx.eat(b'@') {
             a.ref_attr_name = Some(self.lx.quotable_id("a referenced attribute name")?);
@@ -72,95 +62,143 @@ impl Parser<'_> {
             }
             return Ok(a);
         }
-        let singular = match declared {
-            A::Floats => A::Float,
-            A::Ints => A::Int,
-            A::Strings => A::String,
-            A::Tensors => A::Tensor,
-            A::Graphs => A::Graph,
-            A::SparseTensors => A::SparseTensor,
-            A::TypeProtos => A::TypeProto,
-            k => k,
-        };
-        let is_list_type = singular != declared;
         self.lx.ws();
         let at = self.lx.pos;
         if self.lx.eat(b'[') {
-            if declared != A::Undefined && !is_list_type {
+            self.list_value(&mut a, &name, declared, at)?;
+        } else {
+            self.single_value(&mut a, &name, declared, at)?;
+        }
+        Ok(a)
+    }
+
+    /// The optional `: type` after an attribute's name (`Undefined` if none).
+    fn declared_attr_type(&mut self) -> PResult<AttributeType> {
+        if !self.lx.eat(b':') {
+            return Ok(AttributeType::Undefined);
+        }
+        self.lx.ws();
+        let at = self.lx.pos;
+        let t = self
+            .lx
+            .ident("an attribute type (int, float, string, ints, ...)")?;
+        ATTR_TYPES.iter().find(|(n, _)| *n == t).map(|(_, k)| *k).ok_or_else(|| {
+            self.lx.err_at(at, format!("unknown attribute type '{t}'; expected int, float, string, tensor, graph, type_proto, sparse_tensor or a plural of these"))
+        })
+    }
+
+    /// `[v, ...]` (the `[` at `at` already read) into the list field its
+    /// kind (declared, or read off the items) selects.
+    fn list_value(
+        &mut self,
+        a: &mut AttributeProto,
+        name: &str,
+        declared: AttributeType,
+        at: usize,
+    ) -> PResult<()> {
+        use AttributeType as A;
+        let singular = singular(declared);
+        if declared != A::Undefined && singular == declared {
+            return Err(self.lx.err_at(
+                at,
+                format!(
+                    "attribute '{name}' is declared {} but given a list",
+                    attr_type_name(declared)
+                ),
+            ));
+        }
+        let mut items = Vec::new();
+        if !self.lx.eat(b']') {
+            loop {
+                self.lx.ws();
+                let p = self.lx.pos;
+                items.push((self.single(singular, name)?, p));
+                if !self.lx.eat(b',') {
+                    break;
+                }
+            }
+            self.lx
+                .expect(b']', &format!("to close the list of attribute '{name}'"))?;
+        }
+        let kind = self.list_kind(name, declared, &items, at)?;
+        a.r#type = Some(kind as i32);
+        for (s, p) in items {
+            match (kind, s) {
+                (A::Ints, Single::Int(i)) => a.ints.push(i),
+                (A::Floats, Single::Float(f)) => a.floats.push(f),
+                (A::Floats, Single::Int(i)) => a.floats.push(i as f32),
+                (A::Strings, Single::Str(s)) => a.strings.push(Bytes::from(s)),
+                (A::Tensors, Single::Tensor(t)) => a.tensors.push(*t),
+                (A::Graphs, Single::Graph(g)) => a.graphs.push(*g),
+                (A::SparseTensors, Single::Sparse(s)) => a.sparse_tensors.push(*s),
+                (A::TypeProtos, Single::Type(t)) => a.type_protos.push(t),
+                (k, s) => {
+                    return Err(self.lx.err_at(
+                        p,
+                        format!(
+                            "attribute '{name}' is a list of {} but this item is {}",
+                            attr_type_name(k),
+                            single_kind(&s)
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The kind of a list attribute: as declared, else floats if any item
+    /// is one (`[1, 2.5]`), else the first item's.
+    fn list_kind(
+        &self,
+        name: &str,
+        declared: AttributeType,
+        items: &[(Single, usize)],
+        at: usize,
+    ) -> PResult<AttributeType> {
+        use AttributeType as A;
+        if declared != A::Undefined {
+            return Ok(declared);
+        }
+        if items.iter().any(|(s, _)| matches!(s, Single::Float(_))) {
+            return Ok(A::Floats);
+        }
+        Ok(match items.first() {
+            None => {
                 return Err(self.lx.err_at(
                     at,
                     format!(
-                        "attribute '{name}' is declared {} but given a list",
-                        attr_type_name(declared)
+                        "empty list for attribute '{name}' needs a type, e.g. '{name}: ints = []'"
                     ),
-                ));
+                ))
             }
-            let mut items = Vec::new();
-            if !self.lx.eat(b']') {
-                loop {
-                    self.lx.ws();
-                    let p = self.lx.pos;
-                    items.push((self.single(singular, &name)?, p));
-                    if !self.lx.eat(b',') {
-                        break;
-                    }
-                }
-                self.lx
-                    .expect(b']', &format!("to close the list of attribute '{name}'"))?;
-            }
-            let kind = if declared != A::Undefined {
-                declared
-            } else if items.iter().any(|(s, _)| matches!(s, Single::Float(_))) {
-                A::Floats
-            } else {
-                match items.first() {
-                    None => {
-                        return Err(self.lx.err_at(
-                            at,
-                            format!("empty list for attribute '{name}' needs a type, e.g. '{name}: ints = []'"),
-                        ))
-                    }
-                    Some((Single::Int(_), _)) => A::Ints,
-                    Some((Single::Float(_), _)) => A::Floats,
-                    Some((Single::Str(_), _)) => A::Strings,
-                    Some((Single::Tensor(_), _)) => A::Tensors,
-                    Some((Single::Graph(_), _)) => A::Graphs,
-                    Some((Single::Sparse(_), _)) => A::SparseTensors,
-                    Some((Single::Type(_), _)) => A::TypeProtos,
-                }
-            };
-            a.r#type = Some(kind as i32);
-            for (s, p) in items {
-                match (kind, s) {
-                    (A::Ints, Single::Int(i)) => a.ints.push(i),
-                    (A::Floats, Single::Float(f)) => a.floats.push(f),
-                    (A::Floats, Single::Int(i)) => a.floats.push(i as f32),
-                    (A::Strings, Single::Str(s)) => a.strings.push(Bytes::from(s)),
-                    (A::Tensors, Single::Tensor(t)) => a.tensors.push(*t),
-                    (A::Graphs, Single::Graph(g)) => a.graphs.push(*g),
-                    (A::SparseTensors, Single::Sparse(s)) => a.sparse_tensors.push(*s),
-                    (A::TypeProtos, Single::Type(t)) => a.type_protos.push(t),
-                    (k, s) => {
-                        return Err(self.lx.err_at(
-                            p,
-                            format!(
-                                "attribute '{name}' is a list of {} but this item is {}",
-                                attr_type_name(k),
-                                single_kind(&s)
-                            ),
-                        ))
-                    }
-                }
-            }
-            return Ok(a);
-        }
-        if is_list_type {
+            Some((Single::Int(_), _)) => A::Ints,
+            Some((Single::Float(_), _)) => A::Floats,
+            Some((Single::Str(_), _)) => A::Strings,
+            Some((Single::Tensor(_), _)) => A::Tensors,
+            Some((Single::Graph(_), _)) => A::Graphs,
+            Some((Single::Sparse(_), _)) => A::SparseTensors,
+            Some((Single::Type(_), _)) => A::TypeProtos,
+        })
+    }
+
+    /// A single value (at `at`) into the field its kind selects; an int is
+    /// taken for a declared float.
+    fn single_value(
+        &mut self,
+        a: &mut AttributeProto,
+        name: &str,
+        declared: AttributeType,
+        at: usize,
+    ) -> PResult<()> {
+        use AttributeType as A;
+        if singular(declared) != declared {
             return Err(self.lx.err_at(
                 at,
                 format!("attribute '{name}' is declared {} but given a single value; write it as [value]", attr_type_name(declared)),
             ));
         }
-        let s = self.single(declared, &name)?;
+        let s = self.single(declared, name)?;
         let kind = match (&s, declared) {
             (Single::Int(_), A::Float) => A::Float,
             (Single::Int(_), _) => A::Int,
@@ -192,7 +230,7 @@ impl Parser<'_> {
             Single::Sparse(s) => a.sparse_tensor = Some(*s),
             Single::Type(t) => a.tp = Some(t),
         }
-        Ok(a)
+        Ok(())
     }
 
     /// One attribute value; `expected` (possibly undefined) resolves the
@@ -243,6 +281,22 @@ impl Parser<'_> {
             }
             _ => self.lx.expected(&format!("a value for attribute '{attr}'")),
         }
+    }
+}
+
+/// The element kind of a list kind (`ints` → `int`); other kinds map to
+/// themselves, so `singular(k) != k` says "k is a list kind".
+fn singular(k: AttributeType) -> AttributeType {
+    use AttributeType as A;
+    match k {
+        A::Floats => A::Float,
+        A::Ints => A::Int,
+        A::Strings => A::String,
+        A::Tensors => A::Tensor,
+        A::Graphs => A::Graph,
+        A::SparseTensors => A::SparseTensor,
+        A::TypeProtos => A::TypeProto,
+        k => k,
     }
 }
 
