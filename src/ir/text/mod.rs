@@ -86,10 +86,11 @@
 //!   that still carries the position of every name. Attribute values and
 //!   tensor constants are sub-grammars in `parse/attr.rs` and
 //!   `parse/tensor.rs`.
-//! * `lower` builds the IR from the main graph's parsed form, resolving
-//!   names to values with the same checks import makes, and reports what
-//!   is wrong (an undefined or twice-defined name, a cycle) at the position
-//!   the parsed form remembered.
+//! * `lower` builds the IR from the main graph's parsed form through
+//!   [`GraphBuilder`](crate::ir::build::GraphBuilder), the builder import
+//!   uses, so text and files are held to the same rules; it reports what
+//!   the builder finds wrong (an undefined or twice-defined name, a cycle)
+//!   at the position the parsed form remembered.
 //!
 //! [`diff`] is the full-context line diff the snapshot tests show.
 

@@ -30,12 +30,12 @@ pub(super) struct PGraph {
     pub(super) nodes: Vec<PNode>,
 }
 
-/// An initializer or `value_info` entry (or an input given `= data`), with
-/// the position of its name.
+/// An initializer (or an input given `= data`), with the position of its
+/// name, or a `value_info` entry.
 pub(super) enum PItem {
     Dense(Box<TensorProto>, usize),
     Sparse(Box<SparseTensorProto>, usize),
-    Info(ValueInfoProto, usize),
+    Info(ValueInfoProto),
 }
 
 /// A node as parsed, with the positions of the node, its operands and its
@@ -59,7 +59,7 @@ impl PGraph {
             match it {
                 PItem::Dense(t, _) => gp.initializer.push(*t),
                 PItem::Sparse(s, _) => gp.sparse_initializer.push(*s),
-                PItem::Info(v, _) => gp.value_info.push(v),
+                PItem::Info(v) => gp.value_info.push(v),
             }
         }
         gp.node = self.nodes.into_iter().map(|n| n.proto).collect();
@@ -487,7 +487,7 @@ impl<'s> Parser<'s> {
                         ));
                     }
                 } else {
-                    g.items.push(PItem::Info(vi, at));
+                    g.items.push(PItem::Info(vi));
                 }
                 if !self.lx.eat(b',') {
                     break;
