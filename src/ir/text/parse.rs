@@ -201,7 +201,7 @@ impl<'s> Parser<'s> {
             loop {
                 let name = self.lx.quotable_id("an attribute name")?;
                 if matches!(self.lx.peek(), Some(b':' | b'=')) {
-                    f.attribute_proto.push(self.attr_rest(name)?);
+                    f.attribute_proto.push(*self.attr_rest(name)?);
                 } else {
                     f.attribute.push(name);
                 }
@@ -427,6 +427,7 @@ impl<'s> Parser<'s> {
 
     // ---------------------------------------------------------------- graphs
 
+    /// `name (inputs) => (outputs) [<initializers and value_info>] {nodes}`.
     pub(super) fn graph(&mut self) -> PResult<PGraph> {
         let name = self.lx.quotable_id("a graph name")?;
         let mut g = PGraph {
@@ -436,69 +437,95 @@ impl<'s> Parser<'s> {
             items: vec![],
             nodes: vec![],
         };
+        self.graph_inputs(&mut g)?;
+        self.lx.arrow()?;
+        self.graph_outputs(&mut g)?;
+        self.graph_items(&mut g)?;
+        let what = format!("graph '{}'", g.name);
+        g.nodes = self.node_list(&what)?;
+        Ok(g)
+    }
+
+    // The three lists before the nodes are parsed out of line: only the
+    // nodes lead to subgraphs, and these lists' temporaries (tensors,
+    // value infos) would otherwise take stack space at every nesting level.
+
+    /// `(inputs)`; an input given `= data` is also an initializer.
+    #[inline(never)]
+    fn graph_inputs(&mut self, g: &mut PGraph) -> PResult<()> {
         self.lx.expect(
             b'(',
             &format!("to open the input list of graph '{}'", g.name),
         )?;
-        if !self.lx.eat(b')') {
-            loop {
-                let (vi, at) = self.value_info()?;
-                if self.lx.eat(b'=') {
-                    let ty = vi.r#type.clone().unwrap_or_default();
+        if self.lx.eat(b')') {
+            return Ok(());
+        }
+        loop {
+            let (vi, at) = self.value_info()?;
+            if self.lx.eat(b'=') {
+                let ty = vi.r#type.clone().unwrap_or_default();
+                let data = self.data()?;
+                g.items.push(PItem::Dense(
+                    Box::new(self.make_tensor(vi.name(), &ty, data, at)?),
+                    at,
+                ));
+            }
+            g.inputs.push((vi, at));
+            if !self.lx.eat(b',') {
+                break;
+            }
+        }
+        self.lx.expect(b')', "to close the input list")
+    }
+
+    /// `(outputs)`.
+    #[inline(never)]
+    fn graph_outputs(&mut self, g: &mut PGraph) -> PResult<()> {
+        self.lx.expect(
+            b'(',
+            &format!("to open the output list of graph '{}'", g.name),
+        )?;
+        if self.lx.eat(b')') {
+            return Ok(());
+        }
+        loop {
+            g.outputs.push(self.value_info()?);
+            if !self.lx.eat(b',') {
+                break;
+            }
+        }
+        self.lx.expect(b')', "to close the output list")
+    }
+
+    /// The optional `<…>` list: initializers (with `= data`) and
+    /// `value_info` entries (without).
+    #[inline(never)]
+    fn graph_items(&mut self, g: &mut PGraph) -> PResult<()> {
+        if !self.lx.eat(b'<') || self.lx.eat(b'>') {
+            return Ok(());
+        }
+        loop {
+            let (vi, at) = self.value_info()?;
+            if self.lx.eat(b'=') {
+                let ty = vi.r#type.clone().unwrap_or_default();
+                if matches!(ty.value, Some(TypeValue::SparseTensorType(_))) {
+                    g.items.push(PItem::Sparse(Box::new(self.sparse()?), at));
+                } else {
                     let data = self.data()?;
                     g.items.push(PItem::Dense(
                         Box::new(self.make_tensor(vi.name(), &ty, data, at)?),
                         at,
                     ));
                 }
-                g.inputs.push((vi, at));
-                if !self.lx.eat(b',') {
-                    break;
-                }
+            } else {
+                g.items.push(PItem::Info(vi));
             }
-            self.lx.expect(b')', "to close the input list")?;
-        }
-        self.lx.arrow()?;
-        self.lx.expect(
-            b'(',
-            &format!("to open the output list of graph '{}'", g.name),
-        )?;
-        if !self.lx.eat(b')') {
-            loop {
-                g.outputs.push(self.value_info()?);
-                if !self.lx.eat(b',') {
-                    break;
-                }
+            if !self.lx.eat(b',') {
+                break;
             }
-            self.lx.expect(b')', "to close the output list")?;
         }
-        if self.lx.eat(b'<') && !self.lx.eat(b'>') {
-            loop {
-                let (vi, at) = self.value_info()?;
-                if self.lx.eat(b'=') {
-                    let ty = vi.r#type.clone().unwrap_or_default();
-                    if matches!(ty.value, Some(TypeValue::SparseTensorType(_))) {
-                        g.items.push(PItem::Sparse(Box::new(self.sparse()?), at));
-                    } else {
-                        let data = self.data()?;
-                        g.items.push(PItem::Dense(
-                            Box::new(self.make_tensor(vi.name(), &ty, data, at)?),
-                            at,
-                        ));
-                    }
-                } else {
-                    g.items.push(PItem::Info(vi));
-                }
-                if !self.lx.eat(b',') {
-                    break;
-                }
-            }
-            self.lx
-                .expect(b'>', "to close the initializer/value_info list")?;
-        }
-        let what = format!("graph '{}'", g.name);
-        g.nodes = self.node_list(&what)?;
-        Ok(g)
+        self.lx
+            .expect(b'>', "to close the initializer/value_info list")
     }
 
     fn node_list(&mut self, what: &str) -> PResult<Vec<PNode>> {

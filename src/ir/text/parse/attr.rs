@@ -37,7 +37,7 @@ impl Parser<'_> {
                     .lx
                     .err_at(at, format!("attribute '{name}' is given twice")));
             }
-            v.push(self.attr_rest(name)?);
+            v.push(*self.attr_rest(name)?);
             if !self.lx.eat(b',') {
                 break;
             }
@@ -47,12 +47,16 @@ impl Parser<'_> {
     }
 
     /// After an attribute's name: `[: type] = value`.
-    pub(super) fn attr_rest(&mut self, name: String) -> PResult<AttributeProto> {
+    ///
+    /// The attribute is built in a box: this function is on the path
+    /// subgraphs recurse through, and an `AttributeProto` is 1.7 KB, which
+    /// each level would otherwise hold on the stack several times over.
+    pub(super) fn attr_rest(&mut self, name: String) -> PResult<Box<AttributeProto>> {
         use AttributeType as A;
-        let mut a = AttributeProto {
+        let mut a = Box::new(AttributeProto {
             name: Some(name.clone()),
             ..Default::default()
-        };
+        });
         let declared = self.declared_attr_type()?;
         self.lx.expect(b'=', &format!("after attribute '{name}'"))?;
         if self.lx.eat(b'@') {
@@ -236,13 +240,38 @@ impl Parser<'_> {
     /// One attribute value; `expected` (possibly undefined) resolves the
     /// ambiguous cases (a quoted graph name, `sparse(…)`).
     fn single(&mut self, expected: AttributeType, attr: &str) -> PResult<Single> {
+        if self.next_is_graph(expected) {
+            return Ok(Single::Graph(Box::new(self.graph()?.into_proto())));
+        }
+        self.leaf_value(expected, attr)
+    }
+
+    /// Whether the value ahead is a (sub)graph: a quoted name where a graph
+    /// is expected, or a bare word that is not `sparse` (where a sparse
+    /// tensor is expected), a type, `nan` or `inf`.
+    fn next_is_graph(&mut self, expected: AttributeType) -> bool {
+        use AttributeType as A;
+        match self.lx.peek() {
+            Some(b'"') => expected == A::Graph,
+            Some(c) if c.is_ascii_alphabetic() || c == b'_' => {
+                let w = self.lx.peek_word().unwrap_or("");
+                let sparse = expected == A::SparseTensor && w == "sparse";
+                let float = matches!(w.to_ascii_lowercase().as_str(), "nan" | "inf" | "infinity");
+                !sparse && !float && !self.next_is_type()
+            }
+            _ => false,
+        }
+    }
+
+    /// A value that is not a graph. Kept out of line: `single` is on the
+    /// path subgraphs recurse through, and the temporaries of these values
+    /// would otherwise take stack space at every nesting level.
+    #[inline(never)]
+    fn leaf_value(&mut self, expected: AttributeType, attr: &str) -> PResult<Single> {
         use AttributeType as A;
         self.lx.ws();
         let at = self.lx.pos;
         match self.lx.peek() {
-            Some(b'"') if expected == A::Graph => {
-                Ok(Single::Graph(Box::new(self.graph()?.into_proto())))
-            }
             Some(b'"') => Ok(Single::Str(self.lx.string_lit()?)),
             Some(c) if c == b'-' || c.is_ascii_digit() => {
                 let (t, p) = self.lx.number("a number")?;
@@ -271,13 +300,11 @@ impl Parser<'_> {
                     }
                     return Ok(Single::Type(ty));
                 }
-                if matches!(w.to_ascii_lowercase().as_str(), "nan" | "inf" | "infinity") {
-                    let (t, p) = self.lx.number("a number")?;
-                    return parse_f32(&t)
-                        .map(Single::Float)
-                        .ok_or_else(|| self.lx.err_at(p, format!("bad number '{t}'")));
-                }
-                Ok(Single::Graph(Box::new(self.graph()?.into_proto())))
+                // What `next_is_graph` leaves of a bare word: nan or inf.
+                let (t, p) = self.lx.number("a number")?;
+                parse_f32(&t)
+                    .map(Single::Float)
+                    .ok_or_else(|| self.lx.err_at(p, format!("bad number '{t}'")))
             }
             _ => self.lx.expected(&format!("a value for attribute '{attr}'")),
         }
