@@ -111,6 +111,14 @@ pub fn from_bytes(bytes: Bytes, dir: Option<&Path>, label: &str) -> Result<Model
 }
 
 /// Builds the IR from a decoded model.
+///
+/// Nesting needs no limit here: import's only recursion over subgraphs is
+/// [`subgraph_free_names`](crate::ir::build::subgraph_free_names), one level
+/// per nested subgraph, and a proto that came through [`from_bytes`] holds
+/// at most 33 of them (prost decodes at most 100 nested messages, and each
+/// subgraph costs three). A proto built in memory can be deeper; it comes
+/// from Rust code, not a file, and its author owns its depth (dropping it
+/// recurses just the same).
 pub fn from_proto(
     mut proto: ModelProto,
     dir: Option<&Path>,
@@ -141,9 +149,7 @@ struct Importer {
 impl Importer {
     /// The main graph. Subgraphs (If/Loop/Scan bodies) stay protos inside
     /// their node's attributes: import does not recurse into them, except
-    /// to find the outer names they read
-    /// ([`subgraph_free_names`](crate::ir::build::subgraph_free_names),
-    /// whose depth prost's decoding limit bounds).
+    /// to find the outer names they read (see [`from_proto`] on depth).
     fn graph(&mut self, mut gp: GraphProto) -> Result<Graph, ImportError> {
         let mut b = GraphBuilder::new();
         for tp in std::mem::take(&mut gp.initializer) {

@@ -85,7 +85,8 @@
 //!   attributes, subgraphs, functions) and, for the main graph, a `PGraph`
 //!   that still carries the position of every name. Attribute values and
 //!   tensor constants are sub-grammars in `parse/attr.rs` and
-//!   `parse/tensor.rs`.
+//!   `parse/tensor.rs`. Graphs and types nested deeper than 64 levels are
+//!   an error, not a stack overflow (`parse::MAX_DEPTH` says why 64).
 //! * `lower` builds the IR from the main graph's parsed form through
 //!   [`GraphBuilder`](crate::ir::build::GraphBuilder), the builder import
 //!   uses, so text and files are held to the same rules; it reports what
