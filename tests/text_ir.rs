@@ -713,6 +713,54 @@ fn error_cycle() {
     );
 }
 
+// ----------------------------------------------------------- nesting limit
+
+/// A model whose main graph holds `n` nested subgraphs: each If's then-branch
+/// holds the next If, one per line.
+fn nested_subgraphs(n: usize) -> String {
+    let mut s = format!("{HEAD}g (bool c) => ()\n{{\n");
+    for _ in 0..n {
+        s.push_str("  = If (c) <then_branch: graph = s () => () {\n");
+    }
+    for _ in 0..n {
+        s.push_str("  }>\n");
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// A model whose input type is `n` nested `seq(` around `float[2]`.
+fn nested_types(n: usize) -> String {
+    let ty = format!("{}float[2]{}", "seq(".repeat(n), ")".repeat(n));
+    format!("{HEAD}g ({ty} X) => ({ty} X)\n{{\n}}\n")
+}
+
+#[test]
+fn nesting_a_million_deep_is_an_error_not_a_stack_overflow() {
+    // Without a limit either text overflows any stack long before its end.
+    let e = parse_err(&nested_types(1_000_000));
+    // Level 64 is the 63rd `seq(` (the main graph is level 1); the 64th
+    // starts at column 4 + 4 * 63.
+    assert_eq!(
+        e,
+        "4:256: nesting deeper than 64 levels of graphs and types"
+    );
+    let e = parse_err(&nested_subgraphs(1_000_000));
+    // The 64th subgraph's name, on the 64th If's line.
+    assert_eq!(
+        e,
+        "69:34: nesting deeper than 64 levels of graphs and types"
+    );
+}
+
+#[test]
+fn nesting_up_to_the_limit_parses_and_prints_back() {
+    let deepest = fixed_point(&nested_subgraphs(63));
+    assert_eq!(deepest.matches("If (c)").count(), 63);
+    fixed_point(&nested_types(62));
+    assert!(parse_model(&nested_types(63)).is_err());
+}
+
 // -------------------------------------------------------------------- diff
 
 #[test]

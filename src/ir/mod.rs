@@ -4,8 +4,10 @@
 //! verbatim) plus a [`Graph`]: a petgraph `StableDiGraph` whose nodes are ops,
 //! graph inputs and initializers, and whose edges are uses of values kept in a
 //! typed side table. See [`graph`] for the invariants and the mutation API,
-//! [`text`] for the textual form tests are written in.
+//! [`build`] for how import and the text parser build one, [`text`] for the
+//! textual form tests are written in.
 
+pub mod build;
 pub mod graph;
 pub mod tensor;
 pub mod text;

@@ -7,7 +7,7 @@
 //! acyclic, tensor shapes and sizes agree, external data stays inside the
 //! model's directory.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,7 +17,8 @@ use prost::Message;
 use super::external::{self, ExternalError, ExternalSpan, MappedFile};
 use super::tensor_proto::DataLocation;
 use super::{GraphProto, ModelProto, TensorProto};
-use crate::ir::{Graph, Model, NodeId, Tensor, TensorError};
+use crate::ir::build::{BuildError, GraphBuilder};
+use crate::ir::{Graph, Model, Tensor, TensorError};
 
 /// Why a model could not be imported. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +111,14 @@ pub fn from_bytes(bytes: Bytes, dir: Option<&Path>, label: &str) -> Result<Model
 }
 
 /// Builds the IR from a decoded model.
+///
+/// Nesting needs no limit here: import's only recursion over subgraphs is
+/// [`subgraph_free_names`](crate::ir::build::subgraph_free_names), one level
+/// per nested subgraph, and a proto that came through [`from_bytes`] holds
+/// at most 33 of them (prost decodes at most 100 nested messages, and each
+/// subgraph costs three). A proto built in memory can be deeper; it comes
+/// from Rust code, not a file, and its author owns its depth (dropping it
+/// recurses just the same).
 pub fn from_proto(
     mut proto: ModelProto,
     dir: Option<&Path>,
@@ -138,136 +147,83 @@ struct Importer {
 }
 
 impl Importer {
+    /// The main graph. Subgraphs (If/Loop/Scan bodies) stay protos inside
+    /// their node's attributes: import does not recurse into them, except
+    /// to find the outer names they read (see [`from_proto`] on depth).
     fn graph(&mut self, mut gp: GraphProto) -> Result<Graph, ImportError> {
-        let mut g = Graph::new();
-        let mut defined: HashMap<String, String> = HashMap::new();
-        let label = self.label.clone();
-        let define = |defined: &mut HashMap<String, String>, name: &str, by: String| {
-            if let Some(first) = defined.get(name) {
-                return Err(ImportError::Duplicate {
-                    path: label.clone(),
-                    tensor: name.to_string(),
-                    first: first.clone(),
-                    second: by,
-                });
-            }
-            defined.insert(name.to_string(), by);
-            Ok(())
-        };
-
+        let mut b = GraphBuilder::new();
         for tp in std::mem::take(&mut gp.initializer) {
-            define(&mut defined, tp.name(), "an initializer".into())?;
-            let t = self.tensor(tp)?;
-            g.add_initializer(t);
+            b.initializer(tp, "an initializer".to_string(), |tp| self.tensor(tp))
+                .map_err(|e| self.build_error(e))??;
         }
         for sp in std::mem::take(&mut gp.sparse_initializer) {
-            let name = sp
-                .values
-                .as_ref()
-                .map(|t| t.name().to_string())
-                .unwrap_or_default();
-            define(&mut defined, &name, "a sparse initializer".into())?;
-            g.add_sparse_initializer(sp);
+            b.sparse_initializer(sp, "a sparse initializer".into())
+                .map_err(|e| self.build_error(e))?;
         }
-        let mut seen_inputs = BTreeSet::new();
         for vi in std::mem::take(&mut gp.input) {
             self.check_dims(&vi)?;
-            if !seen_inputs.insert(vi.name().to_string()) {
-                return Err(ImportError::Duplicate {
-                    path: self.label.clone(),
-                    tensor: vi.name().into(),
-                    first: "a graph input".into(),
-                    second: "another graph input".into(),
-                });
-            }
-            match g.lookup(vi.name()) {
-                Some(v) => g.push_input_port(v, vi),
-                None => {
-                    define(&mut defined, vi.name(), "a graph input".into())?;
-                    g.add_input(vi);
-                }
-            }
+            b.input(vi, "a graph input".into())
+                .map_err(|e| self.build_error(e))?;
         }
-
         // Ops: outputs first (so an unsorted file still imports), operands second.
-        let mut pending: Vec<(NodeId, Vec<String>, BTreeSet<String>)> = Vec::new();
-        for mut np in std::mem::take(&mut gp.node) {
-            let inputs = std::mem::take(&mut np.input);
-            let outputs = std::mem::take(&mut np.output);
+        for np in std::mem::take(&mut gp.node) {
             let who = node_label(np.name(), np.op_type());
-            for o in outputs.iter().filter(|o| !o.is_empty()) {
-                define(&mut defined, o, who.clone())?;
-            }
-            let free = subgraph_free_names(&np);
-            let outs: Vec<Option<String>> = outputs
-                .into_iter()
-                .map(|o| (!o.is_empty()).then_some(o))
-                .collect();
-            let n = g.import_op(np, &outs);
-            pending.push((n, inputs, free));
+            b.node(np, |_| who.clone())
+                .map_err(|e| self.build_error(e))?;
         }
-        for (n, inputs, free) in pending {
-            for (slot, name) in inputs.iter().enumerate() {
-                let v = if name.is_empty() {
-                    None
-                } else {
-                    Some(g.lookup(name).ok_or_else(|| self.undefined(&g, n, name))?)
-                };
-                g.set_input(n, slot, v);
-            }
-            for name in free {
-                let v = g
-                    .lookup(&name)
-                    .ok_or_else(|| self.undefined(&g, n, &name))?;
-                g.add_implicit_input(n, v);
-            }
-        }
-
-        let mut orphan_infos = Vec::new();
-        for (i, vi) in std::mem::take(&mut gp.value_info).into_iter().enumerate() {
+        let mut r = b.resolve().map_err(|e| self.build_error(e))?;
+        for vi in std::mem::take(&mut gp.value_info) {
             self.check_dims(&vi)?;
-            match g.lookup(vi.name()) {
-                Some(v) if g.value(v).info.is_none() => g.value_mut(v).info = Some((i as u64, vi)),
-                // Entries for unknown names (or repeated entries) are not ours
-                // to judge: keep them verbatim.
-                _ => orphan_infos.push(vi),
-            }
+            r.value_info(vi);
         }
         for vi in std::mem::take(&mut gp.output) {
             self.check_dims(&vi)?;
-            let v = g
-                .lookup(vi.name())
-                .ok_or_else(|| ImportError::UndefinedOutput {
-                    path: self.label.clone(),
-                    tensor: vi.name().into(),
-                })?;
-            g.push_output(v, vi);
+            r.output(vi, "a graph output".into())
+                .map_err(|e| self.build_error(e))?;
         }
-        gp.value_info = orphan_infos;
-        g.shell = gp;
-
-        if let Err(cycle) = g.try_topo_order() {
-            let names: Vec<String> = cycle
-                .iter()
-                .filter(|&&n| g.node(n).op().is_some())
-                .take(6)
-                .map(|&n| format!("'{}'", node_label(g.node(n).name(), g.node(n).op_type())))
-                .collect();
-            return Err(ImportError::Cycle {
-                path: self.label.clone(),
-                nodes: names.join(", "),
-            });
-        }
-        Ok(g)
+        r.finish(gp).map_err(|e| self.build_error(e))
     }
 
-    fn undefined(&self, g: &Graph, n: NodeId, name: &str) -> ImportError {
-        let node = g.node(n);
-        ImportError::Undefined {
-            path: self.label.clone(),
-            node: node_label(node.name(), node.op_type()),
-            op: node.op_type().to_string(),
-            tensor: name.to_string(),
+    /// A builder error in import's words; sites are descriptions of the
+    /// definition ("an initializer", a node's label).
+    fn build_error(&self, e: BuildError<String>) -> ImportError {
+        let path = self.label.clone();
+        match e {
+            BuildError::Duplicate {
+                name,
+                first,
+                second,
+            } => ImportError::Duplicate {
+                path,
+                tensor: name,
+                first,
+                second,
+            },
+            BuildError::DuplicateInput { name, .. } => ImportError::Duplicate {
+                path,
+                tensor: name,
+                first: "a graph input".into(),
+                second: "another graph input".into(),
+            },
+            BuildError::UndefinedOperand { name, node, .. }
+            | BuildError::UndefinedImplicit { name, node } => ImportError::Undefined {
+                path,
+                node: node_label(&node.name, &node.op_type),
+                op: node.op_type,
+                tensor: name,
+            },
+            BuildError::UndefinedOutput { name, .. } => {
+                ImportError::UndefinedOutput { path, tensor: name }
+            }
+            BuildError::Cycle { nodes } => ImportError::Cycle {
+                path,
+                nodes: nodes
+                    .iter()
+                    .take(6)
+                    .map(|n| format!("'{}'", node_label(&n.name, &n.op_type)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
         }
     }
 
@@ -443,55 +399,4 @@ pub fn node_label(name: &str, op_type: &str) -> String {
     } else {
         name.to_string()
     }
-}
-
-/// Names read inside a node's subgraph attributes that the subgraphs do not
-/// define themselves: the outer-scope values the node implicitly uses.
-pub fn subgraph_free_names(np: &super::NodeProto) -> BTreeSet<String> {
-    let mut free = BTreeSet::new();
-    for a in &np.attribute {
-        for sg in a.g.iter().chain(a.graphs.iter()) {
-            free.extend(graph_free_names(sg));
-        }
-    }
-    free
-}
-
-fn graph_free_names(g: &GraphProto) -> BTreeSet<String> {
-    let mut defined: BTreeSet<&str> = BTreeSet::new();
-    for i in &g.input {
-        defined.insert(i.name());
-    }
-    for t in &g.initializer {
-        defined.insert(t.name());
-    }
-    for s in &g.sparse_initializer {
-        if let Some(v) = &s.values {
-            defined.insert(v.name());
-        }
-    }
-    for n in &g.node {
-        for o in &n.output {
-            defined.insert(o);
-        }
-    }
-    let mut free = BTreeSet::new();
-    for n in &g.node {
-        for i in &n.input {
-            if !i.is_empty() && !defined.contains(i.as_str()) {
-                free.insert(i.clone());
-            }
-        }
-        for name in subgraph_free_names(n) {
-            if !defined.contains(name.as_str()) {
-                free.insert(name);
-            }
-        }
-    }
-    for o in &g.output {
-        if !defined.contains(o.name()) {
-            free.insert(o.name().to_string());
-        }
-    }
-    free
 }
