@@ -47,7 +47,11 @@ impl Calibrate {
 /// Inputs of weighted ops whose per-channel means bias correction needs:
 /// tensor name → channel axis.
 pub fn mean_tensors(m: &Model) -> std::collections::BTreeMap<String, usize> {
-    let p = plan(m, &Selection::default(), true);
+    let sel = Selection {
+        target: crate::target::Target::Portable,
+        ..Default::default()
+    };
+    let p = plan(m, &sel, true);
     let g = &m.graph;
     let mut out = std::collections::BTreeMap::new();
     for w in &p.weights {
@@ -80,16 +84,13 @@ pub fn mean_tensors(m: &Model) -> std::collections::BTreeMap<String, usize> {
     out
 }
 
-/// Names of the tensors calibration observes for `m`.
+/// Names of the tensors calibration observes for `m`: everything any
+/// target's placement may quantize.
 pub fn observed_tensors(m: &Model) -> Vec<String> {
-    let p = plan(m, &Selection::default(), true);
     let g = &m.graph;
-    let mut names: Vec<String> = p
-        .activations
-        .iter()
-        .chain(p.tied.keys())
-        .chain(p.tied.values())
-        .map(|&v| g.name(v).to_string())
+    let mut names: Vec<String> = crate::quant::plan::observed(m)
+        .into_iter()
+        .map(|v| g.name(v).to_string())
         .collect();
     names.sort();
     names.dedup();

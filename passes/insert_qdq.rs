@@ -74,6 +74,9 @@ pub struct Options {
     /// would be with them quantized, so that one node's effect can be
     /// measured in isolation.
     pub keep_float: Vec<String>,
+    /// The runtime the file is for (`ort-cpu`, `tract`, `portable`): which
+    /// groups it runs as integer kernels decides the placement.
+    pub target: String,
 }
 
 impl Default for Options {
@@ -86,6 +89,7 @@ impl Default for Options {
             op_types: vec![],
             bias_correction: true,
             keep_float: vec![],
+            target: "portable".into(),
         }
     }
 }
@@ -93,20 +97,10 @@ impl Default for Options {
 pub struct InsertQdq {
     pub opts: Options,
     wtype: QType,
+    target: crate::target::Target,
 }
 
 impl InsertQdq {
-    /// The pass with its options, as a pipeline element.
-    pub fn describe(&self) -> String {
-        crate::passes::Pipeline {
-            passes: vec![Box::new(InsertQdq {
-                opts: self.opts.clone(),
-                wtype: self.wtype,
-            })],
-        }
-        .to_string()
-    }
-
     pub fn from_options(o: serde_json::Value) -> Result<Self, PassError> {
         let opts: Options = super::parse_options("insert-qdq", o)?;
         Self::new(opts)
@@ -117,7 +111,19 @@ impl InsertQdq {
             pass: "insert-qdq".into(),
             message: format!("weights '{}': expected s8 or u8", opts.weights),
         })?;
-        Ok(InsertQdq { opts, wtype })
+        let target =
+            crate::target::Target::parse(&opts.target).ok_or_else(|| PassError::Options {
+                pass: "insert-qdq".into(),
+                message: format!(
+                    "target '{}': expected one of ort-cpu, tract, portable",
+                    opts.target
+                ),
+            })?;
+        Ok(InsertQdq {
+            opts,
+            wtype,
+            target,
+        })
     }
 }
 
@@ -211,6 +217,7 @@ impl Pass for InsertQdq {
             exclude: self.opts.exclude.clone(),
             keep_float: self.opts.keep_float.iter().cloned().collect(),
             coverage: cx.analyses.coverage.clone(),
+            target: self.target,
         };
         let placement = plan(m, &sel, self.opts.per_channel);
         cx.analyses.decisions = placement.decisions.clone();

@@ -39,6 +39,7 @@ pub mod quantize;
 pub mod report;
 pub mod runtime;
 pub mod sensitivity;
+pub mod target;
 pub mod tensorio;
 pub mod validate;
 

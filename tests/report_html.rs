@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use onnxq::quantize::{quantize_file, Fallback, QuantizeOptions, QuantizeReport, Target};
+use onnxq::quantize::{quantize_file, Fallback, FidelityTarget, QuantizeOptions, QuantizeReport};
 use onnxq::report::html::render;
 use onnxq::sensitivity::NodeSensitivity;
 
@@ -219,7 +219,7 @@ fn fallback_section_gives_a_copyable_exclude_line() {
     let mut excluded: Vec<String> = sensitivity.iter().take(2).map(|s| s.node.clone()).collect();
     excluded.push("it's".into());
     r.fallback = Some(Fallback {
-        target: Target {
+        target: FidelityTarget {
             min_sqnr_db: Some(30.0),
             min_cosine: None,
         },

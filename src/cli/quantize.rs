@@ -148,7 +148,7 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
     }
     o.external_data = a.write.external_data;
     if a.target_sqnr.is_some() || a.target_cosine.is_some() {
-        o.target = Some(crate::quantize::Target {
+        o.fidelity = Some(crate::quantize::FidelityTarget {
             min_sqnr_db: a.target_sqnr,
             min_cosine: a.target_cosine,
         });

@@ -74,7 +74,7 @@ fn quantize_inputs(float: &Model, opts: &QuantizeOptions) -> Result<Inputs, Quan
         // Validation on the first calibration samples (the default) then
         // needs no second run of the float model.
         outputs: match &opts.val {
-            None if opts.val_samples > 0 || opts.target.is_some() => opts.val_samples.max(1),
+            None if opts.val_samples > 0 || opts.fidelity.is_some() => opts.val_samples.max(1),
             _ => 0,
         },
         data_hash: opts.save_stats.is_some(),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use super::build::{Built, Calibrated};
 use super::{accounting, QuantizeError};
-use crate::report::quantize::{Fallback, Target};
+use crate::report::quantize::{Fallback, FidelityTarget};
 use crate::sensitivity::NodeSensitivity;
 use crate::validate::{Reference, Validation};
 
@@ -28,7 +28,7 @@ pub fn search(
     cal: &Calibrated,
     full: &Built,
     reference: &Reference,
-    target: &Target,
+    target: &FidelityTarget,
     progress: bool,
 ) -> Result<Outcome, QuantizeError> {
     let v0 = reference.score(&full.model)?;

@@ -42,7 +42,9 @@ use crate::quant::range::Method;
 use crate::quant::QType;
 use crate::validate::Reference;
 
-pub use crate::report::quantize::{ActivationSummary, Fallback, QuantizeReport, Target, Timings};
+pub use crate::report::quantize::{
+    ActivationSummary, Fallback, FidelityTarget, QuantizeReport, Timings,
+};
 pub use build::{Built, Calibrated};
 pub use inputs::{calib_data, DataOptions};
 
@@ -85,7 +87,7 @@ pub struct QuantizeOptions {
     pub threads: Option<usize>,
     /// Automatic fallback: keep the most sensitive nodes in float until the
     /// validation data meets this.
-    pub target: Option<Target>,
+    pub fidelity: Option<FidelityTarget>,
     /// Correct biases for the mean shift weight rounding causes.
     pub bias_correction: bool,
     /// Cost-aware selection: quantize the fewest Conv/MatMul/Gemm that
@@ -94,6 +96,8 @@ pub struct QuantizeOptions {
     /// Collect profile, tensor errors and activation histograms for the
     /// report (costs a profile run and a validation pass with captures).
     pub detailed_report: bool,
+    /// The runtime the file is for.
+    pub target: crate::target::Target,
 }
 
 impl Default for QuantizeOptions {
@@ -120,10 +124,11 @@ impl Default for QuantizeOptions {
             external_data: None,
             progress: true,
             threads: None,
-            target: None,
+            fidelity: None,
             bias_correction: true,
             coverage: None,
             detailed_report: false,
+            target: crate::target::Target::Portable,
         }
     }
 }
@@ -227,7 +232,7 @@ pub fn quantize_file(
     let threads = opts.threads.unwrap_or_else(crate::runtime::default_threads);
     let (mut built, mut report, calibrated) = quantize_model(&float, opts)?;
     let (val, mut reference) = validation_data(&float, opts, &calibrated, threads)?;
-    if let (Some(target), Some(val)) = (&opts.target, &val) {
+    if let (Some(target), Some(val)) = (&opts.fidelity, &val) {
         let t = Instant::now();
         if reference.is_none() {
             reference = Some(Reference::new(&float, val, threads)?);
@@ -291,7 +296,7 @@ fn validation_data(
     calibrated: &Calibrated,
     threads: usize,
 ) -> Result<(Option<DataSet>, Option<Reference>), QuantizeError> {
-    let mut val = if opts.val_samples > 0 || opts.target.is_some() {
+    let mut val = if opts.val_samples > 0 || opts.fidelity.is_some() {
         let n = opts.val_samples.max(1);
         match &opts.val {
             Some(dir) => Some(DataSet::open(dir, Some(n))?),

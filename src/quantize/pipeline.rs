@@ -88,6 +88,7 @@ pub fn insert_options(opts: &QuantizeOptions) -> insert_qdq::Options {
         op_types: opts.op_types.clone(),
         bias_correction: opts.bias_correction,
         keep_float: opts.keep_float.clone(),
+        target: opts.target.name().into(),
     }
 }
 

@@ -5,4 +5,4 @@
 pub mod html;
 pub mod quantize;
 
-pub use quantize::{ActivationSummary, Fallback, QuantizeReport, Target, Timings};
+pub use quantize::{ActivationSummary, Fallback, FidelityTarget, QuantizeReport, Timings};

@@ -56,12 +56,12 @@ pub struct Timings {
 
 /// A fidelity target for automatic fallback.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct Target {
+pub struct FidelityTarget {
     pub min_sqnr_db: Option<f64>,
     pub min_cosine: Option<f64>,
 }
 
-impl Target {
+impl FidelityTarget {
     pub fn met(&self, v: &Validation) -> bool {
         self.min_sqnr_db
             .is_none_or(|t| v.min_sqnr().is_none_or(|s| s >= t))
@@ -86,7 +86,7 @@ impl Target {
 /// What automatic fallback did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Fallback {
-    pub target: Target,
+    pub target: FidelityTarget,
     pub reached: bool,
     /// Nodes kept in float, most sensitive first (the `keep-float` option
     /// of `insert-qdq` in the printed pipeline).

@@ -1,186 +1,15 @@
-//! Where quantization goes: which tensors get a QuantizeLinear →
-//! DequantizeLinear pair, which constants become int8 weights or int32
-//! biases, and why each node is or is not quantized.
+//! The `portable` placement: fidelity first, for any runtime.
 //!
-//! The placement is the "QDQ" form that onnxruntime's CPU provider and
-//! TensorRT fuse into integer kernels: around each quantizable op, its float
-//! activation inputs and its output carry Q→DQ; its weights are int8
-//! initializers read through DequantizeLinear; its bias is int32 with scale
-//! `s_in · s_w`. One pair per tensor serves all its readers. Data-movement
-//! ops pass their input's scale through. Three exceptions keep numbers good:
-//! graph outputs stay float (the interface does not lose precision), Softmax
-//! outputs stay float (tract 0.23.9 mis-computes Q→DQ→Softmax→Q→DQ, and a
-//! probability's useful range spans orders of magnitude), and the output of
-//! Conv/MatMul/Gemm/Add read only by a Relu or Clip is not quantized (the
-//! pair is fused into the activation, which runtimes do as well).
-//!
-//! Both `calibrate` (what to observe) and `insert-qdq` (what to rewrite) use
-//! this one plan, so they never disagree.
+//! Compute ops (Conv, ConvTranspose, MatMul, Gemm) are quantized with their
+//! activation inputs; elementwise ops, activations, pools, Concat and
+//! Resize only where their result flows into a quantized compute op; a
+//! compute op's output only where a quantized node reads it. Graph outputs,
+//! Softmax outputs and subgraph-bound values stay float; data movement
+//! passes its input's scale through.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use crate::ir::{Graph, Model, NodeId, ValueId};
-use crate::onnx::import::node_label;
-use crate::onnx::tensor_proto::DataType;
-
-/// Ops whose inputs and outputs are quantized (their "node units" have
-/// integer kernels in onnxruntime or TensorRT).
-pub const QUANT_OPS: &[&str] = &[
-    "Conv",
-    "ConvTranspose",
-    "MatMul",
-    "Gemm",
-    "Add",
-    "Mul",
-    "Concat",
-    "AveragePool",
-    "GlobalAveragePool",
-    "MaxPool",
-    "GlobalMaxPool",
-    "Resize",
-    "Relu",
-    "Clip",
-    "LeakyRelu",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-];
-
-/// Ops that move data without computing: their output reuses the input's
-/// scale and zero point.
-pub const DATA_MOVEMENT_OPS: &[&str] = &[
-    "Reshape",
-    "Transpose",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Slice",
-    "Gather",
-    "Split",
-    "DepthToSpace",
-    "SpaceToDepth",
-    "Expand",
-    "Tile",
-];
-
-/// Compute ops: where the multiply-accumulates are, always quantized when
-/// selected. The other ops of [`QUANT_OPS`] are quantized only next to a
-/// quantized compute op (see [`plan`]).
-pub const COMPUTE_OPS: &[&str] = &["Conv", "ConvTranspose", "MatMul", "Gemm"];
-
-/// What the user asked to quantize.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Selection {
-    /// Only these op types (empty: all of [`QUANT_OPS`]).
-    pub op_types: Vec<String>,
-    /// Node names or op types to keep in float; `*` matches any run of
-    /// characters.
-    pub exclude: Vec<String>,
-    /// Nodes (by label) kept in float by sensitivity analysis or automatic
-    /// fallback, decided last so the placement of the others does not move.
-    pub keep_float: BTreeSet<String>,
-    /// If set, only these compute ops (by label) are quantized, with the
-    /// elementwise ops that feed them: cost-aware selection
-    /// (`select-coverage`).
-    pub coverage: Option<BTreeSet<String>>,
-}
-
-/// How a constant input of a quantized node is stored.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WeightUse {
-    pub node: NodeId,
-    pub slot: usize,
-    pub value: ValueId,
-    /// Per-channel axis, when per-channel is possible for this use.
-    pub axis: Option<usize>,
-}
-
-/// An int32 bias: `value` feeds `node` at `slot`, with input scale from
-/// `input` and weight scales from `weight`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BiasUse {
-    pub node: NodeId,
-    pub slot: usize,
-    pub value: ValueId,
-    pub input: ValueId,
-    pub weight: ValueId,
-}
-
-/// The decision for one op node.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct Decision {
-    pub node: String,
-    pub op: String,
-    pub quantized: bool,
-    pub reason: String,
-}
-
-/// The placement.
-#[derive(Clone, Debug, Default)]
-pub struct Placement {
-    /// Tensors that get their own Q/DQ pair (and need statistics).
-    pub activations: BTreeSet<ValueId>,
-    /// Outputs of data-movement ops: Q/DQ with the params of the source.
-    pub tied: BTreeMap<ValueId, ValueId>,
-    pub weights: Vec<WeightUse>,
-    pub biases: Vec<BiasUse>,
-    pub decisions: Vec<Decision>,
-}
-
-impl Placement {
-    /// The tensor whose statistics decide `v`'s params (itself or its tie
-    /// source, followed to the end).
-    pub fn param_source(&self, v: ValueId) -> ValueId {
-        let mut v = v;
-        while let Some(&s) = self.tied.get(&v) {
-            v = s;
-        }
-        v
-    }
-
-    /// Whether `v` gets a Q/DQ pair.
-    pub fn is_quantized(&self, v: ValueId) -> bool {
-        self.activations.contains(&v) || self.tied.contains_key(&v)
-    }
-}
-
-/// Simple glob: `*` matches any run of characters.
-pub fn glob_match(pat: &str, s: &str) -> bool {
-    fn go(p: &[u8], s: &[u8]) -> bool {
-        match p.first() {
-            None => s.is_empty(),
-            Some(b'*') => (0..=s.len()).any(|i| go(&p[1..], &s[i..])),
-            Some(&c) => s.first() == Some(&c) && go(&p[1..], &s[1..]),
-        }
-    }
-    go(pat.as_bytes(), s.as_bytes())
-}
-
-fn is_float(g: &Graph, v: ValueId) -> bool {
-    g.elem_type(v) == DataType::Float as i32
-}
-
-/// The per-channel axis of a weight for its consumer, or `None` when the
-/// layout has none (per-tensor then).
-fn weight_axis(g: &Graph, n: NodeId, slot: usize, w: ValueId) -> Option<usize> {
-    let node = g.node(n);
-    let rank = g.constant(w).map(|t| t.dims().len())?;
-    match (node.op_type(), slot) {
-        ("Conv", 1) => Some(0),
-        // ConvTranspose weights are [Cin, Cout/group, ...]: axis 1 is the
-        // output channel only when there is one group.
-        ("ConvTranspose", 1) if node.attr_i("group").unwrap_or(1) == 1 => Some(1),
-        ("Gemm", 1) if rank == 2 => Some(if node.attr_i("transB").unwrap_or(0) != 0 {
-            0
-        } else {
-            1
-        }),
-        ("MatMul", 1) if rank >= 2 => Some(rank - 1),
-        // Embedding tables: one scale per row keeps rare tokens exact.
-        ("Gather", 0) if rank == 2 => Some(0),
-        _ => None,
-    }
-}
+use super::*;
 
 /// Computes the placement for `m` under `sel`. `per_channel` only affects
 /// which axis weights record.
@@ -322,6 +151,7 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
                 } else {
                     None
                 },
+                as_activation: false,
             });
             p.decisions.push(decide(true, "int8 embedding table"));
             continue;
@@ -342,6 +172,7 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
                     slot,
                     value: v,
                     axis,
+                    as_activation: false,
                 });
             } else if !(slot == 0 && fused_into_activation(g, v)) {
                 p.activations.insert(v);
