@@ -90,8 +90,8 @@ impl Interface {
             .value_info_values()
             .into_iter()
             .filter_map(|v| {
-                let info = g.value(v).info.as_ref()?;
-                Some((g.name(v).to_string(), info.1.clone()))
+                let info = g.value(v).info()?;
+                Some((g.name(v).to_string(), info.clone()))
             })
             .collect();
         Interface { ports, declared }

@@ -46,7 +46,7 @@ impl Pass for Dce {
         let order = g.topo_order();
         for &n in order.iter().rev() {
             let node = g.node(n);
-            let removable = match node.kind {
+            let removable = match node.kind() {
                 NodeKind::Op(_) | NodeKind::Initializer(_) | NodeKind::SparseInitializer(_) => true,
                 NodeKind::Input => false,
             };

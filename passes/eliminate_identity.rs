@@ -81,7 +81,7 @@ impl Pass for EliminateIdentity {
                 node.input(0).expect("invariant: copy has an input"),
                 node.output(),
             );
-            let label = crate::onnx::import::node_label(node.name(), node.op_type());
+            let label = node.label().to_string();
             if g.has_implicit_uses(y) {
                 cx.remark(
                     self.name(),

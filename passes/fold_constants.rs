@@ -55,11 +55,11 @@
 //! # Errors
 //! Bad options (`max-bytes` must be a non-negative integer).
 
+use crate::ir::At;
 use serde::{Deserialize, Serialize};
 
 use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::{Graph, Model, NodeId, NodeKind, Tensor, ValueId};
-use crate::onnx::import::node_label;
 use crate::onnx::tensor_proto::DataType;
 use crate::onnx::{dtype_name, dtype_size, TensorProto, ValueInfoProto};
 use crate::runtime::{RunOptions, Runner};
@@ -217,7 +217,7 @@ fn evaluate(m: &Model, n: NodeId) -> Result<Vec<HostTensor>, String> {
     meta.training_info.clear();
     meta.metadata_props.clear();
     let mut sub = Graph::new();
-    sub.shell.name = Some(format!("fold {}", node_label(node.name(), node.op_type())));
+    sub.set_graph_name(&format!("fold {}", node.label()));
     let mut inputs = Vec::with_capacity(node.inputs().len());
     for v in node.inputs() {
         inputs.push(match v {
@@ -243,7 +243,7 @@ fn evaluate(m: &Model, n: NodeId) -> Result<Vec<HostTensor>, String> {
         return Err("it has omitted optional results".into());
     }
     let names: Vec<&str> = outs.iter().map(String::as_str).collect();
-    let (_, vals) = sub.add_op(proto, &inputs, &names);
+    let (_, vals) = sub.add_op(proto, &inputs, &names, At::End);
     for (v, name) in vals.iter().zip(&outs) {
         sub.push_output(
             *v,
@@ -290,10 +290,10 @@ impl Pass for FoldConstants {
         for n in m.graph.ops() {
             let g = &m.graph;
             let node = g.node(n);
-            if !matches!(node.kind, NodeKind::Op(_)) {
+            if !matches!(node.kind(), NodeKind::Op(_)) {
                 continue;
             }
-            let label = node_label(node.name(), node.op_type());
+            let label = node.label().to_string();
             let operands: Vec<ValueId> = node.inputs().iter().flatten().copied().collect();
             let all_const = operands.iter().all(|&v| g.constant(v).is_some());
             let is_constant = node.is("Constant");

@@ -66,11 +66,11 @@
 //! Only bad options (it takes none): everything it cannot fold is left as
 //! it was, with a remark saying why.
 
+use crate::ir::At;
 use ndarray::{ArrayD, IxDyn};
 
 use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::{Graph, Model, NodeId, NodeKind, Slot, Tensor, ValueId};
-use crate::onnx::import::node_label;
 use crate::onnx::tensor_proto::DataType;
 use crate::onnx::{dtype_name, NodeProto};
 
@@ -480,7 +480,7 @@ impl Pass for FuseBatchnorm {
             if !g.node(bn).is("BatchNormalization") {
                 continue;
             }
-            let label = node_label(g.node(bn).name(), "BatchNormalization");
+            let label = g.label(bn).to_string();
             match fuse_one(g, bn, params_typed_apart) {
                 Ok(note) => {
                     if let Some(note) = note {
@@ -573,10 +573,10 @@ fn producer_fusion(
     let fusable_op = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
         .iter()
         .any(|t| prod.is(t));
-    if !fusable_op || !matches!(prod.kind, NodeKind::Op(_)) {
+    if !fusable_op || !matches!(prod.kind(), NodeKind::Op(_)) {
         return Ok(None);
     }
-    let plabel = node_label(prod.name(), prod.op_type());
+    let plabel = prod.label().to_string();
     let sole_use = g.users(x) == [(bn, Slot::Input(0))];
     let r = if prod.outputs().first().copied().flatten() != Some(x) {
         Err("the input is not its first result".to_string())
@@ -603,17 +603,17 @@ fn absorb(g: &mut Graph, f: Fusion, x: ValueId, bn_name: String, y_name: &str) -
         }
         Absorb::Gemm => {
             g.set_input(f.producer, 2, Some(b));
-            if let Some(op) = g.node_mut(f.producer).op_mut() {
-                op.attribute.retain(|a| a.name() != "beta");
-            }
+            g.op_mut(f.producer)
+                .attribute
+                .retain(|a| a.name() != "beta");
             (x, false)
         }
         Absorb::MatMulAdd => {
-            let (_, outs) = g.add_op_after(
-                f.producer,
+            let (_, outs) = g.add_op(
                 op("Add", bn_name),
                 &[Some(x), Some(b)],
                 &[&format!("{y_name}_add")],
+                At::After(f.producer),
             );
             (outs[0], true)
         }
@@ -690,17 +690,17 @@ fn mul_add(
             format!("{bn_name}_{s}")
         }
     };
-    let (mul, mo) = g.add_op_after(
-        bn,
+    let (mul, mo) = g.add_op(
         op("Mul", sub("mul")),
         &[Some(x), Some(a_t)],
         &[&format!("{y_name}_mul")],
+        At::After(bn),
     );
-    let (_, ao) = g.add_op_after(
-        mul,
+    let (_, ao) = g.add_op(
         op("Add", sub("add")),
         &[Some(mo[0]), Some(b_t)],
         &[&format!("{y_name}_add")],
+        At::After(mul),
     );
     ao[0]
 }

@@ -49,6 +49,7 @@
 //! No parameters; a tensor the statistics do not cover; an opset below
 //! what the weights need.
 
+use crate::ir::At;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -507,11 +508,11 @@ impl InsertQdq {
                 .find(|w| w.value == v && w.axis == axis)
                 .expect("invariant: weight has a use")
                 .node;
-            let (_, o) = g.add_op_before(
-                anchor,
+            let (_, o) = g.add_op(
                 node_proto("DequantizeLinear", attrs),
                 &[Some(qv), Some(s), Some(z)],
                 &[&format!("{name}_dq")],
+                At::Before(anchor),
             );
             wout.insert((v, axis), o[0]);
         }
@@ -556,17 +557,17 @@ fn materialize_activations(
             }
         };
         let readers = g.users(*v);
-        let (qn, qo) = g.add_op_after(
-            producer,
+        let (qn, qo) = g.add_op(
             node_proto("QuantizeLinear", vec![]),
             &[Some(*v), Some(s), Some(z)],
             &[&format!("{name}_q")],
+            At::After(producer),
         );
-        let (_, dqo) = g.add_op_after(
-            qn,
+        let (_, dqo) = g.add_op(
             node_proto("DequantizeLinear", vec![]),
             &[Some(qo[0]), Some(s), Some(z)],
             &[&format!("{name}_dq")],
+            At::After(qn),
         );
         for (reader, slot) in readers {
             if let crate::ir::Slot::Input(i) = slot {
@@ -606,11 +607,11 @@ fn materialize_biases(g: &mut crate::ir::Graph, p: &Placement, biases: &[QBias])
         } else {
             vec![]
         };
-        let (_, o) = g.add_op_before(
-            b.node,
+        let (_, o) = g.add_op(
             node_proto("DequantizeLinear", attrs),
             &[Some(qv), Some(s), Some(z)],
             &[&format!("{name}_dq")],
+            At::Before(b.node),
         );
         g.set_input(b.node, b.slot, Some(o[0]));
     }

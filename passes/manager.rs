@@ -103,6 +103,7 @@ impl PassManager {
             if self.verify_each {
                 m.graph.verify().map_err(|violations| PassError::Verify {
                     pass: name.to_string(),
+                    rendered: m.graph.render_violations(&violations),
                     violations,
                 })?;
             }

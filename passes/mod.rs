@@ -98,21 +98,13 @@ pub enum PassError {
     },
     #[error("{pass}: {message}")]
     Failed { pass: String, message: String },
-    #[error("{pass}: the IR is invalid after this pass:\n{}", list_violations(.violations))]
+    #[error("{pass}: the IR is invalid after this pass:\n{rendered}")]
     Verify {
         pass: String,
         violations: Vec<Violation>,
+        /// The findings under the text-IR lines of their nodes.
+        rendered: String,
     },
-}
-
-fn list_violations(v: &[Violation]) -> String {
-    v.iter()
-        .map(|x| match &x.node {
-            Some(n) => format!("  - node '{n}': {}", x.what),
-            None => format!("  - {}", x.what),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// A registry entry.

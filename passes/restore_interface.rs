@@ -56,38 +56,34 @@ impl Pass for RestoreInterface {
             .expect("invariant: the pass manager records the interface before the first pass");
         let g = &mut m.graph;
         let mut changed = false;
-        let n_in = g.inputs().len();
-        for i in 0..n_in + g.outputs().len() {
-            let name = if i < n_in {
-                g.inputs()[i].info.name().to_string()
-            } else {
-                g.outputs()[i - n_in].info.name().to_string()
-            };
-            let Some(orig) = iface.ports.get(&name) else {
-                continue;
-            };
-            let port = if i < n_in {
-                &mut g.inputs_mut()[i]
-            } else {
-                &mut g.outputs_mut()[i - n_in]
-            };
-            if port.info != *orig {
-                port.info = orig.clone();
-                changed = true;
+        for i in 0..g.inputs().len() {
+            if let Some(orig) = iface.ports.get(g.inputs()[i].info.name()) {
+                if g.inputs()[i].info.r#type != orig.r#type {
+                    g.set_input_type(i, orig.r#type.clone());
+                    changed = true;
+                }
+            }
+        }
+        for i in 0..g.outputs().len() {
+            if let Some(orig) = iface.ports.get(g.outputs()[i].info.name()) {
+                if g.outputs()[i].info.r#type != orig.r#type {
+                    g.set_output_type(i, orig.r#type.clone());
+                    changed = true;
+                }
             }
         }
         let ids: Vec<_> = g.value_ids().collect();
         for v in ids {
-            let Some((pos, info)) = g.value(v).info.clone() else {
+            let Some(info) = g.value(v).info().cloned() else {
                 continue;
             };
             match iface.declared.get(g.name(v)) {
                 None => {
-                    g.value_mut(v).info = None;
+                    g.set_value_info(v, None);
                     changed = true;
                 }
                 Some(orig) if *orig != info => {
-                    g.value_mut(v).info = Some((pos, orig.clone()));
+                    g.set_value_info(v, Some(orig.clone()));
                     changed = true;
                 }
                 Some(_) => {}

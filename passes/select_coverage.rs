@@ -126,10 +126,7 @@ fn compute_labels(m: &Model) -> Vec<(crate::ir::NodeId, String)> {
         .filter(|&n| g.node(n).domain().is_empty() && COMPUTE_OPS.contains(&g.node(n).op_type()))
         .map(|n| {
             let node = g.node(n);
-            (
-                n,
-                crate::onnx::import::node_label(node.name(), node.op_type()),
-            )
+            (n, node.label().to_string())
         })
         .collect()
 }
@@ -155,7 +152,6 @@ pub fn select(
     profile: &crate::analysis::profile::Profile,
     coverage: f64,
 ) -> BTreeMap<String, String> {
-    let g = &m.graph;
     let times: std::collections::HashMap<&str, f64> = profile
         .nodes
         .iter()
@@ -164,9 +160,9 @@ pub fn select(
     let mut ops: Vec<(usize, String, f64)> = compute_labels(m)
         .into_iter()
         .enumerate()
-        .map(|(i, (n, label))| {
-            let key = crate::analysis::cost::node_key(g, n);
-            (i, label, times.get(key.as_str()).copied().unwrap_or(0.0))
+        .map(|(i, (_, label))| {
+            let t = times.get(label.as_str()).copied().unwrap_or(0.0);
+            (i, label, t)
         })
         .collect();
     let total: f64 = ops.iter().map(|o| o.2).sum();

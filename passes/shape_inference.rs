@@ -52,7 +52,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::types::{self, Dim};
 use crate::ir::{Model, NodeKind, ValueId};
-use crate::onnx::import::node_label;
 use crate::onnx::{TypeProto, ValueInfoProto};
 
 const NAME: &str = "shape-inference";
@@ -194,29 +193,28 @@ impl Pass for ShapeInference {
         // Specialise the inputs the analysis fixed.
         for (name, shape) in &shapes {
             let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-            let port = g
-                .inputs_mut()
-                .iter_mut()
-                .find(|p| p.info.name() == name)
+            let i = g
+                .inputs()
+                .iter()
+                .position(|p| p.info.name() == name)
                 .expect("invariant: checked above");
-            let elem = port.info.r#type.as_ref().map(types::elem_type).unwrap_or(0);
+            let elem = g.inputs()[i]
+                .info
+                .r#type
+                .as_ref()
+                .map(types::elem_type)
+                .unwrap_or(0);
             let elem = if elem == 0 {
                 facts.get(name).map_or(0, |f| f.0)
             } else {
                 elem
             };
             if elem != 0 {
-                port.info.r#type = Some(types::tensor_type(elem, &dims));
+                g.set_input_type(i, Some(types::tensor_type(elem, &dims)));
                 changed = true;
             }
         }
 
-        let mut next_order = g
-            .value_info_values()
-            .iter()
-            .filter_map(|&v| g.value(v).info.as_ref().map(|i| i.0))
-            .max()
-            .map_or(0, |o| o + 1);
         // Values in topological order of their producers: deterministic.
         // Tract's facts for results of ops with subgraphs (If, Loop, Scan)
         // are not trustworthy (0.23.9 types an If whose condition folds to
@@ -226,7 +224,7 @@ impl Pass for ShapeInference {
         let mut values: Vec<ValueId> = Vec::new();
         for n in g.topo_order() {
             let node = g.node(n);
-            if !matches!(node.kind, NodeKind::Op(_)) {
+            if !matches!(node.kind(), NodeKind::Op(_)) {
                 continue;
             }
             let outs = node.outputs().iter().flatten().copied();
@@ -244,43 +242,30 @@ impl Pass for ShapeInference {
             let out_ix = g.outputs().iter().position(|p| p.value == v);
             let old = match out_ix {
                 Some(i) => g.outputs()[i].info.r#type.clone(),
-                None => g
-                    .value(v)
-                    .info
-                    .as_ref()
-                    .and_then(|(_, vi)| vi.r#type.clone()),
+                None => g.value(v).info().and_then(|vi| vi.r#type.clone()),
             };
             let new = match refine(old.as_ref(), fact) {
                 Ok(Some(t)) => t,
                 Ok(None) => continue,
                 Err(why) => {
                     let p = g.producer_node(v);
-                    cx.remark(
-                        NAME,
-                        &node_label(p.name(), p.op_type()),
-                        format!("'{name}' kept its type: {why}"),
-                    );
+                    cx.remark(NAME, p.label(), format!("'{name}' kept its type: {why}"));
                     continue;
                 }
             };
             match out_ix {
-                Some(i) => g.outputs_mut()[i].info.r#type = Some(new),
+                Some(i) => g.set_output_type(i, Some(new)),
                 None => {
-                    let val = g.value_mut(v);
-                    match &mut val.info {
-                        Some((_, vi)) => vi.r#type = Some(new),
-                        None => {
-                            val.info = Some((
-                                next_order,
-                                ValueInfoProto {
-                                    name: Some(name),
-                                    r#type: Some(new),
-                                    ..Default::default()
-                                },
-                            ));
-                            next_order += 1;
-                        }
-                    }
+                    let mut vi = g
+                        .value(v)
+                        .info()
+                        .cloned()
+                        .unwrap_or_else(|| ValueInfoProto {
+                            name: Some(name),
+                            ..Default::default()
+                        });
+                    vi.r#type = Some(new);
+                    g.set_value_info(v, Some(vi));
                 }
             }
             changed = true;

@@ -376,7 +376,7 @@ fn rewrite_node(m: &mut Model, n: NodeId) {
         "Softmax" | "LogSoftmax" | "Hardmax" => {
             // The axis is the last one: spell it out as -1, meaning the same
             // under both definitions.
-            let p = g.node_mut(n).op_mut().expect("invariant: op node");
+            let p = g.op_mut(n);
             take_attr(p, "axis");
             p.attribute.push(AttributeProto {
                 name: Some("axis".into()),
@@ -388,7 +388,7 @@ fn rewrite_node(m: &mut Model, n: NodeId) {
         "Dropout" => {
             // Inference-mode Dropout: the ratio attribute (an input since 12)
             // does not affect results.
-            let p = g.node_mut(n).op_mut().expect("invariant: op node");
+            let p = g.op_mut(n);
             take_attr(p, "ratio");
             take_attr(p, "is_test");
         }
@@ -397,7 +397,7 @@ fn rewrite_node(m: &mut Model, n: NodeId) {
                 .iter()
                 .find(|(o, _, _)| *o == op)
                 .expect("invariant: listed");
-            let a = take_attr(g.node_mut(n).op_mut().expect("invariant: op node"), attr);
+            let a = take_attr(g.op_mut(n), attr);
             if let Some(a) = a {
                 // Named after the node ("unnamedSqueeze" when it has no
                 // name), made unique by `add_initializer`.

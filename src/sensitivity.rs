@@ -12,6 +12,7 @@
 //! The float model's outputs are computed once ([`Reference`]) and every
 //! isolated variant is scored against them.
 
+use crate::ir::At;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -19,7 +20,6 @@ use serde::Serialize;
 use crate::calib::data::{input_specs, DataSet};
 use crate::calib::progress_bar;
 use crate::ir::{Model, NodeId, NodeKind, Slot, ValueId};
-use crate::onnx::import::node_label;
 use crate::onnx::tensor_proto::DataType;
 use crate::runtime::RunnerCache;
 use crate::validate::{Reference, ValidateError, IDENTICAL_DB};
@@ -114,7 +114,8 @@ pub fn tensor_errors(
                 continue;
             }
             if let Some(qv) = gq.lookup(name) {
-                if matches!(gq.producer_node(qv).kind, NodeKind::Op(_)) && !go.is_graph_output(*v) {
+                if matches!(gq.producer_node(qv).kind(), NodeKind::Op(_)) && !go.is_graph_output(*v)
+                {
                     names.push((name.to_string(), node.op_type().to_string()));
                 }
             }
@@ -233,11 +234,11 @@ pub fn isolate(orig: &Model, quant: &Model, qnode: NodeId) -> Option<Model> {
                 ..Default::default()
             };
             let anchor = m.graph.producer(t);
-            let (_, o) = m.graph.add_op_after(
-                anchor,
+            let (_, o) = m.graph.add_op(
                 proto,
                 &[Some(t), Some(qs), qz],
                 &[&format!("{t_name}_q")],
+                At::After(anchor),
             );
             o[0]
         };
@@ -247,11 +248,11 @@ pub fn isolate(orig: &Model, quant: &Model, qnode: NodeId) -> Option<Model> {
             ..Default::default()
         };
         let anchor = m.graph.producer(src);
-        let (_, o) = m.graph.add_op_after(
-            anchor,
+        let (_, o) = m.graph.add_op(
             proto,
             &[Some(src), Some(s), z],
             &[&format!("{}_dq", gq.name(x))],
+            At::After(anchor),
         );
         Some(o[0])
     };
@@ -292,7 +293,6 @@ pub fn isolate(orig: &Model, quant: &Model, qnode: NodeId) -> Option<Model> {
             }
         }
     }
-    let _ = node_label;
     Some(m)
 }
 
@@ -310,7 +310,7 @@ pub fn isolated_sensitivity(
     let mut unmatched = Vec::new();
     for n in nodes {
         let qn = quant.graph.node(n);
-        let label = node_label(qn.name(), qn.op_type());
+        let label = qn.label().to_string();
         match isolate(orig, quant, n) {
             None => unmatched.push(label),
             Some(m) => {

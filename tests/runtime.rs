@@ -4,6 +4,7 @@
 
 use half::f16;
 use ndarray::{array, ArrayD, IxDyn};
+use onnxq::ir::At;
 use prost::Message;
 
 use onnxq::ir::types::{self, Dim};
@@ -97,13 +98,20 @@ fn mlp(batch: Dim) -> Model {
         node("MatMul", "matmul", vec![]),
         &[Some(x), Some(w)],
         &["mm"],
+        At::End,
     );
     let (_, add) = g.add_op(
         node("Add", "add", vec![]),
         &[Some(mm[0]), Some(b)],
         &["biased"],
+        At::End,
     );
-    let (_, y) = g.add_op(node("Relu", "relu", vec![]), &[Some(add[0])], &["y"]);
+    let (_, y) = g.add_op(
+        node("Relu", "relu", vec![]),
+        &[Some(add[0])],
+        &["y"],
+        At::End,
+    );
     output(&mut g, y[0], F32);
     model(g)
 }
@@ -279,8 +287,14 @@ fn conv_model() -> (Model, ArrayD<f32>, ArrayD<f32>) {
         ),
         &[Some(x), Some(wv), Some(bv)],
         &["conv_out"],
+        At::End,
     );
-    let (_, r) = g.add_op(node("Relu", "/act/Relu", vec![]), &[Some(c[0])], &["out"]);
+    let (_, r) = g.add_op(
+        node("Relu", "/act/Relu", vec![]),
+        &[Some(c[0])],
+        &["out"],
+        At::End,
+    );
     output(&mut g, r[0], F32);
     (model(g), w, bias)
 }
@@ -414,7 +428,7 @@ fn f16_models_run_natively_or_widened() {
     let mut g = Graph::new();
     let f16t = DataType::Float16 as i32;
     let x = g.add_input(vi("x", f16t, &known(&[4])));
-    let (_, y) = g.add_op(node("Relu", "relu", vec![]), &[Some(x)], &["y"]);
+    let (_, y) = g.add_op(node("Relu", "relu", vec![]), &[Some(x)], &["y"], At::End);
     output(&mut g, y[0], f16t);
     let m = model(g);
     let xs = array![-1.5f32, 0.0, 2.25, 3.0].into_dyn();

@@ -346,8 +346,8 @@ fn symbolic_dims_scalars_quoted_names_and_value_info() {
     let m = parse_model(text).unwrap();
     let g = &m.graph;
     let mid = g.lookup("mid/1").unwrap();
-    assert!(g.value(mid).info.is_some());
-    assert_eq!(g.shell.value_info.len(), 1);
+    assert!(g.value(mid).info().is_some());
+    assert_eq!(g.shell().value_info.len(), 1);
     // float is a scalar, float[] has unknown rank.
     let s = g.value_type(g.lookup("s").unwrap()).unwrap();
     assert_eq!(onnxq::ir::types::dims(&s), Some(vec![]));

@@ -27,8 +27,8 @@ use crate::onnx::dtype_bits;
 /// What one ONNX node costs.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct NodeCost {
-    /// The node's key: its name, else its first output's name (how tract
-    /// names it, so measured times match up; see [`node_key`]).
+    /// The node's label ([`crate::ir::Node::label`]), which the runtime's
+    /// timings ([`crate::runtime::NodeTime::onnx_nodes`]) use too.
     pub node: String,
     /// `op_type`, prefixed with the domain outside the default one.
     pub op: String,
@@ -45,20 +45,6 @@ pub struct NodeCost {
     pub bytes_written: Option<u64>,
     /// Elements of the constant operands (initializers, `Constant` outputs).
     pub params: u64,
-}
-
-/// How the runtime names an ONNX node: its name, else its first output's
-/// name, else its op type. Must agree with `runtime`'s attribution so that
-/// [`NodeCost::node`] matches [`crate::runtime::NodeTime::onnx_nodes`].
-pub fn node_key(g: &Graph, n: NodeId) -> String {
-    let node = g.node(n);
-    if !node.name().is_empty() {
-        return node.name().to_string();
-    }
-    match node.outputs().iter().flatten().next() {
-        Some(&v) => g.name(v).to_string(),
-        None => node.op_type().to_string(),
-    }
 }
 
 /// The op column: `Conv`, or `com.microsoft.FusedConv` outside the default
@@ -181,7 +167,7 @@ pub fn node_cost(g: &Graph, n: NodeId) -> NodeCost {
         .filter_map(|&v| shape_of(g, v).map(|s| product(&s)))
         .sum();
     NodeCost {
-        node: node_key(g, n),
+        node: g.label(n).to_string(),
         op: op_name(g, n),
         macs: macs(g, n, output_shape.as_deref()),
         output_shape,
@@ -197,7 +183,7 @@ pub fn model_costs(m: &Model) -> Vec<NodeCost> {
     let g = &m.graph;
     g.ops()
         .into_iter()
-        .filter(|&n| matches!(g.node(n).kind, NodeKind::Op(_)))
+        .filter(|&n| matches!(g.node(n).kind(), NodeKind::Op(_)))
         .map(|n| node_cost(g, n))
         .collect()
 }
@@ -246,7 +232,10 @@ mod tests {
             "float[4,3,3,3] W = {... 108 elements, hash 00000000}, float[4] B = {0.0, 0.0, 0.0, 0.0}",
             "Y = Conv <dilations: ints = [2, 2]> (X, W, B)",
         );
-        assert_eq!(c[0].node, "Y", "unnamed nodes are keyed by their output");
+        assert_eq!(
+            c[0].node, "Conv@Y",
+            "unnamed nodes are labelled by op and output"
+        );
         assert_eq!(c[0].macs, Some(3888));
         assert_eq!(c[0].params, 112);
     }

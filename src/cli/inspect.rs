@@ -70,7 +70,7 @@ pub fn inspect(path: &Path, m: &Model) -> Inspection {
     let mut params = 0u64;
     let mut external = 0;
     for n in g.initializer_nodes() {
-        if let NodeKind::Initializer(t) = &g.node(n).kind {
+        if let NodeKind::Initializer(t) = g.node(n).kind() {
             let d = dtype_name(t.dtype()).to_string();
             *bytes.entry(d.clone()).or_insert(0u64) += t.nbytes() as u64;
             *counts.entry(d).or_insert(0u64) += t.len() as u64;

@@ -26,15 +26,23 @@ pub struct QuantizeArgs {
     /// Calibration method: minmax, percentile, percentile{p=99.9}, entropy, mse.
     #[arg(long, default_value = "mse")]
     pub method: String,
+    /// The runtime the file is for: ort-cpu (onnxruntime CPU: whole QDQ
+    /// groups), tract (QOperator QLinearConv/QLinearMatMul), portable
+    /// (fidelity-first QDQ for any runtime). Sets the defaults of
+    /// --activations and --per-channel/--per-tensor.
+    #[arg(long, default_value = "portable")]
+    pub target: String,
     /// Per-tensor weight scales instead of per-channel.
     #[arg(long, conflicts_with = "per_channel")]
     pub per_tensor: bool,
-    /// Per-channel weight scales (the default).
+    /// Per-channel weight scales (the default where the target keeps them
+    /// fast).
     #[arg(long)]
     pub per_channel: bool,
-    /// Activation type: u8 (asymmetric) or s8 (symmetric).
-    #[arg(long, default_value = "u8")]
-    pub activations: String,
+    /// Activation type: u8 (asymmetric) or s8 (symmetric); default: what
+    /// the target's integer kernels want.
+    #[arg(long)]
+    pub activations: Option<String>,
     /// Weight type: s8 or u8 (both symmetric).
     #[arg(long, default_value = "s8")]
     pub weights: String,
@@ -113,16 +121,30 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
     o.stats = a.stats.clone();
     o.save_stats = a.save_stats.clone();
     o.method = Method::parse(&a.method).map_err(Failure::bad_input)?;
-    o.activations = QType::parse(&a.activations).ok_or_else(|| {
+    let target = crate::target::Target::parse(&a.target).ok_or_else(|| {
         Failure::bad_input(format!(
-            "--activations '{}': expected u8 or s8",
-            a.activations
+            "--target '{}': expected ort-cpu, tract or portable",
+            a.target
         ))
     })?;
+    o.target = target;
+    let spec = target.spec();
+    o.activations = match &a.activations {
+        Some(s) => QType::parse(s)
+            .ok_or_else(|| Failure::bad_input(format!("--activations '{s}': expected u8 or s8")))?,
+        None => spec.activations,
+    };
+    if a.activations.is_none() && spec.symmetric_activations {
+        o.symmetric_activations = Some(true);
+    }
     o.weights = QType::parse(&a.weights).ok_or_else(|| {
         Failure::bad_input(format!("--weights '{}': expected s8 or u8", a.weights))
     })?;
-    o.per_channel = !a.per_tensor;
+    o.per_channel = if a.per_tensor {
+        false
+    } else {
+        a.per_channel || spec.per_channel
+    };
     o.bias_correction = !a.no_bias_correction;
     o.detailed_report = a.report.is_some();
     if let Some(c) = a.coverage {

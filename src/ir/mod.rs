@@ -13,7 +13,7 @@ pub mod tensor;
 pub mod text;
 pub mod types;
 
-pub use graph::{Graph, Node, NodeId, NodeKind, Port, Slot, Use, Value, ValueId, Violation};
+pub use graph::{At, Graph, Node, NodeId, NodeKind, Port, Slot, Use, Value, ValueId, Violation};
 pub use tensor::{Tensor, TensorError};
 
 use std::path::PathBuf;

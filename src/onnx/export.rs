@@ -75,7 +75,7 @@ pub fn to_bytes(model: &Model) -> Vec<u8> {
 pub fn graph_proto(g: &Graph, tensor: &mut dyn FnMut(&Tensor) -> TensorProto) -> GraphProto {
     let mut gp = graph_without_initializers(g);
     for n in g.initializer_nodes() {
-        match &g.node(n).kind {
+        match g.node(n).kind() {
             NodeKind::Initializer(t) => gp.initializer.push(tensor(t)),
             NodeKind::SparseInitializer(_) => {}
             _ => unreachable!(),
@@ -90,7 +90,7 @@ fn graph_without_initializers(g: &Graph) -> GraphProto {
     let orphans = std::mem::take(&mut gp.value_info);
     for n in g.topo_order() {
         let node = g.node(n);
-        match &node.kind {
+        match node.kind() {
             NodeKind::Op(p) => gp.node.push(node_proto(g, p, node)),
             NodeKind::SparseInitializer(sp) => gp.sparse_initializer.push((**sp).clone()),
             _ => {}

@@ -361,7 +361,7 @@ impl Importer {
                 }
             }
         };
-        let end = offset.checked_add(length).unwrap_or(u64::MAX);
+        let end = offset.saturating_add(length);
         if end > size {
             return Err(ExternalError::OutOfRange {
                 path,

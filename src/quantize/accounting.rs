@@ -21,7 +21,7 @@ pub fn node_macs(m: &Model) -> BTreeMap<String, u64> {
         .map(|n| {
             let node = g.node(n);
             (
-                import::node_label(node.name(), node.op_type()),
+                node.label().to_string(),
                 crate::analysis::cost::node_cost(g, n).macs.unwrap_or(0),
             )
         })
@@ -44,7 +44,7 @@ pub fn mac_share(prepared: &Model, decisions: &[Decision]) -> Option<f64> {
         }
         let macs = crate::analysis::cost::node_cost(g, n).macs?;
         total += macs;
-        if quantized.contains(import::node_label(node.name(), node.op_type()).as_str()) {
+        if quantized.contains(node.label()) {
             q += macs;
         }
     }

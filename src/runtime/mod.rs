@@ -122,7 +122,7 @@ pub fn input_specs(model: &Model) -> Vec<InputSpec> {
     let g = &model.graph;
     g.inputs()
         .iter()
-        .filter(|p| matches!(g.producer_node(p.value).kind, NodeKind::Input))
+        .filter(|p| matches!(g.producer_node(p.value).kind(), NodeKind::Input))
         .map(|p| {
             let ty = p.info.r#type.as_ref();
             InputSpec {

@@ -177,7 +177,10 @@ pub(super) fn attribute(
 ) -> (Vec<Vec<String>>, Vec<String>) {
     let g = &model.graph;
     let ops = g.ops();
+    // Plan nodes carry tract's names (`onnx_key`); what callers get back
+    // are the nodes' labels.
     let keys: Vec<String> = ops.iter().map(|&n| onnx_key(model, n)).collect();
+    let labels: Vec<String> = ops.iter().map(|&n| g.label(n).to_string()).collect();
     let index: HashMap<&str, usize> = keys
         .iter()
         .enumerate()
@@ -241,10 +244,10 @@ pub(super) fn attribute(
     let mut unattributed = Vec::new();
     for (i, h) in holders.iter().enumerate() {
         if h.is_empty() {
-            unattributed.push(keys[i].clone());
+            unattributed.push(labels[i].clone());
         }
         for &id in h {
-            per_node[id].push(keys[i].clone());
+            per_node[id].push(labels[i].clone());
         }
     }
     (per_node, unattributed)

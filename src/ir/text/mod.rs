@@ -145,6 +145,12 @@ pub fn print_model_with(m: &Model, opts: &PrintOptions) -> String {
 }
 
 /// Prints the main graph alone (no model header), default options.
+/// One op of `g` as its line in the printed graph (subgraph attributes
+/// printed in full): what the verifier shows a finding under.
+pub fn node_line(g: &Graph, n: crate::ir::NodeId) -> String {
+    print::node_line(g, n, &PrintOptions::default())
+}
+
 pub fn print_graph(g: &Graph) -> String {
     print_graph_with(g, &PrintOptions::default())
 }

@@ -46,6 +46,28 @@ pub(super) fn main_graph(g: &Graph, opts: &PrintOptions) -> String {
     p.out
 }
 
+/// One op node of `g` as its printed line.
+pub(super) fn node_line(g: &Graph, n: crate::ir::NodeId, opts: &PrintOptions) -> String {
+    let mut p = Printer {
+        out: String::new(),
+        opts,
+    };
+    let node = g.node(n);
+    match node.op() {
+        Some(proto) => {
+            let mut np = proto.clone();
+            let nm = |v: &Option<ValueId>| v.map(|v| g.name(v).to_string()).unwrap_or_default();
+            np.input = node.inputs().iter().map(nm).collect();
+            np.output = node.outputs().iter().map(nm).collect();
+            p.node(&np, 0);
+        }
+        None => p
+            .out
+            .push_str(&format!("{} (graph input or initializer)\n", node.label())),
+    }
+    p.out
+}
+
 /// Everything of a graph the printer needs, from the IR or from a proto.
 struct GView<'a> {
     name: &'a str,
@@ -66,7 +88,7 @@ impl<'a> GView<'a> {
     fn from_ir(g: &'a Graph) -> Self {
         let mut items = Vec::new();
         for n in g.initializer_nodes() {
-            match &g.node(n).kind {
+            match g.node(n).kind() {
                 NodeKind::Initializer(t) => items.push(Item::Dense(Box::new(Cow::Borrowed(t)))),
                 NodeKind::SparseInitializer(sp) => items.push(Item::Sparse(sp)),
                 _ => {}

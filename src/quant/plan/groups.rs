@@ -33,7 +33,6 @@ use super::{
     glob_match, is_float, weight_axis, BiasUse, Decision, Placement, Selection, WeightUse,
 };
 use crate::ir::{Graph, Model, NodeId, Slot, ValueId};
-use crate::onnx::import::node_label;
 use crate::target::{Role, Spec};
 
 /// Computes the whole-group placement of `m` for `spec`.
@@ -74,8 +73,7 @@ struct State {
 
 impl Planner<'_> {
     fn label(&self, n: NodeId) -> String {
-        let node = self.g.node(n);
-        node_label(node.name(), node.op_type())
+        self.g.label(n).to_string()
     }
 
     fn decide(&self, st: &mut State, n: NodeId, quantized: bool, why: &str) {
@@ -301,9 +299,7 @@ impl Planner<'_> {
     /// `v` is read by a quantized group: it gets a Q/DQ pair with its own
     /// parameters unless it already arrives quantized.
     fn quantize_input(&self, v: ValueId, st: &mut State) {
-        if !st.avail.contains_key(&v) {
-            st.avail.insert(v, v);
-        }
+        st.avail.entry(v).or_insert(v);
         if let Some(&producer) = st.optional_outputs.get(&v) {
             // A quantized op reads this MatMul's result: it keeps its Q.
             let _ = producer;

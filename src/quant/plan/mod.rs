@@ -25,7 +25,6 @@ pub mod portable;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ir::{Graph, Model, NodeId, ValueId};
-use crate::onnx::import::node_label;
 use crate::onnx::tensor_proto::DataType;
 use crate::target::Target;
 

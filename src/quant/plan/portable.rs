@@ -33,7 +33,7 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
         .filter(|&n| {
             let node = g.node(n);
             let op = node.op_type();
-            let label = node_label(node.name(), op);
+            let label = node.label().to_string();
             node.domain().is_empty()
                 && COMPUTE_OPS.contains(&op)
                 && allowed(op)
@@ -47,13 +47,13 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
         node.domain().is_empty()
             && QUANT_OPS.contains(&op)
             && allowed(op)
-            && !excluded(&node_label(node.name(), op), op)
+            && !excluded(node.label(), op)
     });
 
     for n in g.ops() {
         let node = g.node(n);
         let op = node.op_type().to_string();
-        let label = node_label(node.name(), &op);
+        let label = node.label().to_string();
         let is_quant_op = node.domain().is_empty() && QUANT_OPS.contains(&op.as_str());
         let embedding = node.is("Gather")
             && node
