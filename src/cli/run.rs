@@ -39,7 +39,7 @@ pub fn cmd_run(a: &RunArgs) -> CliResult {
     let outs = runner.run(&inputs).map_err(Failure::bad_input)?;
     match &a.output {
         Some(p) => {
-            let bytes = crate::tensorio::npz_to_bytes(&outs);
+            let bytes = crate::tensorio::npz_to_bytes(&outs).map_err(Failure::bad_input)?;
             export::write_atomic(p, &bytes)
                 .map_err(|e| Failure::bad_input(format!("{}: cannot write ({e})", p.display())))?;
             eprintln!(
