@@ -545,3 +545,154 @@ fn latency_ppocr_cls_like_speed_py() {
             .collect::<Vec<_>>()
     );
 }
+
+fn proto_node(
+    name: &str,
+    op: &str,
+    domain: &str,
+    ins: &[&str],
+    outs: &[&str],
+) -> onnxq::onnx::NodeProto {
+    onnxq::onnx::NodeProto {
+        name: Some(name.into()),
+        op_type: Some(op.into()),
+        domain: Some(domain.into()),
+        input: ins.iter().map(|s| s.to_string()).collect(),
+        output: outs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// The names ORT 1.32 gave the nodes it made, as seen in the optimized
+/// graphs of ppocr_cls (float and QDQ), mapped without running ORT.
+#[test]
+fn ort_names_map_back_without_ort() {
+    use onnxq::onnx::{GraphProto, ModelProto, TensorProto};
+    use onnxq::runtime::ort::names::{label_nodes, map_nodes};
+    let init = |n: &str| TensorProto {
+        name: Some(n.into()),
+        ..Default::default()
+    };
+    // x → Q → DQ → Conv(DQ w) → Q → DQ → [bn] BatchNormalization → Relu
+    //   → MatMul → Add, and a constant Shape subgraph; Q/DQ unnamed.
+    let mut m = ModelProto {
+        graph: Some(GraphProto {
+            node: vec![
+                proto_node("", "QuantizeLinear", "", &["x", "s", "z"], &["x_q"]),
+                proto_node("", "DequantizeLinear", "", &["x_q", "s", "z"], &["x_dq"]),
+                proto_node("", "DequantizeLinear", "", &["w_q", "s", "z"], &["w_dq"]),
+                proto_node("Conv@1", "Conv", "", &["x_dq", "w_dq"], &["c"]),
+                proto_node("", "QuantizeLinear", "", &["c", "s", "z"], &["c_q"]),
+                proto_node("", "DequantizeLinear", "", &["c_q", "s", "z"], &["c_dq"]),
+                proto_node("conv2", "Conv", "", &["c_dq", "w2"], &["c2"]),
+                proto_node(
+                    "bn",
+                    "BatchNormalization",
+                    "",
+                    &["c2", "g", "b", "m", "v"],
+                    &["bn_out"],
+                ),
+                proto_node("relu", "Relu", "", &["bn_out"], &["r"]),
+                proto_node("MatMul@0", "MatMul", "", &["r", "w3"], &["mm"]),
+                proto_node("Add@0", "Add", "", &["mm", "b3"], &["y"]),
+                proto_node("", "Constant", "", &[], &["k"]),
+                proto_node("", "Cast", "", &["k"], &["k32"]),
+            ],
+            initializer: ["s", "z", "w_q", "w2", "g", "b", "m", "v", "w3", "b3"]
+                .map(init)
+                .to_vec(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let labels = label_nodes(&mut m);
+    let got: Vec<&str> = labels.labels().collect();
+    assert_eq!(
+        got,
+        [
+            "x_q", "x_dq", "w_dq", "Conv@1", "c_q", "c_dq", "conv2", "bn", "relu", "MatMul@0",
+            "Add@0", "k", "k32"
+        ]
+    );
+    let optimized = GraphProto {
+        node: vec![
+            proto_node("x_q", "QuantizeLinear", "", &["x", "s", "z"], &["x_q"]),
+            proto_node("Transpose", "Transpose", "", &["x_q"], &["t0"]),
+            proto_node(
+                "Conv@1_token_17",
+                "QLinearConv",
+                "com.microsoft",
+                &["t0", "s", "z", "w_q"],
+                &["Conv@1"],
+            ),
+            proto_node(
+                "Transpose_token_165",
+                "Transpose",
+                "",
+                &["Conv@1"],
+                &["c_q"],
+            ),
+            proto_node(
+                "c_dq",
+                "DequantizeLinear",
+                "",
+                &["c_q", "s", "z"],
+                &["c_dq"],
+            ),
+            proto_node(
+                "ReorderInput",
+                "ReorderInput",
+                "com.microsoft.nchwc",
+                &["c_dq"],
+                &["ri"],
+            ),
+            // Named after the fused Conv+BN+Relu's output tensor.
+            proto_node(
+                "r_nchwc",
+                "Conv",
+                "com.microsoft.nchwc",
+                &["ri", "w2_nchwc"],
+                &["rn"],
+            ),
+            proto_node(
+                "ReorderOutput_token_3",
+                "ReorderOutput",
+                "com.microsoft.nchwc",
+                &["rn"],
+                &["r"],
+            ),
+            proto_node(
+                "MatMul@0/MatMulAddFusion",
+                "Gemm",
+                "",
+                &["r", "w3", "b3"],
+                &["y"],
+            ),
+        ],
+        ..Default::default()
+    };
+    let map = map_nodes(&labels, &optimized);
+    let row = |n: &str| {
+        let o = map.get(n).unwrap_or_else(|| panic!("{n} not in {map:#?}"));
+        (
+            o.carries.as_deref(),
+            o.onnx_nodes.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(row("x_q"), (Some("x_q"), vec!["x_q"]));
+    assert_eq!(row("Transpose"), (None, vec![]));
+    assert_eq!(row("Transpose_token_165"), (None, vec![]));
+    assert_eq!(
+        row("Conv@1_token_17"),
+        (Some("Conv@1"), vec!["x_dq", "w_dq", "Conv@1", "c_q"])
+    );
+    assert_eq!(row("c_dq"), (Some("c_dq"), vec!["c_dq"]));
+    assert_eq!(row("r_nchwc"), (Some("relu"), vec!["conv2", "bn", "relu"]));
+    assert_eq!(row("ReorderOutput_token_3"), (None, vec![]));
+    assert_eq!(
+        row("MatMul@0/MatMulAddFusion"),
+        (Some("MatMul@0"), vec!["MatMul@0", "Add@0"])
+    );
+    assert_eq!(map.unattributed, ["k", "k32"]);
+    assert_eq!(map.ort_nodes_of("bn").len(), 1);
+}

@@ -40,6 +40,7 @@
 //! | `cache.rs` | runners per input signature; parallel maps over samples |
 //! | `facts.rs` | type and shape facts for the `shape-inference` pass |
 //! | `weights.rs`, `fake_quant.rs` | folding and fusing Q/DQ with tract's arithmetic |
+//! | `ort/` | onnxruntime (feature `ort`): sessions, ORT's profiler, latency rounds; no tract |
 //!
 //! [`HostTensor`]: crate::tensorio::HostTensor
 

@@ -262,12 +262,10 @@ pub(super) fn map_named(handed: &Labels, ort: &[(String, String, String)]) -> No
         }
     }
     let constant = constant_nodes(handed);
-    let mut memo: Vec<Option<BTreeSet<usize>>> = vec![None; handed.nodes.len()];
     let mut members: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); ort.len()];
     let mut unattributed = Vec::new();
     for i in 0..handed.nodes.len() {
-        let mut visiting = HashSet::new();
-        let owners = resolve(handed, &carriers, &constant, i, &mut visiting, &mut memo);
+        let owners = resolve(handed, &carriers, &constant, i);
         if owners.is_empty() {
             unattributed.push(handed.nodes[i].label.clone());
         }
@@ -341,40 +339,28 @@ fn constant_nodes(h: &Labels) -> Vec<bool> {
     constant
 }
 
-/// The ORT nodes ONNX node `i` belongs to (see the module docs). A cycle
-/// through absorbed nodes ends the walk with nothing.
-fn resolve(
-    h: &Labels,
-    carriers: &[Vec<usize>],
-    constant: &[bool],
-    i: usize,
-    visiting: &mut HashSet<usize>,
-    memo: &mut [Option<BTreeSet<usize>>],
-) -> BTreeSet<usize> {
-    if let Some(r) = &memo[i] {
-        return r.clone();
-    }
-    if !carriers[i].is_empty() {
-        return carriers[i].iter().copied().collect();
-    }
-    if !visiting.insert(i) {
-        return BTreeSet::new();
-    }
-    let n = &h.nodes[i];
-    let is_dq = n.op_type == "DequantizeLinear";
-    let mut out = BTreeSet::new();
-    if constant[i] && !is_dq {
-        // Folded at load.
-    } else if is_dq || HEADS.contains(&n.op_type.as_str()) {
-        let consumers: BTreeSet<usize> = n
-            .outputs
-            .iter()
-            .flat_map(|o| h.consumers.get(o).into_iter().flatten().copied())
-            .collect();
-        for c in consumers {
-            out.extend(resolve(h, carriers, constant, c, visiting, memo));
+/// The ORT nodes ONNX node `i` belongs to (see the module docs). The walk
+/// goes upstream (producers) until a carried node or a node absorbed
+/// downstream, and downstream (consumers) only from a DequantizeLinear or
+/// a head: in a DAG neither direction can loop, and the downstream walk
+/// never turns back.
+fn resolve(h: &Labels, carriers: &[Vec<usize>], constant: &[bool], i: usize) -> BTreeSet<usize> {
+    let mut i = i;
+    loop {
+        if !carriers[i].is_empty() {
+            return carriers[i].iter().copied().collect();
         }
-    } else {
+        let n = &h.nodes[i];
+        let is_dq = n.op_type == "DequantizeLinear";
+        if constant[i] && !is_dq {
+            // Folded at load.
+            return BTreeSet::new();
+        }
+        if is_dq || HEADS.contains(&n.op_type.as_str()) {
+            let mut out = BTreeSet::new();
+            downstream(h, carriers, i, &mut HashSet::new(), &mut out);
+            return out;
+        }
         let producer = n
             .inputs
             .iter()
@@ -383,20 +369,44 @@ fn resolve(
                 h.producer
                     .get(x)
                     .copied()
-                    .filter(|&p| !constant[p] || is_q_input(h, p))
+                    .filter(|&p| !constant[p] || is_dequantize(h, p))
             });
-        if let Some(p) = producer {
-            out = resolve(h, carriers, constant, p, visiting, memo);
+        match producer {
+            Some(p) => i = p,
+            None => return BTreeSet::new(),
         }
     }
-    visiting.remove(&i);
-    memo[i] = Some(out.clone());
-    out
+}
+
+/// The carried nodes reached from `i`'s consumers through nodes no ORT
+/// node carries.
+fn downstream(
+    h: &Labels,
+    carriers: &[Vec<usize>],
+    i: usize,
+    seen: &mut HashSet<usize>,
+    out: &mut BTreeSet<usize>,
+) {
+    let consumers: BTreeSet<usize> = h.nodes[i]
+        .outputs
+        .iter()
+        .flat_map(|o| h.consumers.get(o).into_iter().flatten().copied())
+        .collect();
+    for c in consumers {
+        if !seen.insert(c) {
+            continue;
+        }
+        if carriers[c].is_empty() {
+            downstream(h, carriers, c, seen, out);
+        } else {
+            out.extend(carriers[c].iter().copied());
+        }
+    }
 }
 
 /// A constant DequantizeLinear is still a real producer (ORT keeps DQ
 /// nodes out of constant folding so QDQ groups stay visible).
-fn is_q_input(h: &Labels, p: usize) -> bool {
+fn is_dequantize(h: &Labels, p: usize) -> bool {
     h.nodes[p].op_type == "DequantizeLinear"
 }
 
