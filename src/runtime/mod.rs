@@ -1,4 +1,6 @@
-//! Running models: the only module that talks to tract.
+//! Running models: the only module that talks to tract (and, behind the
+//! `ort` feature, to onnxruntime: see [`ort`], kept apart from the tract
+//! code).
 //!
 //! A [`Runner`] is a model loaded into tract (`tract-onnx` 0.23.9), ready to
 //! run many times:
@@ -38,6 +40,7 @@
 //! | `cache.rs` | runners per input signature; parallel maps over samples |
 //! | `facts.rs` | type and shape facts for the `shape-inference` pass |
 //! | `weights.rs`, `fake_quant.rs` | folding and fusing Q/DQ with tract's arithmetic |
+//! | `ort/` | onnxruntime (feature `ort`): sessions, ORT's profiler, latency rounds; no tract |
 //!
 //! [`HostTensor`]: crate::tensorio::HostTensor
 
@@ -51,6 +54,9 @@ mod load;
 mod runner;
 mod timing;
 pub mod weights;
+// onnxruntime, for speed where users deploy (the `ort` cargo feature).
+#[cfg(feature = "ort")]
+pub mod ort;
 pub use cache::{default_threads, par_map, par_workers, signature, RunnerCache, Signature};
 pub use runner::Runner;
 pub use timing::{FusedGroup, NodeTime, NodeTimes};
