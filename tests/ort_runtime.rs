@@ -333,7 +333,13 @@ fn qdq_conv_maps_back_to_its_nodes() {
     // Q and the output DQ still run on their own.
     assert_eq!(
         q.onnx_nodes,
-        ["X_dq", "W_dq", "B_dq", "conv", "C_q"],
+        [
+            "DequantizeLinear@X_dq",
+            "DequantizeLinear@W_dq",
+            "DequantizeLinear@B_dq",
+            "conv",
+            "QuantizeLinear@C_q"
+        ],
         "{q:?}"
     );
     let own = |label: &str| {
@@ -342,8 +348,8 @@ fn qdq_conv_maps_back_to_its_nodes() {
             .find(|n| n.carries.as_deref() == Some(label))
             .map(|n| n.op.as_str())
     };
-    assert_eq!(own("X_q"), Some("QuantizeLinear"), "{p:#?}");
-    assert_eq!(own("Y"), Some("DequantizeLinear"), "{p:#?}");
+    assert_eq!(own("QuantizeLinear@X_q"), Some("QuantizeLinear"), "{p:#?}");
+    assert_eq!(own("DequantizeLinear@Y"), Some("DequantizeLinear"), "{p:#?}");
     assert_eq!(p.time_of("conv"), q.median);
     // Nodes ORT inserted (layout transposes) carry nothing.
     for n in &p.nodes {
@@ -610,13 +616,30 @@ fn ort_names_map_back_without_ort() {
     assert_eq!(
         got,
         [
-            "x_q", "x_dq", "w_dq", "Conv@1", "c_q", "c_dq", "conv2", "bn", "relu", "MatMul@0",
-            "Add@0", "k", "k32"
+            "QuantizeLinear@x_q",
+            "DequantizeLinear@x_dq",
+            "DequantizeLinear@w_dq",
+            "Conv@1",
+            "QuantizeLinear@c_q",
+            "DequantizeLinear@c_dq",
+            "conv2",
+            "bn",
+            "relu",
+            "MatMul@0",
+            "Add@0",
+            "Constant@k",
+            "Cast@k32"
         ]
     );
     let optimized = GraphProto {
         node: vec![
-            proto_node("x_q", "QuantizeLinear", "", &["x", "s", "z"], &["x_q"]),
+            proto_node(
+                "QuantizeLinear@x_q",
+                "QuantizeLinear",
+                "",
+                &["x", "s", "z"],
+                &["x_q"],
+            ),
             proto_node("Transpose", "Transpose", "", &["x_q"], &["t0"]),
             proto_node(
                 "Conv@1_token_17",
@@ -633,7 +656,7 @@ fn ort_names_map_back_without_ort() {
                 &["c_q"],
             ),
             proto_node(
-                "c_dq",
+                "DequantizeLinear@c_dq",
                 "DequantizeLinear",
                 "",
                 &["c_q", "s", "z"],
@@ -679,20 +702,34 @@ fn ort_names_map_back_without_ort() {
             o.onnx_nodes.iter().map(String::as_str).collect::<Vec<_>>(),
         )
     };
-    assert_eq!(row("x_q"), (Some("x_q"), vec!["x_q"]));
+    assert_eq!(
+        row("QuantizeLinear@x_q"),
+        (Some("QuantizeLinear@x_q"), vec!["QuantizeLinear@x_q"])
+    );
     assert_eq!(row("Transpose"), (None, vec![]));
     assert_eq!(row("Transpose_token_165"), (None, vec![]));
     assert_eq!(
         row("Conv@1_token_17"),
-        (Some("Conv@1"), vec!["x_dq", "w_dq", "Conv@1", "c_q"])
+        (
+            Some("Conv@1"),
+            vec![
+                "DequantizeLinear@x_dq",
+                "DequantizeLinear@w_dq",
+                "Conv@1",
+                "QuantizeLinear@c_q"
+            ]
+        )
     );
-    assert_eq!(row("c_dq"), (Some("c_dq"), vec!["c_dq"]));
+    assert_eq!(
+        row("DequantizeLinear@c_dq"),
+        (Some("DequantizeLinear@c_dq"), vec!["DequantizeLinear@c_dq"])
+    );
     assert_eq!(row("r_nchwc"), (Some("relu"), vec!["conv2", "bn", "relu"]));
     assert_eq!(row("ReorderOutput_token_3"), (None, vec![]));
     assert_eq!(
         row("MatMul@0/MatMulAddFusion"),
         (Some("MatMul@0"), vec!["MatMul@0", "Add@0"])
     );
-    assert_eq!(map.unattributed, ["k", "k32"]);
+    assert_eq!(map.unattributed, ["Constant@k", "Cast@k32"]);
     assert_eq!(map.ort_nodes_of("bn").len(), 1);
 }

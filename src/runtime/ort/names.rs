@@ -169,15 +169,16 @@ pub fn label_nodes(model: &mut ModelProto) -> Labels {
         if keep[i] {
             continue;
         }
-        let base = match n.name() {
-            "" => n
-                .output
+        // The IR's label rule (`Graph::add_op`): `op@first-output`.
+        let base = format!(
+            "{}@{}",
+            n.op_type(),
+            n.output
                 .iter()
                 .find(|o| !o.is_empty())
-                .cloned()
-                .unwrap_or_else(|| n.op_type().to_string()),
-            name => name.to_string(),
-        };
+                .map(String::as_str)
+                .unwrap_or("")
+        );
         let mut label = base.clone();
         let mut k = 2;
         while taken.contains(&label) {
