@@ -32,7 +32,7 @@
 use super::{Changed, Pass, PassContext, PassError};
 use crate::calib::{self, CalibOptions};
 use crate::ir::Model;
-use crate::quant::plan::{plan, Selection};
+use crate::plan::{plan, Selection};
 
 #[derive(Debug, Default)]
 pub struct Calibrate;
@@ -88,7 +88,7 @@ pub fn mean_tensors(m: &Model) -> std::collections::BTreeMap<String, usize> {
 /// target's placement may quantize.
 pub fn observed_tensors(m: &Model) -> Vec<String> {
     let g = &m.graph;
-    let mut names: Vec<String> = crate::quant::plan::observed(m)
+    let mut names: Vec<String> = crate::plan::observed(m)
         .into_iter()
         .map(|v| g.name(v).to_string())
         .collect();

@@ -20,9 +20,9 @@ use std::sync::Arc;
 use crate::calib::data::DataSet;
 use crate::calib::{CalibOptions, ChannelMeans, Stats};
 use crate::ir::Model;
-use crate::onnx::ValueInfoProto;
+use crate::plan::Decision;
+use crate::proto::ValueInfoProto;
 use crate::quant::params::ActParams;
-use crate::quant::plan::Decision;
 use crate::tensorio::HostTensor;
 
 /// How much a remark matters to a reader of the summary.

@@ -60,8 +60,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::{Graph, Model, NodeId, NodeKind, Tensor, ValueId};
-use crate::onnx::tensor_proto::DataType;
-use crate::onnx::{dtype_name, dtype_size, TensorProto, ValueInfoProto};
+use crate::proto::tensor_proto::DataType;
+use crate::proto::{dtype_name, dtype_size, TensorProto, ValueInfoProto};
 use crate::runtime::{RunOptions, Runner};
 use crate::tensorio::HostTensor;
 

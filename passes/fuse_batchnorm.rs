@@ -71,8 +71,8 @@ use ndarray::{ArrayD, IxDyn};
 
 use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::{Graph, Model, NodeId, NodeKind, Slot, Tensor, ValueId};
-use crate::onnx::tensor_proto::DataType;
-use crate::onnx::{dtype_name, NodeProto};
+use crate::proto::tensor_proto::DataType;
+use crate::proto::{dtype_name, NodeProto};
 
 const FLOAT: i32 = DataType::Float as i32;
 const NAME: &str = "fuse-batchnorm";

@@ -56,9 +56,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::{Model, Tensor, ValueId};
-use crate::onnx::{AttributeProto, NodeProto};
+use crate::plan::{plan, Placement, Selection};
+use crate::proto::{AttributeProto, NodeProto};
 use crate::quant::params::ActParams;
-use crate::quant::plan::{plan, Placement, Selection};
 use crate::quant::{quantize_bias, requantize, QType};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -162,7 +162,7 @@ fn node_proto(op: &str, attrs: Vec<AttributeProto>) -> NodeProto {
 fn int_attr(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
-        r#type: Some(crate::onnx::attribute_proto::AttributeType::Int as i32),
+        r#type: Some(crate::proto::attribute_proto::AttributeType::Int as i32),
         i: Some(v),
         ..Default::default()
     }
@@ -187,7 +187,7 @@ fn scale_tensor(name: &str, scales: &[f32], dims: &[i64]) -> Tensor {
     let raw: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
     Tensor::from_raw(
         name,
-        crate::onnx::tensor_proto::DataType::Float as i32,
+        crate::proto::tensor_proto::DataType::Float as i32,
         dims,
         raw.into(),
     )
@@ -436,7 +436,7 @@ impl InsertQdq {
         &self,
         g: &crate::ir::Graph,
         cx: &PassContext,
-        b: &crate::quant::plan::BiasUse,
+        b: &crate::plan::BiasUse,
         qw: &QWeight,
         bv: &mut [f32],
     ) -> bool {
@@ -487,8 +487,8 @@ impl InsertQdq {
             let zps: Vec<i32> = vec![qw.zp; qw.scales.len()];
             let q = requantize(&qw.data, &qw.dims, qw.axis, &qw.scales, qw.zp, wlo, whi);
             let dtype = match self.wtype {
-                QType::S8 => crate::onnx::tensor_proto::DataType::Int8,
-                QType::U8 => crate::onnx::tensor_proto::DataType::Uint8,
+                QType::S8 => crate::proto::tensor_proto::DataType::Int8,
+                QType::U8 => crate::proto::tensor_proto::DataType::Uint8,
             };
             let qt = Tensor::from_raw(&format!("{name}_q"), dtype as i32, &dims_i, q.into());
             let pdims: Vec<i64> = if axis.is_some() {

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::Model;
-use crate::quant::plan::COMPUTE_OPS;
+use crate::plan::COMPUTE_OPS;
 
 const NAME: &str = "select-coverage";
 

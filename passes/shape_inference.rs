@@ -52,7 +52,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::types::{self, Dim};
 use crate::ir::{Model, NodeKind, ValueId};
-use crate::onnx::{TypeProto, ValueInfoProto};
+use crate::proto::{TypeProto, ValueInfoProto};
 
 const NAME: &str = "shape-inference";
 
@@ -90,8 +90,8 @@ fn refine(
         (o, f) => {
             return Err(format!(
                 "declared {} but tract infers {}",
-                crate::onnx::dtype_name(o),
-                crate::onnx::dtype_name(f)
+                crate::proto::dtype_name(o),
+                crate::proto::dtype_name(f)
             ))
         }
     };

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::{Model, NodeId, Tensor};
-use crate::onnx::{AttributeProto, NodeProto};
+use crate::proto::{AttributeProto, NodeProto};
 
 /// Ops whose semantics do not change between opset 7 and 13 for the
 /// attributes and inputs they can carry at the older version.
@@ -380,7 +380,7 @@ fn rewrite_node(m: &mut Model, n: NodeId) {
             take_attr(p, "axis");
             p.attribute.push(AttributeProto {
                 name: Some("axis".into()),
-                r#type: Some(crate::onnx::attribute_proto::AttributeType::Int as i32),
+                r#type: Some(crate::proto::attribute_proto::AttributeType::Int as i32),
                 i: Some(-1),
                 ..Default::default()
             });

@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::calib::data::{input_specs, DataSet};
 use crate::calib::progress_bar;
 use crate::ir::{Model, NodeId, NodeKind, Slot, ValueId};
-use crate::onnx::tensor_proto::DataType;
+use crate::proto::tensor_proto::DataType;
 use crate::runtime::RunnerCache;
 use crate::validate::{Reference, ValidateError, IDENTICAL_DB};
 
@@ -228,7 +228,7 @@ pub fn isolate(orig: &Model, quant: &Model, qnode: NodeId) -> Option<Model> {
             let qs = copy_const(m, q.input(1))?;
             let qz = copy_const(m, q.input(2));
             let qattrs = q.op()?.attribute.clone();
-            let proto = crate::onnx::NodeProto {
+            let proto = crate::proto::NodeProto {
                 op_type: Some("QuantizeLinear".into()),
                 attribute: qattrs,
                 ..Default::default()
@@ -242,7 +242,7 @@ pub fn isolate(orig: &Model, quant: &Model, qnode: NodeId) -> Option<Model> {
             );
             o[0]
         };
-        let proto = crate::onnx::NodeProto {
+        let proto = crate::proto::NodeProto {
             op_type: Some("DequantizeLinear".into()),
             attribute: attrs,
             ..Default::default()

@@ -349,7 +349,11 @@ fn qdq_conv_maps_back_to_its_nodes() {
             .map(|n| n.op.as_str())
     };
     assert_eq!(own("QuantizeLinear@X_q"), Some("QuantizeLinear"), "{p:#?}");
-    assert_eq!(own("DequantizeLinear@Y"), Some("DequantizeLinear"), "{p:#?}");
+    assert_eq!(
+        own("DequantizeLinear@Y"),
+        Some("DequantizeLinear"),
+        "{p:#?}"
+    );
     assert_eq!(p.time_of("conv"), q.median);
     // Nodes ORT inserted (layout transposes) carry nothing.
     for n in &p.nodes {

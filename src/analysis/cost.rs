@@ -22,7 +22,7 @@
 //! read too) and over the outputs.
 
 use crate::ir::{Graph, Model, NodeId, NodeKind, ValueId};
-use crate::onnx::dtype_bits;
+use crate::proto::dtype_bits;
 
 /// What one ONNX node costs.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::ir::types::Dim;
-use crate::onnx::dtype_name;
+use crate::proto::dtype_name;
 use crate::tensorio::{self, HostTensor, TensorIoError};
 
 pub use crate::runtime::{input_specs, InputSpec};
@@ -407,7 +407,7 @@ fn random_sample(
             };
             let n: usize = shape.iter().product();
             let ix = ndarray::IxDyn(&shape);
-            use crate::onnx::tensor_proto::DataType as D;
+            use crate::proto::tensor_proto::DataType as D;
             let t = match D::try_from(s.dtype).unwrap_or(D::Float) {
                 D::Int64 => HostTensor::I64(ndarray::ArrayD::from_shape_fn(ix, |_| {
                     (next() % 100) as i64

@@ -74,7 +74,7 @@ impl MeanAcc {
         if self.axis >= shape.len() {
             return;
         }
-        let (outer, channels, inner) = crate::quant::split_axis(shape, Some(self.axis));
+        let (outer, channels, inner) = crate::ir::types::split_axis(shape, Some(self.axis));
         let mut sums = vec![0f64; channels];
         if inner == 1 {
             // Channels last (MatMul inputs): add whole rows, lane by channel.

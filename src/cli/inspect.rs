@@ -9,7 +9,7 @@ use clap::Args;
 use super::args::load;
 use super::CliResult;
 use crate::ir::{types, Model, NodeKind, Port};
-use crate::onnx::dtype_name;
+use crate::proto::dtype_name;
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {

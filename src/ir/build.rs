@@ -26,7 +26,7 @@ use std::marker::PhantomData;
 use super::graph::Graph;
 use super::tensor::Tensor;
 use super::{NodeId, ValueId};
-use crate::onnx::{GraphProto, NodeProto, SparseTensorProto, TensorProto, ValueInfoProto};
+use crate::proto::{GraphProto, NodeProto, SparseTensorProto, TensorProto, ValueInfoProto};
 
 /// Why the parts do not make a graph. `S` is the caller's site type.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

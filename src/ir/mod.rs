@@ -8,6 +8,7 @@
 //! textual form tests are written in.
 
 pub mod build;
+pub mod external;
 pub mod graph;
 pub mod tensor;
 pub mod text;
@@ -18,7 +19,7 @@ pub use tensor::{Tensor, TensorError};
 
 use std::path::PathBuf;
 
-use crate::onnx::{ModelProto, OperatorSetIdProto};
+use crate::proto::{ModelProto, OperatorSetIdProto};
 
 /// A model: the main graph plus everything else from the `ModelProto`.
 #[derive(Clone, Debug)]

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ndarray::{ArrayD, IxDyn};
 
-use crate::onnx::external::ExternalSpan;
-use crate::onnx::tensor_proto::{DataLocation, DataType};
-use crate::onnx::{dtype_bits, dtype_name, TensorProto};
+use super::external::ExternalSpan;
+use crate::proto::tensor_proto::{DataLocation, DataType};
+use crate::proto::{dtype_bits, dtype_name, TensorProto};
 
 /// A constant tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -435,8 +435,8 @@ impl Tensor {
     }
 }
 
-fn entry(k: &str, v: &str) -> crate::onnx::StringStringEntryProto {
-    crate::onnx::StringStringEntryProto {
+fn entry(k: &str, v: &str) -> crate::proto::StringStringEntryProto {
+    crate::proto::StringStringEntryProto {
         key: Some(k.into()),
         value: Some(v.into()),
     }

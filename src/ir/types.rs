@@ -1,8 +1,8 @@
 //! Helpers over `TypeProto`: element types and (possibly symbolic) shapes.
 
-use crate::onnx::tensor_shape_proto::{dimension, Dimension};
-use crate::onnx::type_proto::{self, Tensor as TensorTypeProto};
-use crate::onnx::{TensorShapeProto, TypeProto};
+use crate::proto::tensor_shape_proto::{dimension, Dimension};
+use crate::proto::type_proto::{self, Tensor as TensorTypeProto};
+use crate::proto::{TensorShapeProto, TypeProto};
 
 /// One dimension of a shape.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -84,4 +84,16 @@ pub fn static_dims(t: &TypeProto) -> Option<Vec<usize>> {
             _ => None,
         })
         .collect()
+}
+
+/// `(outer, channels, inner)` element counts around `axis`.
+pub fn split_axis(dims: &[usize], axis: Option<usize>) -> (usize, usize, usize) {
+    match axis {
+        None => (1, 1, dims.iter().product()),
+        Some(ax) => (
+            dims[..ax].iter().product(),
+            dims[ax],
+            dims[ax + 1..].iter().product(),
+        ),
+    }
 }

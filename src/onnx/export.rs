@@ -153,7 +153,7 @@ pub fn write_model(
     };
     let goes_external = |t: &Tensor| -> bool {
         min.is_some_and(|m| {
-            t.nbytes() >= m && t.is_raw() && crate::onnx::dtype_bits(t.dtype()).is_some()
+            t.nbytes() >= m && t.is_raw() && crate::proto::dtype_bits(t.dtype()).is_some()
         })
     };
 

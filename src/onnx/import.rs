@@ -280,7 +280,7 @@ impl Importer {
                 path: self.label.clone(),
                 source,
             })?;
-        if let Some(bits) = crate::onnx::dtype_bits(tp.data_type()) {
+        if let Some(bits) = crate::proto::dtype_bits(tp.data_type()) {
             if n.checked_mul(bits).is_none() {
                 return Err(ImportError::Tensor {
                     path: self.label.clone(),
@@ -355,7 +355,7 @@ impl Importer {
                     raw_data: None,
                     ..tp.clone()
                 });
-                match crate::onnx::dtype_bits(tp.data_type()) {
+                match crate::proto::dtype_bits(tp.data_type()) {
                     Some(_) => probe.nbytes() as u64,
                     None => size.saturating_sub(offset),
                 }

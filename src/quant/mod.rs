@@ -5,7 +5,6 @@
 //! with round-half-to-even, and `x ≈ (q - zp) · s`.
 
 pub mod params;
-pub mod plan;
 pub mod range;
 
 use serde::{Deserialize, Serialize};
@@ -22,8 +21,8 @@ impl QType {
     /// ONNX data type code.
     pub fn onnx(self) -> i32 {
         match self {
-            QType::U8 => crate::onnx::tensor_proto::DataType::Uint8 as i32,
-            QType::S8 => crate::onnx::tensor_proto::DataType::Int8 as i32,
+            QType::U8 => crate::proto::tensor_proto::DataType::Uint8 as i32,
+            QType::S8 => crate::proto::tensor_proto::DataType::Int8 as i32,
         }
     }
 
@@ -235,17 +234,7 @@ pub fn requantize(
     q
 }
 
-/// `(outer, channels, inner)` element counts around `axis`.
-pub fn split_axis(dims: &[usize], axis: Option<usize>) -> (usize, usize, usize) {
-    match axis {
-        None => (1, 1, dims.iter().product()),
-        Some(ax) => (
-            dims[..ax].iter().product(),
-            dims[ax],
-            dims[ax + 1..].iter().product(),
-        ),
-    }
-}
+pub use crate::ir::types::split_axis;
 
 /// Bias quantized to int32 with scale `s_in · s_w[c]`. Where a value would
 /// overflow int32, the weight scale of that channel must be widened: the

@@ -8,8 +8,8 @@ use std::path::Path;
 use crate::calib::Stats;
 use crate::ir::Model;
 use crate::onnx::import;
+use crate::plan::{Decision, COMPUTE_OPS};
 use crate::quant::params::ActParams;
-use crate::quant::plan::{Decision, COMPUTE_OPS};
 use crate::report::quantize::ActivationSummary;
 
 /// MACs of every op node by label (0 for ops without multiply-accumulates

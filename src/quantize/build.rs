@@ -15,8 +15,8 @@ use crate::ir::Model;
 use crate::passes::context::{Analyses, Inputs, Level, Remark};
 use crate::passes::insert_qdq;
 use crate::passes::{PassContext, PassManager, Pipeline};
+use crate::plan::Decision;
 use crate::quant::params::ActParams;
-use crate::quant::plan::Decision;
 use crate::quant::range::Method;
 use crate::tensorio::HostTensor;
 

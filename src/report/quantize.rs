@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::analysis::Profile;
 use crate::passes::context::Remark;
-use crate::quant::plan::Decision;
+use crate::plan::Decision;
 use crate::quant::QType;
 use crate::sensitivity::{NodeSensitivity, TensorError};
 use crate::validate::Validation;

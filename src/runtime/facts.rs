@@ -17,7 +17,7 @@ use tract_onnx::tract_hir::infer::{Factoid, GenericFactoid, ShapeFactoid};
 use super::RuntimeError;
 use crate::ir::types::Dim;
 use crate::ir::Model;
-use crate::onnx::tensor_proto::DataType;
+use crate::proto::tensor_proto::DataType;
 
 /// Fixed input shapes: `input name → dims`.
 pub type InputShapes = BTreeMap<String, Vec<usize>>;

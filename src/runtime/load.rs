@@ -14,8 +14,8 @@ use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
 
 use super::{fake_quant, weights, RunOptions, RuntimeError};
 use crate::ir::Model;
-use crate::onnx::dtype_name;
-use crate::onnx::tensor_proto::DataType;
+use crate::proto::dtype_name;
+use crate::proto::tensor_proto::DataType;
 
 /// The model's name in messages: its graph's name, or `model`.
 pub(super) fn model_name(model: &Model) -> String {
@@ -255,8 +255,8 @@ pub(super) const FLOAT_TYPES: [i32; 4] = [
 /// `types` become graph inputs of the same type and shape (see
 /// [`load_inference`]); returns their names. Shape computations read small
 /// integer tensors, never these.
-fn move_weights_to_inputs(g: &mut crate::onnx::GraphProto, types: &[i32]) -> Vec<String> {
-    use crate::onnx::{type_proto, TensorShapeProto, TypeProto, ValueInfoProto};
+fn move_weights_to_inputs(g: &mut crate::proto::GraphProto, types: &[i32]) -> Vec<String> {
+    use crate::proto::{type_proto, TensorShapeProto, TypeProto, ValueInfoProto};
     const WEIGHT_ELEMENTS: i64 = 4096;
     if types.is_empty() {
         return vec![];
@@ -278,10 +278,8 @@ fn move_weights_to_inputs(g: &mut crate::onnx::GraphProto, types: &[i32]) -> Vec
         let dims = t
             .dims
             .iter()
-            .map(|&d| crate::onnx::tensor_shape_proto::Dimension {
-                value: Some(crate::onnx::tensor_shape_proto::dimension::Value::DimValue(
-                    d,
-                )),
+            .map(|&d| crate::proto::tensor_shape_proto::Dimension {
+                value: Some(crate::proto::tensor_shape_proto::dimension::Value::DimValue(d)),
                 ..Default::default()
             })
             .collect();
@@ -304,18 +302,18 @@ fn move_weights_to_inputs(g: &mut crate::onnx::GraphProto, types: &[i32]) -> Vec
 /// `ConstantOfShape` without `value` makes float32 zeros, where tract's
 /// loader uses an f64 zero (`rctensor0(0.0)`) and every type downstream —
 /// a folded initializer, an inferred value_info — would follow it.
-fn spell_out_defaults(nodes: &mut [crate::onnx::NodeProto]) {
-    use crate::onnx::attribute_proto::AttributeType;
+fn spell_out_defaults(nodes: &mut [crate::proto::NodeProto]) {
+    use crate::proto::attribute_proto::AttributeType;
     for n in nodes {
         let default_domain = matches!(n.domain(), "" | "ai.onnx");
         if default_domain
             && n.op_type() == "ConstantOfShape"
             && !n.attribute.iter().any(|a| a.name() == "value")
         {
-            n.attribute.push(crate::onnx::AttributeProto {
+            n.attribute.push(crate::proto::AttributeProto {
                 name: Some("value".into()),
                 r#type: Some(AttributeType::Tensor as i32),
-                t: Some(crate::onnx::TensorProto {
+                t: Some(crate::proto::TensorProto {
                     data_type: Some(DataType::Float as i32),
                     dims: vec![1],
                     float_data: vec![0.0],

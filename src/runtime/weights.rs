@@ -22,7 +22,7 @@ use tract_onnx::tract_core::model::SpecialOps;
 use tract_onnx::tract_hir::infer::InferenceModelPatch;
 
 use crate::ir::{Model, Tensor as IrTensor};
-use crate::onnx::tensor_proto::DataType;
+use crate::proto::tensor_proto::DataType;
 
 /// The float32 initializers of `model` named in `names`, as tract tensors
 /// (one copy, from the model's bytes).
@@ -116,7 +116,7 @@ fn dequantize(x: &IrTensor, scale: &IrTensor, zp: Option<&IrTensor>, axis: i64) 
         if ax < 0 || ax >= r {
             return None;
         }
-        let (outer, channels, inner) = crate::quant::split_axis(&dims, Some(ax as usize));
+        let (outer, channels, inner) = crate::ir::types::split_axis(&dims, Some(ax as usize));
         if (s.len() != 1 && s.len() != channels) || (z.len() != 1 && z.len() != channels) {
             return None;
         }

@@ -6,8 +6,8 @@ use half::f16;
 use ndarray::{ArrayD, IxDyn, ShapeBuilder};
 
 use crate::ir::{Tensor, TensorError};
-use crate::onnx::dtype_name;
-use crate::onnx::tensor_proto::DataType;
+use crate::proto::dtype_name;
+use crate::proto::tensor_proto::DataType;
 
 /// An owned tensor on the host.
 #[derive(Clone, Debug, PartialEq)]

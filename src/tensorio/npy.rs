@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::host::{decode_dtype, elem_size, npy_kind};
 use super::{show, HostTensor, TensorIoError};
-use crate::onnx::tensor_proto::DataType;
+use crate::proto::tensor_proto::DataType;
 
 const NPY_MAGIC: &[u8] = b"\x93NUMPY";
 

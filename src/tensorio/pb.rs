@@ -8,7 +8,7 @@ use prost::Message;
 use super::host::elem_size;
 use super::{show, HostTensor, TensorIoError};
 use crate::ir::{Tensor, TensorError};
-use crate::onnx::{dtype_name, TensorProto};
+use crate::proto::{dtype_name, TensorProto};
 
 /// Reads one serialized ONNX `TensorProto`: its name and elements.
 pub fn read_pb(path: impl AsRef<Path>) -> Result<(String, HostTensor), TensorIoError> {

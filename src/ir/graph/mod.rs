@@ -17,7 +17,7 @@ use super::tensor::Tensor;
 mod edit;
 mod verify;
 
-use crate::onnx::{GraphProto, NodeProto, SparseTensorProto, TypeProto, ValueInfoProto};
+use crate::proto::{GraphProto, NodeProto, SparseTensorProto, TypeProto, ValueInfoProto};
 pub use edit::At;
 
 /// Index of a node. Only valid for the graph that made it.
@@ -149,7 +149,7 @@ impl Node {
             _ => None,
         }
     }
-    pub fn attr(&self, name: &str) -> Option<&crate::onnx::AttributeProto> {
+    pub fn attr(&self, name: &str) -> Option<&crate::proto::AttributeProto> {
         self.op()?.attribute.iter().find(|a| a.name() == name)
     }
     pub fn attr_i(&self, name: &str) -> Option<i64> {

@@ -20,7 +20,7 @@ use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
 use super::*;
-use crate::onnx::tensor_proto::DataType;
+use crate::proto::tensor_proto::DataType;
 
 /// Ops whose listed operands share one element type `T` in the ONNX schema
 /// (from the operator docs of opset 13+): checking these catches a pass
@@ -234,8 +234,8 @@ impl Graph {
                             format!(
                                 "initializer '{}' is {} but its value_info says {}",
                                 v.name,
-                                crate::onnx::dtype_name(t.dtype()),
-                                crate::onnx::dtype_name(declared.unwrap_or(0))
+                                crate::proto::dtype_name(t.dtype()),
+                                crate::proto::dtype_name(declared.unwrap_or(0))
                             ),
                         ));
                     }
@@ -265,9 +265,9 @@ impl Graph {
                         format!(
                             "operands '{}' ({}) and '{}' ({}) must have one element type",
                             self.name(a),
-                            crate::onnx::dtype_name(ta),
+                            crate::proto::dtype_name(ta),
                             self.name(b),
-                            crate::onnx::dtype_name(tb)
+                            crate::proto::dtype_name(tb)
                         ),
                     ));
                 }
@@ -296,7 +296,7 @@ impl Graph {
                 Some(n),
                 format!(
                     "scale is {}, not a float type",
-                    crate::onnx::dtype_name(t(1))
+                    crate::proto::dtype_name(t(1))
                 ),
             ));
         }
@@ -316,9 +316,9 @@ impl Graph {
                 Some(n),
                 format!(
                     "zero point is {} but the quantized {} is {}",
-                    crate::onnx::dtype_name(zp),
+                    crate::proto::dtype_name(zp),
                     if is_q { "output" } else { "input" },
-                    crate::onnx::dtype_name(quantized_side)
+                    crate::proto::dtype_name(quantized_side)
                 ),
             ));
         }

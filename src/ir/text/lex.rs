@@ -8,7 +8,7 @@
 //! but `"float"` is a name.
 
 use super::ParseError;
-use crate::onnx::attribute_proto::AttributeType;
+use crate::proto::attribute_proto::AttributeType;
 
 pub(super) type PResult<T> = Result<T, ParseError>;
 

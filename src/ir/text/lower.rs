@@ -13,8 +13,8 @@ use crate::ir::build::{BuildError, GraphBuilder};
 use crate::ir::graph::Graph;
 use crate::ir::tensor::Tensor;
 use crate::ir::NodeId;
-use crate::onnx::tensor_proto::DataLocation;
-use crate::onnx::{GraphProto, TensorProto};
+use crate::proto::tensor_proto::DataLocation;
+use crate::proto::{GraphProto, TensorProto};
 
 /// Builds the main graph from its parsed form.
 pub(super) fn main_graph(lx: &Lexer<'_>, pg: PGraph) -> PResult<Graph> {

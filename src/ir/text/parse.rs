@@ -9,9 +9,9 @@ mod attr;
 mod tensor;
 
 use super::lex::{Lexer, PResult, KEYWORDS};
-use crate::onnx::tensor_shape_proto::{dimension, Dimension};
-use crate::onnx::type_proto::{self, Value as TypeValue};
-use crate::onnx::{
+use crate::proto::tensor_shape_proto::{dimension, Dimension};
+use crate::proto::type_proto::{self, Value as TypeValue};
+use crate::proto::{
     dtype_from_name, FunctionProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
     SparseTensorProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
     ValueInfoProto,

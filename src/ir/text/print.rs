@@ -9,11 +9,11 @@ use super::{PrintOptions, ELIDED_KEY};
 use crate::ir::graph::Graph;
 use crate::ir::tensor::Tensor;
 use crate::ir::{Model, NodeKind, ValueId};
-use crate::onnx::attribute_proto::AttributeType;
-use crate::onnx::tensor_proto::{DataLocation, DataType};
-use crate::onnx::tensor_shape_proto::dimension;
-use crate::onnx::type_proto::Value as TypeValue;
-use crate::onnx::{
+use crate::proto::attribute_proto::AttributeType;
+use crate::proto::tensor_proto::{DataLocation, DataType};
+use crate::proto::tensor_shape_proto::dimension;
+use crate::proto::type_proto::Value as TypeValue;
+use crate::proto::{
     dtype_bits, dtype_from_name, dtype_name, AttributeProto, FunctionProto, GraphProto, ModelProto,
     NodeProto, OperatorSetIdProto, SparseTensorProto, StringStringEntryProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto,

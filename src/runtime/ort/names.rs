@@ -69,7 +69,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::onnx::{GraphProto, ModelProto};
+use crate::proto::{GraphProto, ModelProto};
 
 /// Suffixes ORT appends to a name it derives a new node's name from, each
 /// with where it comes from; stripped before `_token_<n>` is.

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::names::{self, NodeMap};
 use super::session::{commit, run_on};
 use super::{OrtError, OrtSession};
-use crate::onnx::ModelProto;
+use crate::proto::ModelProto;
 use crate::tensorio::HostTensor;
 
 /// One ORT node, timed.

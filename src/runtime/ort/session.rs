@@ -15,7 +15,8 @@ use super::library::{self, OrtLibrary};
 use super::names::{self, Labels};
 use super::OrtError;
 use crate::ir::Model;
-use crate::onnx::{export, ModelProto};
+use crate::onnx::export;
+use crate::proto::ModelProto;
 use crate::tensorio::HostTensor;
 
 /// ORT's graph optimization levels (`GraphOptimizationLevel` in its C API).
@@ -326,7 +327,7 @@ fn io(name: &str, ty: &ValueType) -> OrtIo {
 /// ORT's element type as an ONNX `TensorProto.DataType` code (0 if onnxq
 /// has no use for it).
 fn onnx_dtype(t: TensorElementType) -> i32 {
-    use crate::onnx::tensor_proto::DataType as D;
+    use crate::proto::tensor_proto::DataType as D;
     (match t {
         TensorElementType::Float32 => D::Float,
         TensorElementType::Float64 => D::Double,

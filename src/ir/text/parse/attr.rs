@@ -7,8 +7,8 @@ use bytes::Bytes;
 
 use super::Parser;
 use crate::ir::text::lex::{attr_type_name, is_float_text, parse_f32, PResult, ATTR_TYPES};
-use crate::onnx::attribute_proto::AttributeType;
-use crate::onnx::{AttributeProto, GraphProto, SparseTensorProto, TensorProto, TypeProto};
+use crate::proto::attribute_proto::AttributeType;
+use crate::proto::{AttributeProto, GraphProto, SparseTensorProto, TensorProto, TypeProto};
 
 /// One attribute value before it is put into an `AttributeProto`.
 enum Single {

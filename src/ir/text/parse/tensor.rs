@@ -10,10 +10,10 @@ use crate::ir::text::lex::Lexer;
 use crate::ir::text::lex::{is_float_text, parse_f32, parse_float, PResult};
 use crate::ir::text::print::shape_str;
 use crate::ir::text::ELIDED_KEY;
-use crate::onnx::tensor_proto::{DataLocation, DataType};
-use crate::onnx::tensor_shape_proto::dimension;
-use crate::onnx::type_proto::Value as TypeValue;
-use crate::onnx::{
+use crate::proto::tensor_proto::{DataLocation, DataType};
+use crate::proto::tensor_shape_proto::dimension;
+use crate::proto::type_proto::Value as TypeValue;
+use crate::proto::{
     dtype_bits, dtype_name, SparseTensorProto, StringStringEntryProto, TensorProto, TypeProto,
 };
 

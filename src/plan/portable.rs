@@ -122,7 +122,7 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
                 format!(
                     "input '{}' is {}, not float",
                     g.name(*v),
-                    crate::onnx::dtype_name(t)
+                    crate::proto::dtype_name(t)
                 )
             };
             p.decisions.push(decide(false, &why));

@@ -142,7 +142,7 @@ impl Planner<'_> {
                     format!(
                         "input '{}' is {}, not float",
                         g.name(v),
-                        crate::onnx::dtype_name(t)
+                        crate::proto::dtype_name(t)
                     )
                 });
             }

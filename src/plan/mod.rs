@@ -25,7 +25,7 @@ pub mod portable;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ir::{Graph, Model, NodeId, ValueId};
-use crate::onnx::tensor_proto::DataType;
+use crate::proto::tensor_proto::DataType;
 use crate::target::Target;
 
 /// Ops whose inputs and outputs are quantized (their "node units" have
