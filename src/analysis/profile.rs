@@ -122,131 +122,18 @@ impl Profile {
         for (i, c) in costs.iter().enumerate() {
             index.entry(c.node.as_str()).or_insert(i);
         }
-        let op_of = |tract_op: &str| format!("tract:{tract_op}");
         let groups = regroup(m, &costs, &index, times);
-
-        // Rows in plan order, with each node's row and attributed time.
-        let mut rows = Vec::with_capacity(times.groups.len());
-        let mut row_of: Vec<Option<usize>> = vec![None; costs.len()];
-        let mut attributed = vec![0.0f64; costs.len()];
-        // Time of plan nodes that stand for no ONNX node, by tract op.
-        let mut unowned: Vec<(String, f64)> = Vec::new();
-        for grp in &groups {
-            let t = ms(grp.median);
-            let members = grp.members.clone();
-            let r = rows.len();
-            if members.is_empty() {
-                let op = times
-                    .nodes
-                    .iter()
-                    .find(|n| grp.tract_nodes.first() == Some(&n.tract_node))
-                    .map(|n| op_of(&n.op))
-                    .unwrap_or_else(|| "tract:?".into());
-                unowned.push((op.clone(), t));
-                rows.push(ProfileRow {
-                    name: grp.tract_nodes.join(" + "),
-                    onnx_nodes: Vec::new(),
-                    tract_nodes: grp.tract_nodes.clone(),
-                    op,
-                    output_shape: None,
-                    macs: None,
-                    median_ms: t,
-                    share: frac(t),
-                    cumulative: 0.0,
-                });
-                continue;
-            }
-            let macs = sum_opt(members.iter().map(|&i| costs[i].macs));
-            let known: u64 = members.iter().filter_map(|&i| costs[i].macs).sum();
-            for &i in &members {
-                row_of[i] = Some(r);
-                attributed[i] = if known > 0 {
-                    t * costs[i].macs.unwrap_or(0) as f64 / known as f64
-                } else {
-                    t / members.len() as f64
-                };
-            }
-            let mut ops: Vec<&str> = Vec::new();
-            for &i in &members {
-                if !ops.contains(&costs[i].op.as_str()) {
-                    ops.push(&costs[i].op);
-                }
-            }
-            let last = *members.last().expect("invariant: members is not empty");
-            rows.push(ProfileRow {
-                name: members
-                    .iter()
-                    .map(|&i| costs[i].node.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" + "),
-                onnx_nodes: members.iter().map(|&i| costs[i].node.clone()).collect(),
-                tract_nodes: grp.tract_nodes.clone(),
-                op: ops.join("+"),
-                output_shape: costs[last].output_shape.clone(),
-                macs,
-                median_ms: t,
-                share: frac(t),
-                cumulative: 0.0,
-            });
-        }
-
-        // Sort by time, largest first; the stable sort keeps plan order on
-        // ties. Rows move, so renumber the nodes' row indices.
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by(|&a, &b| rows[b].median_ms.total_cmp(&rows[a].median_ms));
-        let mut new_ix = vec![0; rows.len()];
-        for (new, &old) in order.iter().enumerate() {
-            new_ix[old] = new;
-        }
-        let mut sorted: Vec<ProfileRow> = order.iter().map(|&i| rows[i].clone()).collect();
-        let mut cum = 0.0;
-        for r in &mut sorted {
-            cum += r.share;
-            r.cumulative = cum;
-        }
-
-        // Op types, first seen in topological order, then by time.
-        let mut shares: Vec<OpShare> = Vec::new();
-        let mut add = |op: &str, t: f64, macs: Option<u64>| {
-            let pos = match shares.iter().position(|s| s.op == op) {
-                Some(p) => p,
-                None => {
-                    shares.push(OpShare {
-                        op: op.to_string(),
-                        nodes: 0,
-                        ms: 0.0,
-                        share: 0.0,
-                        macs: Some(0),
-                    });
-                    shares.len() - 1
-                }
-            };
-            let s = &mut shares[pos];
-            s.nodes += 1;
-            s.ms += t;
-            s.macs = s.macs.zip(macs).map(|(a, b)| a + b);
-        };
-        for (i, c) in costs.iter().enumerate() {
-            if row_of[i].is_some() {
-                add(&c.op, attributed[i], c.macs);
-            }
-        }
-        for (op, t) in &unowned {
-            add(op, *t, Some(0));
-        }
-        for s in &mut shares {
-            s.share = frac(s.ms);
-        }
-        shares.sort_by(|a, b| b.ms.total_cmp(&a.ms).then_with(|| a.op.cmp(&b.op)));
-
+        let j = join_rows(&costs, &groups, times, &frac);
+        let (sorted, new_ix) = sort_rows(j.rows);
+        let shares = op_shares(&costs, &j.row_of, &j.attributed, &j.unowned, &frac);
         let total_macs = sum_opt(costs.iter().map(|c| c.macs));
         let nodes = costs
             .into_iter()
             .enumerate()
             .map(|(i, cost)| ProfileNode {
                 cost,
-                row: row_of[i].map(|r| new_ix[r]),
-                attributed_ms: attributed[i],
+                row: j.row_of[i].map(|r| new_ix[r]),
+                attributed_ms: j.attributed[i],
             })
             .collect();
         let whole = ms(times.total);
@@ -537,4 +424,147 @@ pub fn measure(
     let runner = Runner::new(m, &opts)?;
     let times = runner.profile(inputs, runs)?;
     Ok(Profile::build(m, &times))
+}
+
+/// Rows in plan order, each ONNX node's row and attributed time, and the
+/// time of plan nodes that stand for no ONNX node (by tract op).
+struct Joined {
+    rows: Vec<ProfileRow>,
+    row_of: Vec<Option<usize>>,
+    attributed: Vec<f64>,
+    unowned: Vec<(String, f64)>,
+}
+
+fn join_rows(
+    costs: &[NodeCost],
+    groups: &[Group],
+    times: &NodeTimes,
+    frac: &dyn Fn(f64) -> f64,
+) -> Joined {
+    let mut j = Joined {
+        rows: Vec::with_capacity(groups.len()),
+        row_of: vec![None; costs.len()],
+        attributed: vec![0.0f64; costs.len()],
+        unowned: Vec::new(),
+    };
+    for grp in groups {
+        let t = ms(grp.median);
+        let members = grp.members.clone();
+        let r = j.rows.len();
+        if members.is_empty() {
+            let op = times
+                .nodes
+                .iter()
+                .find(|n| grp.tract_nodes.first() == Some(&n.tract_node))
+                .map(|n| format!("tract:{}", n.op))
+                .unwrap_or_else(|| "tract:?".into());
+            j.unowned.push((op.clone(), t));
+            j.rows.push(ProfileRow {
+                name: grp.tract_nodes.join(" + "),
+                onnx_nodes: Vec::new(),
+                tract_nodes: grp.tract_nodes.clone(),
+                op,
+                output_shape: None,
+                macs: None,
+                median_ms: t,
+                share: frac(t),
+                cumulative: 0.0,
+            });
+            continue;
+        }
+        let macs = sum_opt(members.iter().map(|&i| costs[i].macs));
+        let known: u64 = members.iter().filter_map(|&i| costs[i].macs).sum();
+        for &i in &members {
+            j.row_of[i] = Some(r);
+            j.attributed[i] = if known > 0 {
+                t * costs[i].macs.unwrap_or(0) as f64 / known as f64
+            } else {
+                t / members.len() as f64
+            };
+        }
+        let mut ops: Vec<&str> = Vec::new();
+        for &i in &members {
+            if !ops.contains(&costs[i].op.as_str()) {
+                ops.push(&costs[i].op);
+            }
+        }
+        let last = *members.last().expect("invariant: members is not empty");
+        j.rows.push(ProfileRow {
+            name: members
+                .iter()
+                .map(|&i| costs[i].node.as_str())
+                .collect::<Vec<_>>()
+                .join(" + "),
+            onnx_nodes: members.iter().map(|&i| costs[i].node.clone()).collect(),
+            tract_nodes: grp.tract_nodes.clone(),
+            op: ops.join("+"),
+            output_shape: costs[last].output_shape.clone(),
+            macs,
+            median_ms: t,
+            share: frac(t),
+            cumulative: 0.0,
+        });
+    }
+    j
+}
+
+/// Rows by time, largest first (the stable sort keeps plan order on ties),
+/// with cumulative shares; and each old row index's new one.
+fn sort_rows(rows: Vec<ProfileRow>) -> (Vec<ProfileRow>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| rows[b].median_ms.total_cmp(&rows[a].median_ms));
+    let mut new_ix = vec![0; rows.len()];
+    for (new, &old) in order.iter().enumerate() {
+        new_ix[old] = new;
+    }
+    let mut sorted: Vec<ProfileRow> = order.iter().map(|&i| rows[i].clone()).collect();
+    let mut cum = 0.0;
+    for r in &mut sorted {
+        cum += r.share;
+        r.cumulative = cum;
+    }
+    (sorted, new_ix)
+}
+
+/// Time per op type, first seen in topological order, then by time.
+fn op_shares(
+    costs: &[NodeCost],
+    row_of: &[Option<usize>],
+    attributed: &[f64],
+    unowned: &[(String, f64)],
+    frac: &dyn Fn(f64) -> f64,
+) -> Vec<OpShare> {
+    let mut shares: Vec<OpShare> = Vec::new();
+    let mut add = |op: &str, t: f64, macs: Option<u64>| {
+        let pos = match shares.iter().position(|s| s.op == op) {
+            Some(p) => p,
+            None => {
+                shares.push(OpShare {
+                    op: op.to_string(),
+                    nodes: 0,
+                    ms: 0.0,
+                    share: 0.0,
+                    macs: Some(0),
+                });
+                shares.len() - 1
+            }
+        };
+        let s = &mut shares[pos];
+        s.nodes += 1;
+        s.ms += t;
+        s.macs = s.macs.zip(macs).map(|(a, b)| a + b);
+    };
+    for (i, c) in costs.iter().enumerate() {
+        if row_of[i].is_some() {
+            add(&c.op, attributed[i], c.macs);
+        }
+    }
+    for (op, t) in unowned {
+        add(op, *t, Some(0));
+    }
+    for s in &mut shares {
+        s.share = frac(s.ms);
+    }
+    shares.sort_by(|a, b| b.ms.total_cmp(&a.ms).then_with(|| a.op.cmp(&b.op)));
+    shares
 }

@@ -15,105 +15,114 @@ use super::*;
 /// which axis weights record.
 pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
     let g = &m.graph;
-    let mut p = Placement::default();
-    let allowed = |op: &str| sel.op_types.is_empty() || sel.op_types.iter().any(|t| t == op);
-    let mut quantized_nodes: BTreeSet<NodeId> = BTreeSet::new();
-    // Adjacency is judged against the compute ops the user's selection
-    // keeps, not against a fallback `only` set: quantizing one Add alone (to
-    // measure its sensitivity) must place it exactly as in the full model.
-    let excluded = |label: &str, op: &str| -> bool {
-        sel.exclude
-            .iter()
-            .any(|pat| glob_match(pat, label) || glob_match(pat, op))
+    let cx = Portable {
+        g,
+        sel,
+        per_channel,
     };
-    // Compute ops that will be quantized: the anchors of the integer region.
-    let compute: BTreeSet<NodeId> = g
-        .ops()
-        .into_iter()
-        .filter(|&n| {
-            let node = g.node(n);
-            let op = node.op_type();
-            let label = node.label().to_string();
-            node.domain().is_empty()
-                && COMPUTE_OPS.contains(&op)
-                && allowed(op)
-                && !excluded(&label, op)
-                && sel.coverage.as_ref().is_none_or(|c| c.contains(&label))
-        })
-        .collect();
+    let compute = cx.compute_anchors();
     let (feeding, reaches) = feeds_compute(g, &compute, &|n| {
         let node = g.node(n);
         let op = node.op_type();
         node.domain().is_empty()
             && QUANT_OPS.contains(&op)
-            && allowed(op)
-            && !excluded(node.label(), op)
+            && cx.allowed(op)
+            && !cx.excluded(node.label(), op)
     });
-
+    let mut p = Placement::default();
+    let mut quantized_nodes: BTreeSet<NodeId> = BTreeSet::new();
     for n in g.ops() {
-        let node = g.node(n);
-        let op = node.op_type().to_string();
-        let label = node.label().to_string();
-        let is_quant_op = node.domain().is_empty() && QUANT_OPS.contains(&op.as_str());
-        let embedding = node.is("Gather")
-            && node
-                .input(0)
-                .is_some_and(|d| g.constant(d).is_some() && is_float(g, d))
-            && allowed("Gather");
-        if !is_quant_op && !embedding {
-            continue;
+        if cx.place_node(n, &feeding, &reaches, &mut p) {
+            quantized_nodes.insert(n);
         }
-        let decide = |q: bool, why: &str| Decision {
-            node: label.clone(),
-            op: op.clone(),
-            quantized: q,
-            reason: why.to_string(),
-        };
-        if !embedding && !allowed(&op) {
-            p.decisions
-                .push(decide(false, "op type not selected (--op-types)"));
-            continue;
+    }
+    p.activations.retain(|&v| !keep_float(g, v));
+    tie_data_movement(g, &quantized_nodes, &mut p);
+    p
+}
+
+struct Portable<'a> {
+    g: &'a Graph,
+    sel: &'a Selection,
+    per_channel: bool,
+}
+
+impl Portable<'_> {
+    fn allowed(&self, op: &str) -> bool {
+        self.sel.op_types.is_empty() || self.sel.op_types.iter().any(|t| t == op)
+    }
+
+    fn excluded(&self, label: &str, op: &str) -> bool {
+        self.sel
+            .exclude
+            .iter()
+            .any(|pat| glob_match(pat, label) || glob_match(pat, op))
+    }
+
+    /// Compute ops that will be quantized: the anchors of the integer
+    /// region. Adjacency is judged against the compute ops the user's
+    /// selection keeps, not against a fallback `keep-float` list:
+    /// quantizing one Add alone (to measure its sensitivity) must place it
+    /// exactly as in the full model.
+    fn compute_anchors(&self) -> BTreeSet<NodeId> {
+        let g = self.g;
+        g.ops()
+            .into_iter()
+            .filter(|&n| {
+                let node = g.node(n);
+                let op = node.op_type();
+                let label = node.label();
+                node.domain().is_empty()
+                    && COMPUTE_OPS.contains(&op)
+                    && self.allowed(op)
+                    && !self.excluded(label, op)
+                    && self.sel.coverage.as_ref().is_none_or(|c| c.contains(label))
+            })
+            .collect()
+    }
+
+    /// Why `n` stays float, if it does (before the keep-float list, which
+    /// comes last so that nodes that could never be quantized keep their
+    /// own reason).
+    fn float_reason(
+        &self,
+        n: NodeId,
+        embedding: bool,
+        feeding: &BTreeSet<NodeId>,
+    ) -> Option<String> {
+        let g = self.g;
+        let node = g.node(n);
+        let op = node.op_type();
+        let label = node.label();
+        if !embedding && !self.allowed(op) {
+            return Some("op type not selected (--op-types)".into());
         }
         // Elementwise ops, activations, pooling, Concat and Resize pay off
         // only on the integer path into a quantized compute op: their result
         // is read (through data movement, or through other such ops) by one.
         // Elsewhere — inside normalisations, gates, decomposed activations
         // and softmaxes — a Q/DQ pair costs accuracy and saves no time.
-        if !embedding && !COMPUTE_OPS.contains(&op.as_str()) && !feeding.contains(&n) {
-            p.decisions.push(decide(false, "does not feed a quantized Conv/MatMul/Gemm: a Q/DQ pair here would cost accuracy and save no time"));
-            continue;
+        if !embedding && !COMPUTE_OPS.contains(&op) && !feeding.contains(&n) {
+            return Some("does not feed a quantized Conv/MatMul/Gemm: a Q/DQ pair here would cost accuracy and save no time".into());
         }
-        if let Some(pat) = sel
+        if let Some(pat) = self
+            .sel
             .exclude
             .iter()
-            .find(|pat| glob_match(pat, &label) || glob_match(pat, &op))
+            .find(|pat| glob_match(pat, label) || glob_match(pat, op))
         {
-            p.decisions
-                .push(decide(false, &format!("excluded by '{pat}'")));
-            continue;
+            return Some(format!("excluded by '{pat}'"));
         }
-        if let Some(c) = &sel.coverage {
-            if COMPUTE_OPS.contains(&op.as_str()) && !c.contains(&label) {
-                p.decisions.push(decide(false, "left in float by --coverage: too little of the measured time to pay for its Q/DQ pairs"));
-                continue;
+        if let Some(c) = &self.sel.coverage {
+            if COMPUTE_OPS.contains(&op) && !c.contains(label) {
+                return Some("left in float by --coverage: too little of the measured time to pay for its Q/DQ pairs".into());
             }
         }
         // Every data input must be float (quantizing integer index math or
         // float16 graphs is out of scope here).
-        let data_inputs: Vec<(usize, ValueId)> = node
-            .inputs()
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| v.map(|v| (i, v)))
-            .filter(|(i, _)| match op.as_str() {
-                // Only the data operand of these carries activations.
-                "Resize" | "Clip" | "Gather" => *i == 0,
-                _ => true,
-            })
-            .collect();
-        if let Some((_, v)) = data_inputs.iter().find(|(_, v)| !is_float(g, *v)) {
+        if let Some((_, v)) = data_inputs(g, n).iter().find(|(_, v)| !is_float(g, *v)) {
             let t = g.elem_type(*v);
-            let why = if t == 0 {
+            return Some(if t == 0 {
                 format!(
                     "element type of '{}' unknown (run shape-inference first)",
                     g.name(*v)
@@ -124,76 +133,61 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
                     g.name(*v),
                     crate::proto::dtype_name(t)
                 )
-            };
-            p.decisions.push(decide(false, &why));
-            continue;
+            });
         }
         if node.has_subgraphs() {
-            p.decisions.push(decide(false, "has subgraphs"));
-            continue;
+            return Some("has subgraphs".into());
         }
-        // Last, so that nodes that could never be quantized keep their own
-        // reason.
-        if sel.keep_float.contains(&label) {
-            p.decisions
-                .push(decide(false, "kept in float by the fallback selection"));
-            continue;
+        if self.sel.keep_float.contains(label) {
+            return Some("kept in float by the fallback selection".into());
         }
-        quantized_nodes.insert(n);
+        None
+    }
+
+    /// Decides one node and records what it quantizes. Returns whether it
+    /// is quantized.
+    fn place_node(
+        &self,
+        n: NodeId,
+        feeding: &BTreeSet<NodeId>,
+        reaches: &BTreeSet<NodeId>,
+        p: &mut Placement,
+    ) -> bool {
+        let g = self.g;
+        let node = g.node(n);
+        let op = node.op_type();
+        let is_quant_op = node.domain().is_empty() && QUANT_OPS.contains(&op);
+        let embedding = node.is("Gather")
+            && node
+                .input(0)
+                .is_some_and(|d| g.constant(d).is_some() && is_float(g, d))
+            && self.allowed("Gather");
+        if !is_quant_op && !embedding {
+            return false;
+        }
+        let decide = |q: bool, why: &str| Decision {
+            node: node.label().to_string(),
+            op: op.to_string(),
+            quantized: q,
+            reason: why.to_string(),
+        };
+        if let Some(why) = self.float_reason(n, embedding, feeding) {
+            p.decisions.push(decide(false, &why));
+            return false;
+        }
         if embedding {
             let d = node.input(0).expect("invariant: checked");
             p.weights.push(WeightUse {
                 node: n,
                 slot: 0,
                 value: d,
-                axis: if per_channel {
-                    weight_axis(g, n, 0, d)
-                } else {
-                    None
-                },
+                axis: self.axis(n, 0, d),
                 as_activation: false,
             });
             p.decisions.push(decide(true, "int8 embedding table"));
-            continue;
+            return true;
         }
-        let has_bias = matches!(op.as_str(), "Conv" | "ConvTranspose" | "Gemm");
-        for &(slot, v) in &data_inputs {
-            if has_bias && slot == 2 {
-                continue; // decided below, once input and weight are known
-            }
-            if g.constant(v).is_some() {
-                let axis = if per_channel {
-                    weight_axis(g, n, slot, v)
-                } else {
-                    None
-                };
-                p.weights.push(WeightUse {
-                    node: n,
-                    slot,
-                    value: v,
-                    axis,
-                    as_activation: false,
-                });
-            } else if !(slot == 0 && fused_into_activation(g, v)) {
-                p.activations.insert(v);
-            }
-        }
-        if has_bias {
-            if let (Some(b), Some(x), Some(w)) = (node.input(2), node.input(0), node.input(1)) {
-                let b_ok = g.constant(b).is_some_and(|t| t.dims().len() == 1);
-                if b_ok && g.constant(w).is_some() && g.constant(x).is_none() {
-                    p.biases.push(BiasUse {
-                        node: n,
-                        slot: 2,
-                        value: b,
-                        input: x,
-                        weight: w,
-                    });
-                } else if g.constant(b).is_none() {
-                    p.activations.insert(b);
-                }
-            }
-        }
+        self.place_operands(n, p);
         // The output, unless fused into a following Relu/Clip or kept float.
         if let Some(out) = node.outputs().first().copied().flatten() {
             // A result that no quantized node reads (the last layer before
@@ -208,20 +202,86 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
             }
         }
         p.decisions.push(decide(true, "quantized"));
+        true
     }
 
-    // Values the plan must not touch: graph outputs, Softmax outputs, and
-    // values bound by name inside subgraphs.
-    let keep_float = |v: ValueId| -> bool {
-        g.is_graph_output(v)
-            || g.producer_node(v).is("Softmax")
-            || g.has_implicit_uses(v)
-            || !is_float(g, v)
-    };
-    p.activations.retain(|&v| !keep_float(v));
+    fn axis(&self, n: NodeId, slot: usize, w: ValueId) -> Option<usize> {
+        if self.per_channel {
+            weight_axis(self.g, n, slot, w)
+        } else {
+            None
+        }
+    }
 
-    // Data movement passes scales through: its output reuses the input's
-    // params when the input is quantized.
+    /// Weights, activation inputs and the int32 bias of a quantized node.
+    fn place_operands(&self, n: NodeId, p: &mut Placement) {
+        let g = self.g;
+        let node = g.node(n);
+        let has_bias = matches!(node.op_type(), "Conv" | "ConvTranspose" | "Gemm");
+        for (slot, v) in data_inputs(g, n) {
+            if has_bias && slot == 2 {
+                continue; // decided below, once input and weight are known
+            }
+            if g.constant(v).is_some() {
+                p.weights.push(WeightUse {
+                    node: n,
+                    slot,
+                    value: v,
+                    axis: self.axis(n, slot, v),
+                    as_activation: false,
+                });
+            } else if !(slot == 0 && fused_into_activation(g, v)) {
+                p.activations.insert(v);
+            }
+        }
+        if !has_bias {
+            return;
+        }
+        if let (Some(b), Some(x), Some(w)) = (node.input(2), node.input(0), node.input(1)) {
+            let b_ok = g.constant(b).is_some_and(|t| t.dims().len() == 1);
+            if b_ok && g.constant(w).is_some() && g.constant(x).is_none() {
+                p.biases.push(BiasUse {
+                    node: n,
+                    slot: 2,
+                    value: b,
+                    input: x,
+                    weight: w,
+                });
+            } else if g.constant(b).is_none() {
+                p.activations.insert(b);
+            }
+        }
+    }
+}
+
+/// The operands of `n` that carry activations or weights (the data operand
+/// only, for Resize, Clip and Gather).
+fn data_inputs(g: &Graph, n: NodeId) -> Vec<(usize, ValueId)> {
+    let op = g.node(n).op_type();
+    g.node(n)
+        .inputs()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.map(|v| (i, v)))
+        .filter(|(i, _)| match op {
+            "Resize" | "Clip" | "Gather" => *i == 0,
+            _ => true,
+        })
+        .collect()
+}
+
+/// Values the plan must not touch: graph outputs, Softmax outputs, and
+/// values bound by name inside subgraphs.
+fn keep_float(g: &Graph, v: ValueId) -> bool {
+    g.is_graph_output(v)
+        || g.producer_node(v).is("Softmax")
+        || g.has_implicit_uses(v)
+        || !is_float(g, v)
+}
+
+/// Data movement passes scales through: its output reuses the input's
+/// params when the input is quantized and a quantized node reads it.
+fn tie_data_movement(g: &Graph, quantized_nodes: &BTreeSet<NodeId>, p: &mut Placement) {
     for n in g.ops() {
         let node = g.node(n);
         if !node.domain().is_empty() || !DATA_MOVEMENT_OPS.contains(&node.op_type()) {
@@ -232,7 +292,7 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
             continue;
         }
         for out in node.outputs().iter().flatten() {
-            if keep_float(*out) {
+            if keep_float(g, *out) {
                 p.activations.remove(out);
                 continue;
             }
@@ -251,7 +311,6 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
             }
         }
     }
-    p
 }
 
 /// Whether `v` is the output of Conv/ConvTranspose/MatMul/Gemm/Add read
