@@ -65,6 +65,10 @@ pub struct Inputs {
     /// statistics files are tied to; `None`: hash the graph `calibrate`
     /// sees.
     pub model_hash: Option<String>,
+    /// Where `libonnxruntime` is (`--ort-lib`), for passes that time the
+    /// model in onnxruntime; `None`: `ORT_DYLIB_PATH`, then Python's
+    /// onnxruntime package.
+    pub ort_library: Option<std::path::PathBuf>,
 }
 
 /// The graph interface a pipeline started from: what `restore-interface`
@@ -119,14 +123,47 @@ pub struct Analyses {
     /// Measured hotspots, from `profile-hotspots`; read by
     /// `select-coverage`.
     pub profile: Option<crate::analysis::Profile>,
-    /// Compute ops `select-coverage` chose (by label); read by
-    /// `insert-qdq`. `None`: no coverage selection ran.
-    pub coverage: Option<BTreeSet<String>>,
+    /// Compute ops a selection pass kept for int8 (by label):
+    /// `select-coverage` by measured time share, `select-speed` by where
+    /// int8 pays; read by `insert-qdq`. `None`: no selection ran.
+    pub compute: Option<BTreeSet<String>>,
+    /// What `select-speed` measured, for the report.
+    pub speed: Option<SpeedChoice>,
     /// What `insert-qdq` decided for each candidate node, for the report.
     pub decisions: Vec<Decision>,
     /// The activation tensors `insert-qdq` gave a Q/DQ pair (by name in
     /// the float graph), for the report.
     pub quantized_tensors: BTreeSet<String>,
+}
+
+/// What `select-speed` measured and chose.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct SpeedChoice {
+    /// The runtime the candidates were timed in (`onnxruntime`, `tract`),
+    /// or `cost model` when none could be loaded.
+    pub runtime: String,
+    /// Why the cost model stood in, when it did.
+    pub fallback_reason: Option<String>,
+    /// Each candidate: compute ops kept int8 and float latency / its
+    /// latency (median over alternating rounds).
+    pub candidates: Vec<(usize, f64)>,
+    /// The kept candidate's compute ops and ratio.
+    pub kept: usize,
+    pub of: usize,
+    pub ratio: f64,
+    /// Per compute op: (label, estimated float ms, estimated int8 ms).
+    pub costs: Vec<(String, f64, f64)>,
+}
+
+impl Analyses {
+    /// Narrows the compute ops kept for int8 (the intersection with an
+    /// earlier selection's).
+    pub fn keep_compute(&mut self, chosen: BTreeSet<String>) {
+        self.compute = Some(match self.compute.take() {
+            Some(earlier) => earlier.intersection(&chosen).cloned().collect(),
+            None => chosen,
+        });
+    }
 }
 
 #[derive(Default)]

@@ -135,16 +135,25 @@ struct QWeight {
     scales: Vec<f32>,
     zp: i32,
     data: Vec<f32>,
+    /// The integer type and the codes it may use.
+    qtype: QType,
+    lo: i32,
+    hi: i32,
+}
+
+/// The codes a symmetric weight of `wtype` uses: u8 weights are symmetric
+/// around 128, so [1, 255].
+fn weight_bounds(wtype: QType, reduce: bool) -> (i32, i32) {
+    let (lo, hi) = wtype.bounds(true, reduce);
+    match wtype {
+        QType::U8 => (lo + 1, hi),
+        QType::S8 => (lo, hi),
+    }
 }
 
 impl QWeight {
-    fn bounds(&self, wtype: QType, reduce: bool) -> (i32, i32) {
-        let (lo, hi) = wtype.bounds(true, reduce);
-        match wtype {
-            // Symmetric u8 weights: [zp - 127, zp + 127] around 128.
-            QType::U8 => (lo + 1, hi),
-            QType::S8 => (lo, hi),
-        }
+    fn bounds(&self) -> (i32, i32) {
+        (self.lo, self.hi)
     }
 }
 
@@ -217,7 +226,7 @@ impl Pass for InsertQdq {
             op_types: self.opts.op_types.clone(),
             exclude: self.opts.exclude.clone(),
             keep_float: self.opts.keep_float.iter().cloned().collect(),
-            coverage: cx.analyses.coverage.clone(),
+            coverage: cx.analyses.compute.clone(),
             target: self.target,
         };
         let placement = plan(m, &sel, self.opts.per_channel);
@@ -288,7 +297,9 @@ impl InsertQdq {
         params: &BTreeMap<String, ActParams>,
     ) -> Result<(), PassError> {
         let act = activation_params(&m.graph, p, params)?;
-        let mut weights = self.weight_scales(&m.graph, p)?;
+        // Constants quantized like activations take the activations' type.
+        let act_qtype = act.first().map(|(_, a)| a.qtype).unwrap_or(QType::U8);
+        let mut weights = self.weight_scales(&m.graph, p, act_qtype)?;
         let (biases, n_corrected) = self.quantize_biases(&m.graph, cx, p, &act, &mut weights)?;
         let g = &mut m.graph;
         let n_act = materialize_activations(g, p, &act);
@@ -317,6 +328,7 @@ impl InsertQdq {
         &self,
         g: &crate::ir::Graph,
         p: &Placement,
+        act_qtype: QType,
     ) -> Result<BTreeMap<(ValueId, Option<usize>), QWeight>, PassError> {
         let mut weights: BTreeMap<(ValueId, Option<usize>), QWeight> = BTreeMap::new();
         for w in &p.weights {
@@ -334,6 +346,13 @@ impl InsertQdq {
             // `to_f32` builds a standard-layout array: its buffer is the
             // data in order, taken without a second copy.
             let (data, _) = a.into_raw_vec_and_offset();
+            if w.as_activation {
+                weights.insert(
+                    (w.value, w.axis),
+                    constant_as_activation(data, dims, act_qtype),
+                );
+                continue;
+            }
             let amax = crate::quant::channel_amax(&data, &dims, w.axis);
             let (_, hi) = self.wtype.bounds(true, self.opts.reduce_range);
             let half = match self.wtype {
@@ -351,6 +370,7 @@ impl InsertQdq {
                 })
                 .collect();
             let zp = if self.wtype == QType::U8 { 128 } else { 0 };
+            let (lo, hi) = weight_bounds(self.wtype, self.opts.reduce_range);
             weights.insert(
                 (w.value, w.axis),
                 QWeight {
@@ -359,6 +379,9 @@ impl InsertQdq {
                     scales,
                     zp,
                     data,
+                    qtype: self.wtype,
+                    lo,
+                    hi,
                 },
             );
         }
@@ -445,8 +468,7 @@ impl InsertQdq {
             return false;
         };
         let node = g.node(b.node);
-        let Some(shift) = bias_shift(node, qw, &self.wtype, self.opts.reduce_range, &means.mean)
-        else {
+        let Some(shift) = bias_shift(node, qw, &means.mean) else {
             return false;
         };
         // Gemm: y = alpha·A·B + beta·C.
@@ -476,17 +498,13 @@ impl InsertQdq {
         weights: &BTreeMap<(ValueId, Option<usize>), QWeight>,
     ) {
         let mut wout: BTreeMap<(ValueId, Option<usize>), ValueId> = BTreeMap::new();
-        let (wlo, whi) = weights
-            .values()
-            .next()
-            .map(|w| w.bounds(self.wtype, self.opts.reduce_range))
-            .unwrap_or((0, 0));
         for (&(v, axis), qw) in weights {
+            let (wlo, whi) = qw.bounds();
             let name = g.name(v).to_string();
             let dims_i: Vec<i64> = qw.dims.iter().map(|&d| d as i64).collect();
             let zps: Vec<i32> = vec![qw.zp; qw.scales.len()];
             let q = requantize(&qw.data, &qw.dims, qw.axis, &qw.scales, qw.zp, wlo, whi);
-            let dtype = match self.wtype {
+            let dtype = match qw.qtype {
                 QType::S8 => crate::proto::tensor_proto::DataType::Int8,
                 QType::U8 => crate::proto::tensor_proto::DataType::Uint8,
             };
@@ -498,7 +516,7 @@ impl InsertQdq {
             };
             let qv = g.add_initializer(qt);
             let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &qw.scales, &pdims));
-            let z = g.add_initializer(zp_tensor(&format!("{name}_zp"), self.wtype, &zps, &pdims));
+            let z = g.add_initializer(zp_tensor(&format!("{name}_zp"), qw.qtype, &zps, &pdims));
             let attrs = axis
                 .map(|a| vec![int_attr("axis", a as i64)])
                 .unwrap_or_default();
@@ -523,6 +541,26 @@ impl InsertQdq {
     }
 }
 
+/// A constant operand of an elementwise kernel, quantized like an
+/// activation: one scale and zero point of the activations' type over the
+/// constant's own range (widened to include 0).
+fn constant_as_activation(data: Vec<f32>, dims: Vec<usize>, qtype: QType) -> QWeight {
+    let (lo, hi, _) = crate::calib::hist::finite_range(&data);
+    let symmetric = qtype == QType::S8;
+    let a = crate::quant::affine_for_range(lo as f64, hi as f64, qtype, symmetric, false);
+    let (qlo, qhi) = qtype.bounds(symmetric, false);
+    QWeight {
+        axis: None,
+        dims,
+        scales: vec![a.scale],
+        zp: a.zero_point,
+        data,
+        qtype,
+        lo: qlo,
+        hi: qhi,
+    }
+}
+
 /// `x_q = QuantizeLinear(x)`, `x_dq = DequantizeLinear(x_q)` after each
 /// quantized activation, every reader moved to `x_dq`. A tensor and the
 /// data-movement results tied to it share one scale/zero-point pair.
@@ -532,6 +570,7 @@ fn materialize_activations(
     p: &Placement,
     act: &[(ValueId, ActParams)],
 ) -> usize {
+    let mut dequantized: Vec<(ValueId, ValueId)> = Vec::new();
     let mut params_made: BTreeMap<ValueId, (ValueId, ValueId)> = BTreeMap::new();
     for (v, ap) in act {
         let name = g.name(*v).to_string();
@@ -572,6 +611,16 @@ fn materialize_activations(
         for (reader, slot) in readers {
             if let crate::ir::Slot::Input(i) = slot {
                 g.set_input(reader, i as usize, Some(dqo[0]));
+            }
+        }
+        dequantized.push((*v, dqo[0]));
+    }
+    // A quantized group's result that is a graph output: the port moves to
+    // the DequantizeLinear (keeping its name), so the group stays whole.
+    for (v, dq) in dequantized {
+        if p.redirect_outputs.contains(&v) {
+            for i in g.output_ports(v) {
+                g.redirect_output(i, dq);
             }
         }
     }
@@ -623,14 +672,8 @@ fn materialize_biases(g: &mut crate::ir::Graph, p: &Placement, biases: &[QBias])
 /// layer inherits. Returns that shift per output channel, to subtract from
 /// the bias. Conv (groups included) and Gemm; `None` for layouts it does not
 /// know.
-fn bias_shift(
-    node: &crate::ir::Node,
-    qw: &QWeight,
-    wtype: &QType,
-    reduce: bool,
-    mean: &[f64],
-) -> Option<Vec<f64>> {
-    let (lo, hi) = qw.bounds(*wtype, reduce);
+fn bias_shift(node: &crate::ir::Node, qw: &QWeight, mean: &[f64]) -> Option<Vec<f64>> {
+    let (lo, hi) = qw.bounds();
     let dq = |i: usize, c: usize| -> f64 {
         let a = crate::quant::Affine {
             scale: qw.scales[c],

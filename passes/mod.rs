@@ -34,11 +34,13 @@ pub mod fold_calibration;
 pub mod fold_constants;
 pub mod fuse_batchnorm;
 pub mod insert_qdq;
+pub mod lower_qdq;
 pub mod manager;
 pub mod pipeline;
 pub mod profile_hotspots;
 pub mod restore_interface;
 pub mod select_coverage;
+pub mod select_speed;
 pub mod shape_inference;
 pub mod upgrade_opset;
 
@@ -183,6 +185,13 @@ static REGISTRY: &[PassInfo] = &[
         example: "coverage=0.5,nodes=[conv_1,\"/blocks/0/MatMul\"]",
     },
     PassInfo {
+        name: "select-speed",
+        summary: "keep int8 only where it makes the model faster, measured in the target's runtime",
+        changes_numerics: false,
+        make: |o| Ok(Box::new(select_speed::SelectSpeed::from_options(o)?)),
+        example: "target=tract,per-channel=false,runs=3,nodes=[conv_1]",
+    },
+    PassInfo {
         name: "calibrate",
         summary: "run the float model on calibration data and histogram every tensor quantization may touch",
         changes_numerics: false,
@@ -202,6 +211,13 @@ static REGISTRY: &[PassInfo] = &[
         changes_numerics: true,
         make: |o| Ok(Box::new(insert_qdq::InsertQdq::from_options(o)?)),
         example: "per-channel=false,weights=u8,exclude=[\"/head/*\",Softmax],op-types=[Conv,MatMul],bias-correction=false,keep-float=[conv_2]",
+    },
+    PassInfo {
+        name: "lower-qdq",
+        summary: "rewrite whole QDQ groups of Conv/MatMul into QLinearConv/QLinearMatMul (tract's integer kernels)",
+        changes_numerics: true,
+        make: |o| Ok(Box::new(lower_qdq::LowerQdq::from_options(o)?)),
+        example: "",
     },
     PassInfo {
         name: "restore-interface",

@@ -93,7 +93,7 @@ impl Pass for SelectCoverage {
     fn run(&mut self, m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
         let chosen: Vec<String> = match &self.opts.nodes {
             Some(nodes) => {
-                check_labels(m, nodes)?;
+                check_labels(m, nodes, NAME)?;
                 nodes.clone()
             }
             None => {
@@ -114,7 +114,7 @@ impl Pass for SelectCoverage {
         };
         // Printed back as the pass's options: the replay selects the same.
         self.opts.nodes = Some(chosen.clone());
-        cx.analyses.coverage = Some(chosen.into_iter().collect());
+        cx.analyses.keep_compute(chosen.into_iter().collect());
         Ok(Changed::No)
     }
 }
@@ -131,11 +131,13 @@ fn compute_labels(m: &Model) -> Vec<(crate::ir::NodeId, String)> {
         .collect()
 }
 
-fn check_labels(m: &Model, nodes: &[String]) -> Result<(), PassError> {
+/// Refuses a `nodes` list naming something that is not a compute op of
+/// `m` (a selection replayed on another model).
+pub fn check_labels(m: &Model, nodes: &[String], pass: &str) -> Result<(), PassError> {
     let known: BTreeSet<String> = compute_labels(m).into_iter().map(|(_, l)| l).collect();
     if let Some(bad) = nodes.iter().find(|n| !known.contains(*n)) {
         return Err(PassError::Options {
-            pass: NAME.into(),
+            pass: pass.into(),
             message: format!(
                 "nodes: '{bad}' is not a Conv/ConvTranspose/MatMul/Gemm of this model"
             ),

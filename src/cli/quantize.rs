@@ -32,6 +32,14 @@ pub struct QuantizeArgs {
     /// --activations and --per-channel/--per-tensor.
     #[arg(long, default_value = "portable")]
     pub target: String,
+    /// Quantize every compute op the target can run as an integer kernel,
+    /// without measuring where int8 pays.
+    #[arg(long)]
+    pub no_speed_select: bool,
+    /// The libonnxruntime.so to time in (default: ORT_DYLIB_PATH, then the
+    /// onnxruntime Python package).
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
     /// Per-tensor weight scales instead of per-channel.
     #[arg(long, conflicts_with = "per_channel")]
     pub per_tensor: bool,
@@ -128,6 +136,8 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
         ))
     })?;
     o.target = target;
+    o.speed_select = !a.no_speed_select;
+    o.ort_library = a.ort_lib.clone();
     let spec = target.spec();
     o.activations = match &a.activations {
         Some(s) => QType::parse(s)

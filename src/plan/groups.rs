@@ -12,10 +12,13 @@
 //!   reads it alone, which the target removes — except a MatMul whose
 //!   result no quantized op reads, which onnxruntime runs as
 //!   MatMulIntegerToFloat;
-//! * an elementwise, pooling or concatenation kernel joins when every
-//!   activation input already arrives quantized: then it saves
-//!   DequantizeLinear nodes instead of adding QuantizeLinear ones; its
-//!   constant operands are quantized like activations;
+//! * an elementwise, pooling or concatenation kernel joins when an
+//!   activation input already arrives quantized and its result flows into
+//!   a quantized compute op: it then runs as an integer kernel between
+//!   quantized neighbours, and a float operand gets a QuantizeLinear; its
+//!   constant operands are quantized like activations. One whose result
+//!   only float ops read (the residual stream before a LayerNorm) stays
+//!   float: it would save nothing and cost accuracy;
 //! * ops the target runs on quantized data directly (data movement,
 //!   MaxPool, Resize in onnxruntime) keep their input's scale;
 //! * everything else runs in float between a DequantizeLinear and, where a
@@ -38,12 +41,14 @@ use crate::target::{Role, Spec};
 /// Computes the whole-group placement of `m` for `spec`.
 pub fn plan(m: &Model, sel: &Selection, spec: &Spec, per_channel: bool) -> Placement {
     let g = &m.graph;
-    let cx = Planner {
+    let mut cx = Planner {
         g,
         sel,
         spec,
         per_channel: per_channel && spec.per_channel,
+        feeding: BTreeSet::new(),
     };
+    cx.feeding = cx.feeding_set();
     let mut st = State::default();
     for n in g.ops() {
         cx.visit(n, &mut st);
@@ -56,6 +61,13 @@ struct Planner<'a> {
     sel: &'a Selection,
     spec: &'a Spec,
     per_channel: bool,
+    /// Elementwise kernels whose result flows into a compute op the
+    /// selection keeps (directly, through ops that pass quantized data, or
+    /// through other such kernels). Only these may join: a kernel whose
+    /// result only float ops read saves at most one DequantizeLinear, and
+    /// quantizing it costs accuracy where it hurts most (the residual
+    /// stream a LayerNorm reads, a gate's output).
+    feeding: BTreeSet<NodeId>,
 }
 
 #[derive(Default)]
@@ -72,6 +84,66 @@ struct State {
 }
 
 impl Planner<'_> {
+    /// Compute ops the selection keeps, by the same checks
+    /// [`Planner::visit_compute`] makes.
+    fn selected_compute(&self, n: NodeId) -> bool {
+        let g = self.g;
+        let node = g.node(n);
+        let Some(k) = self.spec.kernel(node.op_type()) else {
+            return false;
+        };
+        if !node.domain().is_empty() || k.role != Role::Compute {
+            return false;
+        }
+        let label = self.label(n);
+        self.blocked(n, &self.data_inputs(n, k.data_inputs))
+            .is_none()
+            && self
+                .sel
+                .coverage
+                .as_ref()
+                .is_none_or(|c| c.contains(&label))
+            && !self.sel.keep_float.contains(&label)
+    }
+
+    /// See [`Planner::feeding`]: one sweep in reverse topological order.
+    fn feeding_set(&self) -> BTreeSet<NodeId> {
+        let g = self.g;
+        let kernel_role = |n: NodeId| {
+            let node = g.node(n);
+            node.domain()
+                .is_empty()
+                .then(|| self.spec.kernel(node.op_type()).map(|k| k.role))
+                .flatten()
+        };
+        let passes = |n: NodeId| {
+            let node = g.node(n);
+            node.domain().is_empty()
+                && (self.spec.passes_through(node.op_type()) || cheap_unary(g, n))
+        };
+        let mut reaches: BTreeSet<NodeId> = BTreeSet::new();
+        let mut feeding: BTreeSet<NodeId> = BTreeSet::new();
+        for n in g.ops().into_iter().rev() {
+            let hit = g.node(n).outputs().iter().flatten().any(|v| {
+                g.user_nodes(*v).iter().any(|&u| {
+                    self.selected_compute(u)
+                        || feeding.contains(&u)
+                        || (passes(u) && reaches.contains(&u))
+                })
+            });
+            if hit {
+                reaches.insert(n);
+                if matches!(
+                    kernel_role(n),
+                    Some(Role::Joins) | Some(Role::FusedActivation)
+                ) {
+                    feeding.insert(n);
+                }
+            }
+        }
+        feeding
+    }
+
     fn label(&self, n: NodeId) -> String {
         self.g.label(n).to_string()
     }
@@ -324,10 +396,18 @@ impl Planner<'_> {
         if activations.is_empty() {
             return self.decide(st, n, false, "no activation operand");
         }
-        if let Some(v) = activations.iter().find(|v| !st.avail.contains_key(v)) {
+        if !self.feeding.contains(&n) {
+            return self.decide(
+                st,
+                n,
+                false,
+                "its result reaches no quantized Conv/MatMul/Gemm: an integer kernel here would save no time and cost accuracy",
+            );
+        }
+        if !activations.iter().any(|v| st.avail.contains_key(v)) {
             let why = format!(
-                "'{}' arrives in float: quantizing here would add a QuantizeLinear and save nothing",
-                g.name(*v)
+                "'{}' arrives in float: quantizing here would only add QuantizeLinear nodes",
+                g.name(activations[0])
             );
             return self.decide(st, n, false, &why);
         }
@@ -436,6 +516,39 @@ impl Planner<'_> {
         st.p.tied = tied;
         st.p
     }
+}
+
+/// A cheap elementwise op of one activation (its other operands constant):
+/// a float island the placement looks through when deciding whether an
+/// elementwise kernel leads into a quantized compute op (the `/ 6` of a
+/// decomposed HardSwish between a QLinearMul and the next Conv).
+/// Reductions, normalisations and transcendental functions are not looked
+/// through: what feeds them is a LayerNorm's input or a gate, where
+/// quantizing costs most.
+fn cheap_unary(g: &Graph, n: NodeId) -> bool {
+    const CHEAP: &[&str] = &[
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Clip",
+        "Relu",
+        "LeakyRelu",
+        "HardSigmoid",
+        "HardSwish",
+        "Neg",
+        "Abs",
+    ];
+    let node = g.node(n);
+    node.domain().is_empty()
+        && CHEAP.contains(&node.op_type())
+        && node
+            .inputs()
+            .iter()
+            .flatten()
+            .filter(|&&v| g.constant(v).is_none())
+            .count()
+            == 1
 }
 
 /// Whether a quantized op reads `v` through a chain of ops that pass the

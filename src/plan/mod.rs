@@ -21,6 +21,7 @@
 
 pub mod groups;
 pub mod portable;
+pub mod speed;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -26,6 +26,8 @@ pub struct DataOptions {
     pub input_shapes: InputShapes,
     pub threads: Option<usize>,
     pub progress: bool,
+    /// `libonnxruntime` for passes that time in onnxruntime (`--ort-lib`).
+    pub ort_library: Option<PathBuf>,
 }
 
 /// What calibration keeps beyond the ranges.
@@ -107,5 +109,6 @@ pub fn pass_inputs(float: &Model, d: &DataOptions, keep: Keep) -> Result<Inputs,
         calib_options,
         stats,
         model_hash,
+        ort_library: d.ort_library.clone(),
     })
 }

@@ -98,6 +98,11 @@ pub struct QuantizeOptions {
     pub detailed_report: bool,
     /// The runtime the file is for.
     pub target: crate::target::Target,
+    /// Keep int8 only where it is measured to pay in the target's runtime
+    /// (`select-speed`); off: every compute op of the placement.
+    pub speed_select: bool,
+    /// `libonnxruntime` to time in (`--ort-lib`).
+    pub ort_library: Option<PathBuf>,
 }
 
 impl Default for QuantizeOptions {
@@ -129,6 +134,8 @@ impl Default for QuantizeOptions {
             coverage: None,
             detailed_report: false,
             target: crate::target::Target::Portable,
+            speed_select: true,
+            ort_library: None,
         }
     }
 }
@@ -144,6 +151,7 @@ impl QuantizeOptions {
             input_shapes: self.input_shapes.clone(),
             threads: self.threads,
             progress: self.progress,
+            ort_library: self.ort_library.clone(),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! prepare    eliminate-identity,fold-constants,shape-inference,fuse-batchnorm,
 //!            dce,shape-inference,upgrade-opset{min=13}
 //! calibrate  [profile-hotspots{runs=5},select-coverage{coverage=C},]
-//!            calibrate,fold-calibration{…}
+//!            calibrate,fold-calibration{…}[,select-speed{target=T,…}]
 //! tail       insert-qdq{…},dce,restore-interface
 //! ```
 //!
@@ -48,7 +48,30 @@ pub fn calibrate(opts: &QuantizeOptions) -> String {
     }
     s.push_str("calibrate,");
     s.push_str(&fold_calibration(opts));
+    if opts.speed_select && opts.target != crate::target::Target::Portable {
+        s.push(',');
+        s.push_str(&select_speed(opts).to_string());
+    }
     s
+}
+
+/// `select-speed` with the placement options of the `insert-qdq` after it.
+fn select_speed(opts: &QuantizeOptions) -> Pipeline {
+    let o = crate::passes::select_speed::Options {
+        target: opts.target.name().into(),
+        per_channel: opts.per_channel,
+        weights: qtype_name(opts.weights).into(),
+        exclude: opts.exclude.clone(),
+        op_types: opts.op_types.clone(),
+        ..Default::default()
+    };
+    let json = serde_json::to_value(o).expect("invariant: options serialize");
+    let mut p = Pipeline::default();
+    p.push(Box::new(
+        crate::passes::select_speed::SelectSpeed::from_options(json)
+            .expect("invariant: options built from parsed types"),
+    ));
+    p
 }
 
 fn fold_calibration(opts: &QuantizeOptions) -> String {
@@ -100,6 +123,10 @@ pub fn tail(insert: &insert_qdq::Options) -> Pipeline {
             .expect("invariant: options built from parsed types"),
     ));
     p.push(Box::new(crate::passes::dce::Dce));
+    let target = crate::target::Target::parse(&insert.target);
+    if target.is_some_and(|t| t.spec().format == crate::target::Format::QOperator) {
+        p.push(Box::new(crate::passes::lower_qdq::LowerQdq));
+    }
     p.push(Box::new(crate::passes::restore_interface::RestoreInterface));
     p
 }

@@ -47,6 +47,7 @@
 use crate::ir::types::{self, Dim};
 use crate::ir::{Model, NodeKind};
 
+pub mod bench;
 mod cache;
 pub mod fake_quant;
 mod guard;

@@ -189,6 +189,20 @@ impl Graph {
         self.insert_label(n, base);
     }
 
+    /// Gives `to` the label of `from`, which is being replaced by it (a
+    /// lowering that turns an op into its quantized form): the op keeps
+    /// the identity selections and reports know it by. `from` gets a fresh
+    /// derived label and is expected to be removed.
+    pub fn take_label(&mut self, from: NodeId, to: NodeId) {
+        let label = std::mem::take(&mut self.node_mut(from).label);
+        let old = std::mem::take(&mut self.node_mut(to).label);
+        self.labels.remove(&old);
+        self.labels.insert(label.clone(), to);
+        self.node_mut(to).label = label;
+        let base = format!("{}@replaced", self.node(from).op_type());
+        self.insert_label(from, base);
+    }
+
     /// Labels an input or initializer node `%name`.
     fn label_value_node(&mut self, n: NodeId) {
         let base = format!("%{}", self.name(self.node(n).output()));
