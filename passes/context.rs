@@ -127,6 +127,9 @@ pub struct Analyses {
     /// `select-coverage` by measured time share, `select-speed` by where
     /// int8 pays; read by `insert-qdq`. `None`: no selection ran.
     pub compute: Option<BTreeSet<String>>,
+    /// Each selection that narrowed `compute` and the reason it gives the
+    /// compute ops it left out, in pipeline order.
+    pub compute_why: Vec<(BTreeSet<String>, String)>,
     /// What `select-speed` measured, for the report.
     pub speed: Option<SpeedChoice>,
     /// What `insert-qdq` decided for each candidate node, for the report.
@@ -158,7 +161,8 @@ pub struct SpeedChoice {
 impl Analyses {
     /// Narrows the compute ops kept for int8 (the intersection with an
     /// earlier selection's).
-    pub fn keep_compute(&mut self, chosen: BTreeSet<String>) {
+    pub fn keep_compute(&mut self, chosen: BTreeSet<String>, why: &str) {
+        self.compute_why.push((chosen.clone(), why.to_string()));
         self.compute = Some(match self.compute.take() {
             Some(earlier) => earlier.intersection(&chosen).cloned().collect(),
             None => chosen,

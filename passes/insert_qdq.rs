@@ -90,7 +90,7 @@ impl Default for Options {
             op_types: vec![],
             bias_correction: true,
             keep_float: vec![],
-            target: "portable".into(),
+            target: "ort-cpu".into(),
         }
     }
 }
@@ -227,6 +227,7 @@ impl Pass for InsertQdq {
             exclude: self.opts.exclude.clone(),
             keep_float: self.opts.keep_float.iter().cloned().collect(),
             coverage: cx.analyses.compute.clone(),
+            coverage_why: cx.analyses.compute_why.clone(),
             target: self.target,
         };
         let placement = plan(m, &sel, self.opts.per_channel);

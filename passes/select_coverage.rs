@@ -114,7 +114,10 @@ impl Pass for SelectCoverage {
         };
         // Printed back as the pass's options: the replay selects the same.
         self.opts.nodes = Some(chosen.clone());
-        cx.analyses.keep_compute(chosen.into_iter().collect());
+        cx.analyses.keep_compute(
+            chosen.into_iter().collect(),
+            "left in float by --coverage: too little of the measured time to pay for its Q/DQ pairs",
+        );
         Ok(Changed::No)
     }
 }

@@ -40,6 +40,7 @@ fn write_model(dir: &Path) -> std::path::PathBuf {
 fn quantize(model: &Path, out: &Path, report: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
         "quantize",
+        "--no-speed-select",
         model.to_str().unwrap(),
         "--calib-random",
         "2",

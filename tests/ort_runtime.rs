@@ -378,6 +378,7 @@ fn quantized_ppocr_cls(dir: &Path) -> PathBuf {
     let q = dir.join("q.onnx");
     let out = Command::new(onnxq_bin())
         .arg("quantize")
+        .arg("--no-speed-select")
         .arg(testdata("ppocr_cls/model.onnx"))
         .arg("--calib")
         .arg(testdata("ppocr_cls/calib"))

@@ -42,6 +42,7 @@ fn replays(extra: &[&str]) -> String {
     let r = dir.path().join("r.onnx");
     let mut args = vec![
         "quantize",
+        "--no-speed-select",
         m,
         "--calib",
         c,
@@ -118,6 +119,7 @@ fn a_saved_selection_pins_the_fallback() {
     let s = sel.to_str().unwrap();
     ok(&[
         "quantize",
+        "--no-speed-select",
         m,
         "--calib",
         c,
@@ -133,6 +135,7 @@ fn a_saved_selection_pins_the_fallback() {
     ]);
     ok(&[
         "quantize",
+        "--no-speed-select",
         m,
         "--calib",
         c,

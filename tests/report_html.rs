@@ -39,6 +39,7 @@ fn report() -> &'static QuantizeReport {
             val_samples: 4,
             progress: false,
             detailed_report: true,
+            speed_select: false,
             ..QuantizeOptions::default()
         };
         quantize_file(
@@ -102,7 +103,7 @@ fn every_section_is_there() {
     // Header: files, method, sizes, samples, timings.
     assert!(html.contains("ppocr_cls/model.onnx"));
     assert!(html.contains("model.int8.onnx"));
-    assert!(html.contains("range method mse"));
+    assert!(html.contains("range method auto: "));
     assert!(html.contains("4 sample(s)"));
     assert!(html.contains("Time per phase"));
 

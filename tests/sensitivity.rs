@@ -37,6 +37,7 @@ fn fallback_meets_the_target_and_its_exclude_list_pins_the_result() {
     // quantization reaches about 160 dB on them, so 190 dB forces fallback.
     let (code, _, err) = onnxq(&[
         "quantize",
+        "--no-speed-select",
         MODEL,
         "--calib",
         CALIB,
@@ -81,6 +82,7 @@ fn fallback_meets_the_target_and_its_exclude_list_pins_the_result() {
     let pinned = path(dir.path(), "pinned.onnx");
     let mut args: Vec<String> = [
         "quantize",
+        "--no-speed-select",
         MODEL,
         "--calib",
         CALIB,
@@ -115,6 +117,7 @@ fn coverage_quantizes_fewer_compute_ops_and_says_why() {
         let out = path(dir.path(), "q.onnx");
         let mut args = vec![
             "quantize",
+            "--no-speed-select",
             MODEL,
             "--calib",
             CALIB,
@@ -161,6 +164,7 @@ fn coverage_quantizes_fewer_compute_ops_and_says_why() {
     assert!(share > 0.0 && share < 1.0, "MAC share {share}");
     let (code, _, err) = onnxq(&[
         "quantize",
+        "--no-speed-select",
         MODEL,
         "--calib",
         CALIB,
@@ -178,6 +182,7 @@ fn per_layer_report_ranks_nodes_worst_first() {
     let q = path(dir.path(), "q.onnx");
     let (code, _, err) = onnxq(&[
         "quantize",
+        "--no-speed-select",
         MODEL,
         "--calib",
         CALIB,

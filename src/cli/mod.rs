@@ -9,6 +9,7 @@
 use clap::{Parser, Subcommand};
 
 mod args;
+mod bench;
 mod calibrate;
 mod inspect;
 mod opt;
@@ -19,6 +20,7 @@ mod run;
 mod validate;
 
 pub use args::{check_output, load, parse_input_shapes, save, CalibArgs, WriteArgs};
+pub use bench::{cmd_bench, BenchArgs, BenchRuntime};
 pub use calibrate::{cmd_calibrate, CalibrateArgs};
 pub use inspect::{cmd_inspect, inspect, InspectArgs, Inspection, PortInfo};
 pub use opt::{cmd_opt, OptArgs};
@@ -64,6 +66,7 @@ pub fn run(cli: &Cli) -> CliResult {
         Command::Calibrate(a) => cmd_calibrate(a),
         Command::Validate(a) => cmd_validate(a),
         Command::Profile(a) => cmd_profile(a),
+        Command::Bench(a) => cmd_bench(a),
     }
 }
 
@@ -98,4 +101,6 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Time every node (tract, median of N runs) and list the hotspots with MACs.
     Profile(ProfileArgs),
+    /// Time the float model and candidates side by side (alternating rounds) in tract or onnxruntime.
+    Bench(BenchArgs),
 }

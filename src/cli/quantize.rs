@@ -23,14 +23,16 @@ pub struct QuantizeArgs {
     /// Save the calibration statistics to FILE.
     #[arg(long, value_name = "FILE")]
     pub save_stats: Option<PathBuf>,
-    /// Calibration method: minmax, percentile, percentile{p=99.9}, entropy, mse.
-    #[arg(long, default_value = "mse")]
+    /// Calibration method: auto (each of the others tried on the first
+    /// calibration samples, the most accurate kept), minmax, percentile,
+    /// percentile{p=99.9}, entropy, mse.
+    #[arg(long, default_value = "auto")]
     pub method: String,
     /// The runtime the file is for: ort-cpu (onnxruntime CPU: whole QDQ
     /// groups), tract (QOperator QLinearConv/QLinearMatMul), portable
     /// (fidelity-first QDQ for any runtime). Sets the defaults of
     /// --activations and --per-channel/--per-tensor.
-    #[arg(long, default_value = "portable")]
+    #[arg(long, default_value = "ort-cpu")]
     pub target: String,
     /// Quantize every compute op the target can run as an integer kernel,
     /// without measuring where int8 pays.
@@ -63,7 +65,8 @@ pub struct QuantizeArgs {
     /// Keep these nodes or op types in float (repeatable; glob `*`).
     #[arg(long, value_name = "NODE_OR_OPTYPE")]
     pub exclude: Vec<String>,
-    /// Only quantize these op types (comma list).
+    /// Only quantize these op types (comma list). A Relu/Clip the target
+    /// fuses into a listed op's output comes with it.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub op_types: Vec<String>,
     /// Validation data (default: the first samples of the calibration data).
@@ -128,7 +131,10 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
     let mut o = quantize_options(&a.calib)?;
     o.stats = a.stats.clone();
     o.save_stats = a.save_stats.clone();
-    o.method = Method::parse(&a.method).map_err(Failure::bad_input)?;
+    o.method = match a.method.as_str() {
+        "auto" => None,
+        m => Some(Method::parse(m).map_err(Failure::bad_input)?),
+    };
     let target = crate::target::Target::parse(&a.target).ok_or_else(|| {
         Failure::bad_input(format!(
             "--target '{}': expected ort-cpu, tract or portable",
@@ -168,9 +174,14 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
     o.reduce_range = a.reduce_range;
     o.exclude = a.exclude.clone();
     if let Some(path) = &a.selection {
-        o.keep_float = crate::quantize::selection::Selection::load(path)
-            .map_err(Failure::bad_input)?
-            .keep_float;
+        let sel = crate::quantize::selection::Selection::load(path).map_err(Failure::bad_input)?;
+        o.keep_float = sel.keep_float;
+        o.speed_nodes = sel.int8;
+        if let (None, Some(m)) = (o.method, &sel.method) {
+            o.method = Some(Method::parse(m).map_err(|e| {
+                Failure::bad_input(format!("{}: method '{m}': {e}", path.display()))
+            })?);
+        }
     }
     o.op_types = a.op_types.clone();
     o.val = a.val.clone();
@@ -210,7 +221,7 @@ fn save_selection(
     o: &crate::quantize::QuantizeOptions,
 ) -> CliResult {
     use crate::quantize::selection::Selection;
-    let sel = match &report.fallback {
+    let mut sel = match &report.fallback {
         Some(fb) => Selection::new(
             fb.excluded.clone(),
             format!(
@@ -220,5 +231,6 @@ fn save_selection(
         ),
         None => Selection::new(o.keep_float.clone(), String::new()),
     };
+    sel.pin_measured(&report.pipeline);
     sel.save(path).map_err(Failure::bad_input)
 }

@@ -237,8 +237,16 @@ impl Planner<'_> {
         match self.spec.kernel(op) {
             Some(k) if k.role == Role::Compute => self.visit_compute(n, k.data_inputs, st),
             Some(k) if k.role == Role::Joins => self.visit_joins(n, k.data_inputs, st),
-            // Fused activations are decided with their producer.
-            Some(_) => {}
+            // Fused activations are decided with their producer; one the
+            // fallback kept in float is reported as such.
+            Some(_) => {
+                let label = self.label(n);
+                if self.sel.keep_float.contains(&label)
+                    && !st.p.decisions.iter().any(|d| d.node == label)
+                {
+                    self.decide(st, n, false, "kept in float by the fallback selection");
+                }
+            }
             None if self.spec.passes_through(op) => self.visit_passthrough(n, st),
             None => {}
         }
@@ -253,12 +261,7 @@ impl Planner<'_> {
         let label = self.label(n);
         if let Some(c) = &self.sel.coverage {
             if !c.contains(&label) {
-                return self.decide(
-                    st,
-                    n,
-                    false,
-                    "left in float by the selection: too little of the measured time to pay for its Q/DQ pairs",
-                );
+                return self.decide(st, n, false, self.sel.coverage_reason(&label));
             }
         }
         if self.sel.keep_float.contains(&label) {

@@ -92,6 +92,22 @@ pub struct Selection {
     /// elementwise ops that feed them: cost-aware selection
     /// (`select-coverage`).
     pub coverage: Option<BTreeSet<String>>,
+    /// The selections `coverage` is the intersection of, each with the
+    /// reason a compute op it left out is reported with.
+    pub coverage_why: Vec<(BTreeSet<String>, String)>,
+}
+
+impl Selection {
+    /// Why `label` was left out of `coverage`.
+    pub fn coverage_reason(&self, label: &str) -> &str {
+        self.coverage_why
+            .iter()
+            .find(|(chosen, _)| !chosen.contains(label))
+            .map_or(
+                "left in float by the selection: too little of the measured time to pay for its Q/DQ pairs",
+                |(_, why)| why.as_str(),
+            )
+    }
 }
 
 /// How a constant input of a quantized node is stored.

@@ -115,7 +115,7 @@ impl Portable<'_> {
         }
         if let Some(c) = &self.sel.coverage {
             if COMPUTE_OPS.contains(&op) && !c.contains(label) {
-                return Some("left in float by --coverage: too little of the measured time to pay for its Q/DQ pairs".into());
+                return Some(self.sel.coverage_reason(label).into());
             }
         }
         // Every data input must be float (quantizing integer index math or

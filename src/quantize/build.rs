@@ -34,6 +34,9 @@ pub struct Calibrated {
     pub insert: insert_qdq::Options,
     /// Calibration samples the statistics cover.
     pub samples: usize,
+    /// The calibration method the ranges came from (what `--method auto`
+    /// chose, or the one asked for).
+    pub method: Method,
     /// The float graph's outputs on the first calibration samples (as many
     /// as validation uses by default), recorded while calibrating.
     pub float_outputs: Vec<Vec<(String, HostTensor)>>,
@@ -70,13 +73,18 @@ fn quantize_inputs(float: &Model, opts: &QuantizeOptions) -> Result<Inputs, Quan
     let keep = Keep {
         // minmax needs only exact ranges; every other method, and a saved
         // statistics file, needs the histograms.
-        histograms: opts.method != Method::Minmax || opts.save_stats.is_some(),
+        histograms: opts.method != Some(Method::Minmax) || opts.save_stats.is_some(),
         // Validation on the first calibration samples (the default) then
         // needs no second run of the float model.
         outputs: match &opts.val {
             None if opts.val_samples > 0 || opts.fidelity.is_some() => opts.val_samples.max(1),
             _ => 0,
-        },
+        }
+        .max(if opts.method.is_none() {
+            super::method::SAMPLES
+        } else {
+            0
+        }),
         data_hash: opts.save_stats.is_some(),
         model_hash: opts.save_stats.is_some(),
     };
@@ -104,11 +112,23 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
     )?;
     let t_prep = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let cal = run(
+    let collect = run(&mut m, &mut cx, Pipeline::parse(&pipeline::collect(opts))?)?;
+    let method = match opts.method {
+        Some(method) => method,
+        None => match super::method::choose(&m, &cx, opts)? {
+            Some(choice) => {
+                cx.remark("quantize", "<model>", choice.summary());
+                choice.method
+            }
+            None => Method::Mse,
+        },
+    };
+    let chosen = run(
         &mut m,
         &mut cx,
-        Pipeline::parse(&pipeline::calibrate(opts))?,
+        Pipeline::parse(&pipeline::choose(opts, method))?,
     )?;
+    let cal = format!("{collect},{chosen}");
     let t_cal = t1.elapsed().as_secs_f64();
     let stats = cx
         .analyses
@@ -127,6 +147,7 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
         prefix: format!("{prep},{cal}"),
         remarks,
         insert: pipeline::insert_options(opts),
+        method,
         samples: stats.samples,
         float_outputs,
         seconds: (t_prep, t_cal),

@@ -27,6 +27,7 @@ pub mod accounting;
 pub mod build;
 pub mod fallback;
 pub mod inputs;
+pub mod method;
 pub mod pipeline;
 pub mod selection;
 
@@ -60,7 +61,9 @@ pub struct QuantizeOptions {
     pub stats: Option<PathBuf>,
     /// Save the statistics computed here.
     pub save_stats: Option<PathBuf>,
-    pub method: Method,
+    /// Calibration method; `None`: chosen per model by measuring
+    /// (`--method auto`, the default; see [`method`]).
+    pub method: Option<Method>,
     pub activations: QType,
     pub symmetric_activations: Option<bool>,
     pub weights: QType,
@@ -103,6 +106,9 @@ pub struct QuantizeOptions {
     pub speed_select: bool,
     /// `libonnxruntime` to time in (`--ort-lib`).
     pub ort_library: Option<PathBuf>,
+    /// The compute ops to keep int8 without timing (a saved selection's
+    /// `int8`): `select-speed{nodes=[…]}`.
+    pub speed_nodes: Option<Vec<String>>,
 }
 
 impl Default for QuantizeOptions {
@@ -113,7 +119,7 @@ impl Default for QuantizeOptions {
             calib_limit: None,
             stats: None,
             save_stats: None,
-            method: Method::Mse,
+            method: None,
             activations: QType::U8,
             symmetric_activations: None,
             weights: QType::S8,
@@ -133,9 +139,10 @@ impl Default for QuantizeOptions {
             bias_correction: true,
             coverage: None,
             detailed_report: false,
-            target: crate::target::Target::Portable,
+            target: crate::target::Target::OrtCpu,
             speed_select: true,
             ort_library: None,
+            speed_nodes: None,
         }
     }
 }
@@ -204,7 +211,10 @@ pub fn quantize_model(
         input: String::new(),
         output: String::new(),
         pipeline: calibrated.pipeline_with(&built),
-        method: opts.method.to_string(),
+        method: match opts.method {
+            Some(m) => m.to_string(),
+            None => format!("auto: {}", calibrated.method),
+        },
         calibration_samples: calibrated.samples,
         float_bytes: 0,
         quantized_bytes: 0,
@@ -313,13 +323,16 @@ fn validation_data(
     } else {
         None
     };
+    // Calibration recorded float outputs of its first samples (for
+    // validation and `--method auto`); they are the reference only when
+    // validation runs on those same samples.
     let outputs = &calibrated.float_outputs;
     let reference = match &mut val {
-        Some(v) if outputs.len() == v.len() => {
+        Some(v) if opts.val.is_none() && outputs.len() >= v.len() => {
             let mut k = v.len();
             if let Some(budget) = opts.val_values {
                 let mut values = 0u64;
-                for (i, outs) in outputs.iter().enumerate() {
+                for (i, outs) in outputs.iter().take(k).enumerate() {
                     values += outs.iter().map(|(_, t)| t.len() as u64).sum::<u64>();
                     if values >= budget {
                         k = i + 1;

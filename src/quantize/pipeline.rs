@@ -37,17 +37,23 @@ pub fn prepare(per_channel: bool) -> String {
     )
 }
 
-/// Profiling and coverage selection (when asked for), calibration and the
-/// choice of activation ranges.
-pub fn calibrate(opts: &QuantizeOptions) -> String {
+/// Profiling and coverage selection (when asked for) and calibration:
+/// the statistics every method folds from.
+pub fn collect(opts: &QuantizeOptions) -> String {
     let mut s = String::new();
     if let Some(c) = opts.coverage {
         s.push_str(&format!(
             "profile-hotspots{{runs=5}},select-coverage{{coverage={c}}},"
         ));
     }
-    s.push_str("calibrate,");
-    s.push_str(&fold_calibration(opts));
+    s.push_str("calibrate");
+    s
+}
+
+/// The choice of activation ranges by `method`, then of where int8 pays
+/// (runtime targets, unless speed selection is off).
+pub fn choose(opts: &QuantizeOptions, method: Method) -> String {
+    let mut s = fold_calibration(opts, method);
     if opts.speed_select && opts.target != crate::target::Target::Portable {
         s.push(',');
         s.push_str(&select_speed(opts).to_string());
@@ -63,6 +69,7 @@ fn select_speed(opts: &QuantizeOptions) -> Pipeline {
         weights: qtype_name(opts.weights).into(),
         exclude: opts.exclude.clone(),
         op_types: opts.op_types.clone(),
+        nodes: opts.speed_nodes.clone(),
         ..Default::default()
     };
     let json = serde_json::to_value(o).expect("invariant: options serialize");
@@ -74,8 +81,9 @@ fn select_speed(opts: &QuantizeOptions) -> Pipeline {
     p
 }
 
-fn fold_calibration(opts: &QuantizeOptions) -> String {
-    let (method, p) = match opts.method {
+/// `fold-calibration` with `method` and the options' activation types.
+pub fn fold_calibration(opts: &QuantizeOptions, method: Method) -> String {
+    let (method, p) = match method {
         Method::Percentile { p } => ("percentile".to_string(), Some(p)),
         m => (m.to_string(), None),
     };

@@ -18,6 +18,13 @@ pub struct Selection {
     pub version: u32,
     /// Node labels kept in float (`insert-qdq{keep-float=[…]}`).
     pub keep_float: Vec<String>,
+    /// The compute ops speed selection kept int8 (`select-speed{nodes=[…]}`):
+    /// pinning them makes a rerun independent of timing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8: Option<Vec<String>>,
+    /// The calibration method `--method auto` chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
     /// Why, for a reader: the target the search met.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
@@ -30,6 +37,36 @@ impl Selection {
             version: VERSION,
             keep_float,
             reason,
+            ..Default::default()
+        }
+    }
+
+    /// Adds what a run measured (speed selection, method choice) from its
+    /// printed pipeline, so that a rerun with this file repeats it.
+    pub fn pin_measured(&mut self, pipeline: &str) {
+        let Ok(items) = crate::passes::pipeline::parse_pipeline(pipeline) else {
+            return;
+        };
+        for it in items {
+            match it.name.as_str() {
+                "select-speed" => {
+                    self.int8 = it
+                        .options
+                        .get("nodes")
+                        .and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
+                }
+                "fold-calibration" => {
+                    let get = |k: &str| it.options.get(k).cloned();
+                    self.method = match (get("method"), get("percentile")) {
+                        (Some(serde_json::Value::String(m)), Some(p)) if m == "percentile" => {
+                            Some(format!("percentile{{p={p}}}"))
+                        }
+                        (Some(serde_json::Value::String(m)), _) => Some(m),
+                        _ => None,
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
