@@ -38,6 +38,7 @@ pub mod lower_qdq;
 pub mod manager;
 pub mod pipeline;
 pub mod profile_hotspots;
+pub mod quantize_dynamic;
 pub mod restore_interface;
 pub mod select_coverage;
 pub mod select_speed;
@@ -218,6 +219,13 @@ static REGISTRY: &[PassInfo] = &[
         changes_numerics: true,
         make: |o| Ok(Box::new(lower_qdq::LowerQdq::from_options(o)?)),
         example: "",
+    },
+    PassInfo {
+        name: "quantize-dynamic",
+        summary: "int8 weights and run-time activation quantization for MatMul/Gemm (DynamicQuantizeLinear → MatMulInteger)",
+        changes_numerics: true,
+        make: |o| Ok(Box::new(quantize_dynamic::QuantizeDynamic::from_options(o)?)),
+        example: "per-channel=false,exclude=[\"head*\"]",
     },
     PassInfo {
         name: "restore-interface",

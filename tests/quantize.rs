@@ -466,6 +466,60 @@ fn a_saved_selection_pins_what_the_default_run_measured() {
     }
 }
 
+/// `--mode dynamic`: the classifier's MatMul gets int8 weights and a
+/// run-time activation quantizer; its convolutions stay float (no Q/DQ at
+/// all), no calibration is needed, and validation runs when data is given.
+#[test]
+fn dynamic_mode_rewrites_matmuls_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model_path();
+    let out = dir.path().join("dyn.onnx");
+    let report = dir.path().join("dyn.json");
+    ok(&[
+        "quantize",
+        s(&m),
+        "--mode",
+        "dynamic",
+        "--calib",
+        s(&testdata("ppocr_cls/calib")),
+        "-q",
+        "-o",
+        s(&out),
+        "--report",
+        s(&report),
+    ]);
+    let q = read(&out);
+    let h = op_histogram(&q);
+    assert_eq!(count(&h, "DynamicQuantizeLinear"), 1, "{h:?}");
+    assert_eq!(count(&h, "MatMulInteger"), 1, "{h:?}");
+    assert_eq!(count(&h, "QuantizeLinear"), 0, "{h:?}");
+    assert_eq!(count(&h, "MatMul"), 0, "{h:?}");
+    let hf = op_histogram(&read(&m));
+    assert_eq!(
+        count(&h, "Conv"),
+        count(&hf, "Conv"),
+        "convolutions stay float"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&bytes(&report)).unwrap();
+    let sqnr = r["validation"]["outputs"][0]["sqnr_db"].as_f64().unwrap();
+    assert!(sqnr >= 40.0, "dynamic validation {sqnr} dB");
+    // Convolutions cannot be asked for.
+    let err = fails(
+        &[
+            "quantize",
+            s(&m),
+            "--mode",
+            "dynamic",
+            "--op-types",
+            "Conv",
+            "-o",
+            s(&out),
+        ],
+        2,
+    );
+    assert!(err.contains("ConvInteger"), "{err}");
+}
+
 // -------------------------------------------------------------- statistics
 
 #[test]

@@ -34,6 +34,9 @@ pub struct Calibrated {
     pub insert: insert_qdq::Options,
     /// Calibration samples the statistics cover.
     pub samples: usize,
+    /// `quantize-dynamic` options when the mode is dynamic (then `insert`
+    /// is unused and there are no statistics).
+    pub dynamic: Option<crate::passes::quantize_dynamic::Options>,
     /// The calibration method the ranges came from (what `--method auto`
     /// chose, or the one asked for).
     pub method: Method,
@@ -89,7 +92,8 @@ fn quantize_inputs(float: &Model, opts: &QuantizeOptions) -> Result<Inputs, Quan
         model_hash: opts.save_stats.is_some(),
     };
     let inputs = pass_inputs(float, &opts.data_options(), keep)?;
-    if inputs.stats.is_none() && inputs.calib_data.is_none() {
+    let dynamic = opts.mode == super::Mode::Dynamic;
+    if !dynamic && inputs.stats.is_none() && inputs.calib_data.is_none() {
         return Err(QuantizeError::Calib(crate::calib::CalibError::NoData));
     }
     Ok(inputs)
@@ -111,6 +115,22 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
         Pipeline::parse(&pipeline::prepare(opts.per_channel))?,
     )?;
     let t_prep = t0.elapsed().as_secs_f64();
+    if opts.mode == super::Mode::Dynamic {
+        let (_, analyses, mut remarks) = cx.into_parts();
+        remarks.retain(|r| r.level == Level::Note);
+        return Ok(Calibrated {
+            prepared: m,
+            analyses,
+            prefix: prep,
+            remarks,
+            insert: pipeline::insert_options(opts),
+            dynamic: Some(pipeline::dynamic_options(opts)),
+            method: Method::Minmax,
+            samples: 0,
+            float_outputs: vec![],
+            seconds: (t_prep, 0.0),
+        });
+    }
     let t1 = Instant::now();
     let collect = run(&mut m, &mut cx, Pipeline::parse(&pipeline::collect(opts))?)?;
     let method = match opts.method {
@@ -147,6 +167,7 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
         prefix: format!("{prep},{cal}"),
         remarks,
         insert: pipeline::insert_options(opts),
+        dynamic: None,
         method,
         samples: stats.samples,
         float_outputs,
@@ -172,7 +193,15 @@ impl Calibrated {
         insert.keep_float.dedup();
         let mut m = self.prepared.clone();
         let mut cx = PassContext::resume(Inputs::default(), self.analyses.clone());
-        let tail = run(&mut m, &mut cx, pipeline::tail(&insert))?;
+        let p = match &self.dynamic {
+            Some(d) => {
+                let mut d = d.clone();
+                d.keep_float = insert.keep_float.clone();
+                pipeline::dynamic_tail(&d)
+            }
+            None => pipeline::tail(&insert),
+        };
+        let tail = run(&mut m, &mut cx, p)?;
         let (_, analyses, mut remarks) = cx.into_parts();
         remarks.retain(|r| r.level == Level::Note);
         Ok(Built {

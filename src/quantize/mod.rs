@@ -61,6 +61,9 @@ pub struct QuantizeOptions {
     pub stats: Option<PathBuf>,
     /// Save the statistics computed here.
     pub save_stats: Option<PathBuf>,
+    /// Static (calibrated activation ranges) or dynamic (activations
+    /// quantized at run time, MatMul/Gemm only).
+    pub mode: Mode,
     /// Calibration method; `None`: chosen per model by measuring
     /// (`--method auto`, the default; see [`method`]).
     pub method: Option<Method>,
@@ -119,6 +122,7 @@ impl Default for QuantizeOptions {
             calib_limit: None,
             stats: None,
             save_stats: None,
+            mode: Mode::Static,
             method: None,
             activations: QType::U8,
             symmetric_activations: None,
@@ -161,6 +165,15 @@ impl QuantizeOptions {
             ort_library: self.ort_library.clone(),
         }
     }
+}
+
+/// How activations are quantized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Ranges from calibration, Q/DQ in the graph.
+    Static,
+    /// Ranges computed on every run (`quantize-dynamic`).
+    Dynamic,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,9 +224,10 @@ pub fn quantize_model(
         input: String::new(),
         output: String::new(),
         pipeline: calibrated.pipeline_with(&built),
-        method: match opts.method {
-            Some(m) => m.to_string(),
-            None => format!("auto: {}", calibrated.method),
+        method: match (opts.mode, opts.method) {
+            (Mode::Dynamic, _) => "dynamic (run-time ranges)".into(),
+            (_, Some(m)) => m.to_string(),
+            (_, None) => format!("auto: {}", calibrated.method),
         },
         calibration_samples: calibrated.samples,
         float_bytes: 0,

@@ -123,6 +123,35 @@ pub fn insert_options(opts: &QuantizeOptions) -> insert_qdq::Options {
     }
 }
 
+/// The `quantize-dynamic` options the quantize options ask for.
+pub fn dynamic_options(opts: &QuantizeOptions) -> crate::passes::quantize_dynamic::Options {
+    let d = crate::passes::quantize_dynamic::Options::default();
+    crate::passes::quantize_dynamic::Options {
+        per_channel: opts.per_channel,
+        exclude: opts.exclude.clone(),
+        keep_float: opts.keep_float.clone(),
+        op_types: if opts.op_types.is_empty() {
+            d.op_types
+        } else {
+            opts.op_types.clone()
+        },
+    }
+}
+
+/// The tail of dynamic quantization: the rewrite, clean-up, interface.
+pub fn dynamic_tail(o: &crate::passes::quantize_dynamic::Options) -> Pipeline {
+    let mut p = Pipeline::default();
+    p.push(Box::new(
+        crate::passes::quantize_dynamic::QuantizeDynamic::from_options(
+            serde_json::to_value(o).expect("invariant: options serialize"),
+        )
+        .expect("invariant: options checked when parsed"),
+    ));
+    p.push(Box::new(crate::passes::dce::Dce));
+    p.push(Box::new(crate::passes::restore_interface::RestoreInterface));
+    p
+}
+
 /// The tail that turns a calibrated model into the quantized file.
 pub fn tail(insert: &insert_qdq::Options) -> Pipeline {
     let mut p = Pipeline::default();
