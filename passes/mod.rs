@@ -39,6 +39,7 @@ pub mod manager;
 pub mod pipeline;
 pub mod profile_hotspots;
 pub mod quantize_dynamic;
+pub mod quantize_gather;
 pub mod restore_interface;
 pub mod select_coverage;
 pub mod select_speed;
@@ -226,6 +227,13 @@ static REGISTRY: &[PassInfo] = &[
         changes_numerics: true,
         make: |o| Ok(Box::new(quantize_dynamic::QuantizeDynamic::from_options(o)?)),
         example: "per-channel=false,exclude=[\"head*\"]",
+    },
+    PassInfo {
+        name: "quantize-gather",
+        summary: "store large embedding tables as int8 per row, dequantizing only the gathered rows",
+        changes_numerics: true,
+        make: |o| Ok(Box::new(quantize_gather::QuantizeGather::from_options(o)?)),
+        example: "min-elements=1024,exclude=[\"pos*\"]",
     },
     PassInfo {
         name: "restore-interface",

@@ -261,7 +261,13 @@ impl Planner<'_> {
         let label = self.label(n);
         if let Some(c) = &self.sel.coverage {
             if !c.contains(&label) {
-                return self.decide(st, n, false, self.sel.coverage_reason(&label));
+                let why = self.sel.coverage_reason(&label).to_string();
+                let why = if self.weights_only(n, st) {
+                    format!("{why}; its weight is stored as int8 (the runtime folds it to float at load)")
+                } else {
+                    why
+                };
+                return self.decide(st, n, false, &why);
             }
         }
         if self.sel.keep_float.contains(&label) {
@@ -346,6 +352,36 @@ impl Planner<'_> {
                 self.decide(st, n, true, "quantized");
             }
         }
+    }
+
+    /// For a compute op left float on a target that folds constant
+    /// DequantizeLinear at load: stores its weight (slot 1) as int8,
+    /// per channel where possible. Returns whether it did.
+    fn weights_only(&self, n: NodeId, st: &mut State) -> bool {
+        let g = self.g;
+        let Some(limit) = self.spec.folds_weight_dq else {
+            return false;
+        };
+        let Some(w) = g.node(n).input(1) else {
+            return false;
+        };
+        let fits = g.constant(w).is_some_and(|t| {
+            let elems: i64 = t.dims().iter().product();
+            elems > 0 && elems as usize <= limit
+        });
+        // Shared weights stay float: their other reader may be quantized
+        // with different parameters.
+        if !fits || !is_float(g, w) || g.users(w).len() != 1 {
+            return false;
+        }
+        st.p.weights.push(WeightUse {
+            node: n,
+            slot: 1,
+            value: w,
+            axis: weight_axis(g, n, 1, w),
+            as_activation: false,
+        });
+        true
     }
 
     /// The Relu or Clip that alone reads `v`, which the target folds into

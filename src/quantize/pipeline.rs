@@ -147,6 +147,10 @@ pub fn dynamic_tail(o: &crate::passes::quantize_dynamic::Options) -> Pipeline {
         )
         .expect("invariant: options checked when parsed"),
     ));
+    p.push(Box::new(
+        crate::passes::quantize_gather::QuantizeGather::from_options(serde_json::json!({}))
+            .expect("invariant: default options"),
+    ));
     p.push(Box::new(crate::passes::dce::Dce));
     p.push(Box::new(crate::passes::restore_interface::RestoreInterface));
     p
@@ -159,8 +163,14 @@ pub fn tail(insert: &insert_qdq::Options) -> Pipeline {
         insert_qdq::InsertQdq::new(insert.clone())
             .expect("invariant: options built from parsed types"),
     ));
-    p.push(Box::new(crate::passes::dce::Dce));
     let target = crate::target::Target::parse(&insert.target);
+    if target.is_some_and(|t| t != crate::target::Target::Portable) {
+        p.push(Box::new(
+            crate::passes::quantize_gather::QuantizeGather::from_options(serde_json::json!({}))
+                .expect("invariant: default options"),
+        ));
+    }
+    p.push(Box::new(crate::passes::dce::Dce));
     if target.is_some_and(|t| t.spec().format == crate::target::Format::QOperator) {
         p.push(Box::new(crate::passes::lower_qdq::LowerQdq));
     }

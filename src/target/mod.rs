@@ -128,6 +128,11 @@ pub struct Spec {
     /// through them (its scale and zero point pass through).
     pub passthrough: &'static [&'static str],
     pub unloadable: &'static [Unloadable],
+    /// The largest constant (in elements) whose DequantizeLinear the
+    /// runtime folds into a float weight at load: a compute op left float
+    /// can still store its weight as int8 there (a 4× smaller file at
+    /// float speed). `None`: the runtime dequantizes on every run.
+    pub folds_weight_dq: Option<usize>,
     /// Whether speed is judged by measuring: `true` when the runtime is at
     /// hand in-process (tract always; onnxruntime when its library loads).
     pub runtime: Runtime,

@@ -39,6 +39,7 @@ pub static SPEC: Spec = Spec {
     kernels: KERNELS,
     passthrough: PASSTHROUGH,
     unloadable: &[],
+    folds_weight_dq: None,
     runtime: Runtime::Ort,
 };
 

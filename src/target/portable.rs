@@ -23,6 +23,7 @@ pub static SPEC: Spec = Spec {
     kernels: KERNELS,
     passthrough: super::DATA_MOVEMENT,
     unloadable: &[],
+    folds_weight_dq: None,
     runtime: Runtime::Tract,
 };
 

@@ -41,6 +41,10 @@ pub static SPEC: Spec = Spec {
     kernels: KERNELS,
     passthrough: super::DATA_MOVEMENT,
     unloadable: UNLOADABLE,
+    // tract folds a constant expression only while its result fits
+    // CONST_FOLD_MEM_BUDGET (4 MiB, 2^20 f32): larger DQ weights would be
+    // dequantized on every run (0.52× float on a 2048² layer).
+    folds_weight_dq: Some(1 << 20),
     runtime: Runtime::Tract,
 };
 
