@@ -12,6 +12,7 @@ mod args;
 mod bench;
 mod calibrate;
 mod inspect;
+mod lint;
 mod opt;
 mod passes;
 mod profile;
@@ -23,6 +24,7 @@ pub use args::{check_output, load, parse_input_shapes, save, CalibArgs, WriteArg
 pub use bench::{cmd_bench, BenchArgs, BenchRuntime};
 pub use calibrate::{cmd_calibrate, CalibrateArgs};
 pub use inspect::{cmd_inspect, inspect, InspectArgs, Inspection, PortInfo};
+pub use lint::{cmd_convert, cmd_lint, ConvertArgs, LintArgs};
 pub use opt::{cmd_opt, OptArgs};
 pub use passes::cmd_passes;
 pub use profile::{cmd_profile, ProfileArgs};
@@ -67,6 +69,8 @@ pub fn run(cli: &Cli) -> CliResult {
         Command::Validate(a) => cmd_validate(a),
         Command::Profile(a) => cmd_profile(a),
         Command::Bench(a) => cmd_bench(a),
+        Command::Lint(a) => cmd_lint(a),
+        Command::Convert(a) => cmd_convert(a),
     }
 }
 
@@ -103,4 +107,8 @@ pub enum Command {
     Profile(ProfileArgs),
     /// Time the float model and candidates side by side (alternating rounds) in tract or onnxruntime.
     Bench(BenchArgs),
+    /// Per quantized group: does the target run it as an integer kernel, which Q/DQ pairs are overhead, what it cannot load.
+    Lint(LintArgs),
+    /// Rewrite an existing QDQ model (onnxq's, onnxruntime's, a QAT export) into the target's fast form.
+    Convert(ConvertArgs),
 }

@@ -112,7 +112,9 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
     let prep = run(
         &mut m,
         &mut cx,
-        Pipeline::parse(&pipeline::prepare(opts.per_channel))?,
+        Pipeline::parse(&pipeline::prepare(
+            opts.per_channel || opts.target.spec().folds_weight_dq.is_some(),
+        ))?,
     )?;
     let t_prep = t0.elapsed().as_secs_f64();
     if opts.mode == super::Mode::Dynamic {

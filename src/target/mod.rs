@@ -20,6 +20,7 @@
 //! Placement, lowering, `onnxq lint` and the docs all read these tables, so
 //! what a runtime fuses is written down once.
 
+pub mod lint;
 pub mod ort_cpu;
 pub mod portable;
 pub mod tract;
