@@ -29,6 +29,7 @@ use crate::ir::{Model, Violation};
 pub mod calibrate;
 pub mod context;
 pub mod dce;
+pub mod drop_fake_quant;
 pub mod eliminate_identity;
 pub mod fold_calibration;
 pub mod fold_constants;
@@ -219,6 +220,13 @@ static REGISTRY: &[PassInfo] = &[
         summary: "rewrite whole QDQ groups of Conv/MatMul into QLinearConv/QLinearMatMul (tract's integer kernels)",
         changes_numerics: true,
         make: |o| Ok(Box::new(lower_qdq::LowerQdq::from_options(o)?)),
+        example: "",
+    },
+    PassInfo {
+        name: "drop-fake-quant",
+        summary: "remove activation Q→DQ pairs that only simulate quantization (pure cost where the runtime does not fuse QDQ)",
+        changes_numerics: true,
+        make: |o| Ok(Box::new(drop_fake_quant::DropFakeQuant::from_options(o)?)),
         example: "",
     },
     PassInfo {
