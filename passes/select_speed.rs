@@ -170,7 +170,7 @@ impl SelectSpeed {
 }
 
 /// The runtime to time in, or why none can be.
-fn engine(target: Target, inputs: &Inputs) -> Result<Engine, String> {
+pub fn engine(target: Target, inputs: &Inputs) -> Result<Engine, String> {
     match target.spec().runtime {
         Runtime::Tract => Ok(Engine::Tract),
         Runtime::Ort => ort_engine(inputs),

@@ -38,6 +38,7 @@ pub fn search(
         excluded: vec![],
         sensitivity: vec![],
         trials: vec![(0, v0.min_sqnr(), v0.min_cosine())],
+        speed_ratio: None,
     };
     let quantized: Vec<String> = full
         .decisions

@@ -279,7 +279,9 @@ pub fn quantize_file(
             report.remarks.extend(kept.remarks.iter().cloned());
             built = kept;
         }
-        report.fallback = Some(outcome.report);
+        let mut fb = outcome.report;
+        fb.speed_ratio = kept_speed(&calibrated, &built, reference, opts);
+        report.fallback = Some(fb);
         report.seconds.fallback = t.elapsed().as_secs_f64();
     }
     report.quantized_mac_share = accounting::mac_share(&calibrated.prepared, &report.nodes);
@@ -313,6 +315,49 @@ pub fn quantize_file(
     }
     report.seconds.total = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The kept file's speed against the float model in the target's runtime,
+/// on the validation samples; `None` where nothing can measure it.
+fn kept_speed(
+    calibrated: &Calibrated,
+    built: &Built,
+    reference: &Reference,
+    opts: &QuantizeOptions,
+) -> Option<f64> {
+    use crate::runtime::bench::{self, Rounds};
+    if opts.target == crate::target::Target::Portable {
+        return None;
+    }
+    let inputs = crate::passes::context::Inputs {
+        ort_library: opts.ort_library.clone(),
+        ..Default::default()
+    };
+    let engine = crate::passes::select_speed::engine(opts.target, &inputs).ok()?;
+    let specs = crate::calib::data::input_specs(&calibrated.prepared);
+    let data = &reference.data;
+    let samples: Vec<_> = (0..data.len().min(4))
+        .filter_map(|i| data.load(i, &specs, &opts.input_shapes).ok())
+        .collect();
+    let mut float = calibrated.prepared.clone();
+    let mut cx = crate::passes::PassContext::resume(
+        crate::passes::context::Inputs::default(),
+        calibrated.analyses.clone(),
+    );
+    let p = crate::passes::Pipeline::parse("restore-interface").ok()?;
+    crate::passes::PassManager::new(p)
+        .run(&mut float, &mut cx)
+        .ok()?;
+    let probe = bench::compare(
+        &engine,
+        &[&float],
+        &samples,
+        &Rounds::for_latency(1.0, 1.0, 1),
+    )
+    .ok()?;
+    let rounds = Rounds::for_latency(probe[0].median_ms, 200.0, 5);
+    let lat = bench::compare(&engine, &[&float, &built.model], &samples, &rounds).ok()?;
+    Some(lat[1].ratio)
 }
 
 /// The validation samples and, when they are the first calibration samples

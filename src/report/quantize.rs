@@ -95,6 +95,10 @@ pub struct Fallback {
     pub sensitivity: Vec<NodeSensitivity>,
     /// (number excluded, worst output SQNR, worst mean cosine) per trial.
     pub trials: Vec<(usize, Option<f64>, Option<f64>)>,
+    /// Float latency / the kept file's, measured in the target's runtime
+    /// after the search (`None`: no runtime to measure in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed_ratio: Option<f64>,
 }
 
 /// One quantized activation for the report: the observed distribution
@@ -133,6 +137,15 @@ impl QuantizeReport {
                 "  {:.1}% of the Conv/MatMul/Gemm multiply-accumulates run quantized\n",
                 share * 100.0
             ));
+        }
+        // What speed selection measured (or why it could not), and the
+        // method `--method auto` chose: the two measured choices.
+        for r in self
+            .remarks
+            .iter()
+            .filter(|r| r.node == "<model>" && (r.pass == "select-speed" || r.pass == "quantize"))
+        {
+            s.push_str(&format!("  {}: {}\n", r.pass, r.message));
         }
         if let Some(fb) = &self.fallback {
             summarize_fallback(fb, &mut s);
@@ -179,7 +192,13 @@ fn summarize_fallback(fb: &Fallback, s: &mut String) {
             "  fallback: {goal} met by keeping {} node(s) in float (insert-qdq's keep-float in the pipeline; --save-selection FILE pins them)\n",
             fb.excluded.len(),
         ));
-    } else {
+    }
+    if let Some(r) = fb.speed_ratio {
+        s.push_str(&format!(
+            "  fallback: the file kept runs at {r:.2}x the float model's speed in the target's runtime\n"
+        ));
+    }
+    if !fb.reached {
         s.push_str(&format!("  fallback: {goal} NOT reached even with every node in float (best kept: {} excluded)\n", fb.excluded.len()));
     }
 }
