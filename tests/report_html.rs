@@ -232,6 +232,7 @@ fn fallback_section_gives_a_copyable_exclude_line() {
             (12, Some(60.0), Some(1.0)),
             (3, Some(31.0), Some(0.995)),
         ],
+        speed_ratio: Some(1.4),
     });
     let html = render(&r);
     assert!(html.contains("<section id=\"fallback\">"));
