@@ -33,6 +33,7 @@ pub mod drop_fake_quant;
 pub mod eliminate_identity;
 pub mod fold_calibration;
 pub mod fold_constants;
+pub mod fuse_affine;
 pub mod fuse_batchnorm;
 pub mod insert_qdq;
 pub mod lower_qdq;
@@ -150,6 +151,13 @@ static REGISTRY: &[PassInfo] = &[
         summary: "fold inference BatchNormalization into Conv/ConvTranspose/Gemm/MatMul weights, else into Mul+Add",
         changes_numerics: false,
         make: |o| Ok(Box::new(fuse_batchnorm::FuseBatchnorm::from_options(o)?)),
+        example: "",
+    },
+    PassInfo {
+        name: "fuse-affine",
+        summary: "fold per-channel Mul/Add by constants after a Conv into its weight and bias",
+        changes_numerics: false,
+        make: |o| Ok(Box::new(fuse_affine::FuseAffine::from_options(o)?)),
         example: "",
     },
     PassInfo {

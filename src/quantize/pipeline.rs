@@ -26,7 +26,7 @@ use crate::quant::QType;
 /// The clean-up passes that prepare a float model: what quantized nodes
 /// correspond to.
 pub const CLEAN_UP: &str =
-    "eliminate-identity,fold-constants,shape-inference,fuse-batchnorm,dce,shape-inference";
+    "eliminate-identity,fold-constants,shape-inference,fuse-batchnorm,fuse-affine,dce,shape-inference";
 
 /// The passes that prepare a float model for quantization: the clean-up
 /// and the opset the weights will need.
