@@ -173,6 +173,7 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
     if a.activations.is_none() && spec.symmetric_activations {
         o.symmetric_activations = Some(true);
     }
+    o.activations_by_model = a.activations.is_none();
     o.weights = QType::parse(&a.weights).ok_or_else(|| {
         Failure::bad_input(format!("--weights '{}': expected s8 or u8", a.weights))
     })?;

@@ -109,6 +109,10 @@ pub struct QuantizeOptions {
     pub speed_select: bool,
     /// `libonnxruntime` to time in (`--ort-lib`).
     pub ort_library: Option<PathBuf>,
+    /// The activation type was not asked for: a target may choose it from
+    /// the model (tract: u8 asymmetric unless a MatMul weight is past the
+    /// size where tract's u8 kernel recomputes column sums every run).
+    pub activations_by_model: bool,
     /// The compute ops to keep int8 without timing (a saved selection's
     /// `int8`): `select-speed{nodes=[…]}`.
     pub speed_nodes: Option<Vec<String>>,
@@ -147,6 +151,7 @@ impl Default for QuantizeOptions {
             speed_select: true,
             ort_library: None,
             speed_nodes: None,
+            activations_by_model: false,
         }
     }
 }
