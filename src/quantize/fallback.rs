@@ -132,21 +132,48 @@ fn sensitivities(
     Ok(sens)
 }
 
-/// Fallback order: the error a node adds per multiply-accumulate it would
+/// Fallback order: the error a node adds per unit of speed it would
 /// save by staying quantized. The isolated SQNR gives the node's share of
-/// output noise (10^(-SQNR/10) of the signal); dividing by its MACs (plus a
-/// floor of 1% of the average compute op) puts sensitive elementwise ops,
-/// which cost little to keep in float, first, and large convolutions last:
-/// the target is met with the most compute quantized.
+/// output noise (10^(-SQNR/10) of the signal); dividing by the speed int8
+/// was measured to win on it in the target's runtime (select-speed's
+/// per-op costs; MACs where nothing was measured), plus a floor of 1% of
+/// the average, ranks by accuracy gained per speed lost: sensitive ops
+/// that int8 does not speed up go first, the ops that carry the speed-up
+/// last, so the target is met keeping the most of it.
 fn rank(cal: &Calibrated, sens: &[NodeSensitivity]) -> Vec<String> {
+    // What keeping a node float costs in speed: the time int8 was measured
+    // to save on it in the target's runtime (select-speed's per-op costs,
+    // in ms; an op int8 did not speed up costs nothing), else its MACs.
+    let measured: BTreeMap<String, f64> = cal
+        .analyses
+        .speed
+        .as_ref()
+        .map(|s| {
+            s.costs
+                .iter()
+                .map(|(l, f, q)| (l.clone(), (f - q).max(0.0)))
+                .collect()
+        })
+        .unwrap_or_default();
     let macs: BTreeMap<String, u64> = accounting::node_macs(&cal.prepared);
-    let floor = {
-        let v: Vec<u64> = macs.values().copied().filter(|&m| m > 0).collect();
-        (v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 * 0.01).max(1.0)
+    let cost: Box<dyn Fn(&str) -> f64> = if measured.is_empty() {
+        let floor = {
+            let v: Vec<u64> = macs.values().copied().filter(|&m| m > 0).collect();
+            (v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 * 0.01).max(1.0)
+        };
+        Box::new(move |n: &str| macs.get(n).copied().unwrap_or(0) as f64 + floor)
+    } else {
+        let floor = {
+            let v: Vec<f64> = measured.values().copied().filter(|&m| m > 0.0).collect();
+            (v.iter().sum::<f64>() / v.len().max(1) as f64 * 0.01).max(1e-6)
+        };
+        Box::new(move |n: &str| measured.get(n).copied().unwrap_or(0.0) + floor)
     };
+    // Accuracy gained per speed lost: the node's share of output noise
+    // over what keeping it float costs.
     let key = |s: &NodeSensitivity| -> f64 {
         let noise = 10f64.powf(-s.output_sqnr_db / 10.0);
-        noise / (macs.get(&s.node).copied().unwrap_or(0) as f64 + floor)
+        noise / cost(&s.node)
     };
     let mut order: Vec<(f64, &NodeSensitivity)> = sens.iter().map(|s| (key(s), s)).collect();
     order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.node.cmp(&b.1.node)));
