@@ -253,6 +253,7 @@ pub fn quantize_model(
             ..Default::default()
         },
         warnings,
+        speed: calibrated.analyses.speed.clone(),
     };
     Ok((built, report, calibrated))
 }

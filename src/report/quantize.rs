@@ -41,6 +41,10 @@ pub struct QuantizeReport {
     pub activations: Vec<ActivationSummary>,
     pub seconds: Timings,
     pub warnings: Vec<String>,
+    /// What speed selection measured in the target's runtime: the
+    /// candidates' ratios and each compute op's float and int8 time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<crate::passes::context::SpeedChoice>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
