@@ -518,6 +518,12 @@ fn dynamic_mode_rewrites_matmuls_only() {
         2,
     );
     assert!(err.contains("ConvInteger"), "{err}");
+    // No calibration data is needed: this opset-11 model (whose Softmax
+    // rank is unknown without data) is rewritten at opset 11.
+    let bare = dir.path().join("bare.onnx");
+    ok(&["quantize", s(&m), "--mode", "dynamic", "-q", "-o", s(&bare)]);
+    let hb = op_histogram(&read(&bare));
+    assert_eq!(count(&hb, "MatMulInteger"), 1, "{hb:?}");
 }
 
 // -------------------------------------------------------------- statistics

@@ -31,10 +31,13 @@ pub const CLEAN_UP: &str =
 /// The passes that prepare a float model for quantization: the clean-up
 /// and the opset the weights will need.
 pub fn prepare(per_channel: bool) -> String {
-    format!(
-        "{CLEAN_UP},upgrade-opset{{min={}}}",
-        if per_channel { 13 } else { 10 }
-    )
+    prepare_for(if per_channel { 13 } else { 10 })
+}
+
+/// The clean-up, then the opset upgrade to `min` (13: per-channel Q/DQ;
+/// 11: DynamicQuantizeLinear; 10: per-tensor Q/DQ).
+pub fn prepare_for(min: i64) -> String {
+    format!("{CLEAN_UP},upgrade-opset{{min={min}}}")
 }
 
 /// Profiling and coverage selection (when asked for) and calibration:
