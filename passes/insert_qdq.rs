@@ -57,7 +57,6 @@ use serde::{Deserialize, Serialize};
 use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::{Model, Tensor, ValueId};
 use crate::plan::{plan, Placement, Selection};
-use crate::proto::{AttributeProto, NodeProto};
 use crate::quant::params::ActParams;
 use crate::quant::{quantize_bias, requantize, QType};
 
@@ -157,25 +156,10 @@ impl QWeight {
     }
 }
 
-/// A Q or DQ node. They carry no name: their values are named after the
-/// tensor they quantize, and a name per node would cost more file bytes than
-/// it tells (a model has hundreds).
-fn node_proto(op: &str, attrs: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        op_type: Some(op.into()),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
-fn int_attr(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(crate::proto::attribute_proto::AttributeType::Int as i32),
-        i: Some(v),
-        ..Default::default()
-    }
-}
+// Q and DQ nodes carry no name (`super::node_proto`): their values are
+// named after the tensor they quantize, and a name per node would cost more
+// file bytes than it tells (a model has hundreds).
+use super::{int_attr, node_proto};
 
 fn zp_tensor(name: &str, qt: QType, zps: &[i32], dims: &[i64]) -> Tensor {
     match qt {

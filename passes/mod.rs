@@ -275,6 +275,30 @@ pub fn lookup(name: &str) -> Result<&'static PassInfo, PassError> {
         })
 }
 
+/// An unnamed node of `op` with these attributes (inputs and outputs are
+/// set by [`crate::ir::Graph::add_op`]): what passes insert carries no
+/// name, its values are named after what they compute.
+pub(crate) fn node_proto(
+    op: &str,
+    attrs: Vec<crate::proto::AttributeProto>,
+) -> crate::proto::NodeProto {
+    crate::proto::NodeProto {
+        op_type: Some(op.into()),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+/// An integer attribute.
+pub(crate) fn int_attr(name: &str, v: i64) -> crate::proto::AttributeProto {
+    crate::proto::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(crate::proto::attribute_proto::AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
 /// Deserializes a pass's options from the pipeline's JSON form.
 pub fn parse_options<T: DeserializeOwned>(pass: &str, o: Json) -> Result<T, PassError> {
     serde_json::from_value(o).map_err(|e| PassError::Options {

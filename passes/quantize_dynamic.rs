@@ -49,7 +49,6 @@ use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::{At, Graph, Model, NodeId, Tensor, ValueId};
 use crate::plan::{glob_match, Decision};
 use crate::proto::tensor_proto::DataType;
-use crate::proto::{AttributeProto, NodeProto};
 
 const NAME: &str = "quantize-dynamic";
 
@@ -94,22 +93,7 @@ impl QuantizeDynamic {
     }
 }
 
-fn int_attr(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(crate::proto::attribute_proto::AttributeType::Int as i32),
-        i: Some(v),
-        ..Default::default()
-    }
-}
-
-fn op(op_type: &str, attrs: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        op_type: Some(op_type.into()),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
+use super::{int_attr, node_proto as op};
 
 /// The constant weight of `n` as `[K, N]` floats, or why there is none.
 fn weight(g: &Graph, n: NodeId) -> Result<(Vec<f32>, usize, usize), String> {

@@ -45,7 +45,6 @@ use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::{At, Graph, Model, NodeId, Tensor};
 use crate::plan::glob_match;
 use crate::proto::tensor_proto::DataType;
-use crate::proto::{AttributeProto, NodeProto};
 
 const NAME: &str = "quantize-gather";
 
@@ -77,13 +76,7 @@ impl QuantizeGather {
     }
 }
 
-fn op(op_type: &str, attrs: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        op_type: Some(op_type.into()),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
+use super::{int_attr, node_proto as op};
 
 impl Pass for QuantizeGather {
     fn name(&self) -> &'static str {
@@ -178,12 +171,7 @@ fn rewrite(g: &mut Graph, n: NodeId) -> (usize, usize) {
         &[&format!("{base}_q")],
         At::Before(n),
     );
-    let to = AttributeProto {
-        name: Some("to".into()),
-        r#type: Some(crate::proto::attribute_proto::AttributeType::Int as i32),
-        i: Some(DataType::Float as i64),
-        ..Default::default()
-    };
+    let to = int_attr("to", DataType::Float as i64);
     let (_, ef) = g.add_op(
         op("Cast", vec![to]),
         &[Some(eq[0])],

@@ -53,21 +53,8 @@ pub const QUANT_OPS: &[&str] = &[
 ];
 
 /// Ops that move data without computing: their output reuses the input's
-/// scale and zero point.
-pub const DATA_MOVEMENT_OPS: &[&str] = &[
-    "Reshape",
-    "Transpose",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Slice",
-    "Gather",
-    "Split",
-    "DepthToSpace",
-    "SpaceToDepth",
-    "Expand",
-    "Tile",
-];
+/// scale and zero point (the targets' shared list).
+pub use crate::target::DATA_MOVEMENT as DATA_MOVEMENT_OPS;
 
 /// Compute ops: where the multiply-accumulates are, always quantized when
 /// selected. The other ops of [`QUANT_OPS`] are quantized only next to a

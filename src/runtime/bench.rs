@@ -173,20 +173,7 @@ pub fn compare(
                 .map(|m| super::ort::OrtSession::new(m, opts))
                 .collect::<Result<Vec<_>, _>>()?;
             let refs: Vec<&super::ort::OrtSession> = sessions.iter().collect();
-            let lo = super::ort::LatencyOptions {
-                rounds: rounds.rounds,
-                iters: rounds.iters,
-                warmup: rounds.warmup,
-            };
-            Ok(super::ort::compare_latency(&refs, samples, &lo)?
-                .into_iter()
-                .map(|l| Latency {
-                    round_ms: l.round_ms,
-                    median_ms: l.median_ms,
-                    ratios: l.ratios,
-                    ratio: l.ratio,
-                })
-                .collect())
+            Ok(super::ort::compare_latency(&refs, samples, rounds)?)
         }
     }
 }
@@ -222,17 +209,31 @@ fn compare_tract(
         }
         Ok(t0.elapsed().as_secs_f64() * 1e3 / n as f64)
     };
+    Ok(alternate(runners.len(), r, time_once)?)
+}
+
+/// The alternating-rounds loop both engines share: warm every model up,
+/// then per round time `iters` runs of each in turn (`time_once(k, n)`:
+/// mean ms per run of `n` runs of model `k`); ratios to the first model
+/// per round, medians over rounds.
+pub(crate) fn alternate<E>(
+    models: usize,
+    r: &Rounds,
+    mut time_once: impl FnMut(usize, usize) -> Result<f64, E>,
+) -> Result<Vec<Latency>, E> {
     let iters = r.iters.max(1);
-    for k in 0..runners.len() {
+    for k in 0..models {
         time_once(k, r.warmup.unwrap_or((iters / 4).max(2)).max(1))?;
     }
-    let mut times = vec![Vec::new(); runners.len()];
+    let mut times = vec![Vec::with_capacity(r.rounds.max(1)); models];
     for _ in 0..r.rounds.max(1) {
         for (k, t) in times.iter_mut().enumerate() {
             t.push(time_once(k, iters)?);
         }
     }
-    let base = times[0].clone();
+    let Some(base) = times.first().cloned() else {
+        return Ok(Vec::new());
+    };
     Ok(times
         .into_iter()
         .map(|round_ms| {

@@ -125,8 +125,9 @@ pub struct Spec {
     /// Whether per-channel weight scales keep the kernel fast.
     pub per_channel: bool,
     pub kernels: &'static [Kernel],
-    /// Ops that run directly on quantized data: a tensor stays quantized
-    /// through them (its scale and zero point pass through).
+    /// Ops beyond [`DATA_MOVEMENT`] that run directly on quantized data: a
+    /// tensor stays quantized through them (its scale and zero point pass
+    /// through). Read through [`Spec::passes_through`].
     pub passthrough: &'static [&'static str],
     pub unloadable: &'static [Unloadable],
     /// The largest constant (in elements) whose DequantizeLinear the
@@ -152,7 +153,7 @@ impl Spec {
     }
 
     pub fn passes_through(&self, op: &str) -> bool {
-        self.passthrough.contains(&op)
+        DATA_MOVEMENT.contains(&op) || self.passthrough.contains(&op)
     }
 }
 

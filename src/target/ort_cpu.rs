@@ -130,24 +130,12 @@ static KERNELS: &[Kernel] = &[
     },
 ];
 
-/// Data movement (the same list as [`super::DATA_MOVEMENT`]), plus ops
+/// Beyond data movement ([`super::DATA_MOVEMENT`], every target's): ops
 /// with u8 kernels of their own: onnxruntime drops the DQ/Q around MaxPool,
 /// Resize, ReduceMax/ReduceMin when the scale is positive and the type
 /// 8-bit. Softmax has a QLinearSoftmax kernel, but stays float here: tract
 /// 0.23.9 mis-computes Q→DQ→Softmax→Q→DQ and onnxq validates in tract.
 static PASSTHROUGH: &[&str] = &[
-    "Reshape",
-    "Transpose",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Slice",
-    "Gather",
-    "Split",
-    "DepthToSpace",
-    "SpaceToDepth",
-    "Expand",
-    "Tile",
     "MaxPool",
     "GlobalMaxPool",
     "Resize",

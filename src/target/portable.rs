@@ -21,7 +21,7 @@ pub static SPEC: Spec = Spec {
     weights: QType::S8,
     per_channel: true,
     kernels: KERNELS,
-    passthrough: super::DATA_MOVEMENT,
+    passthrough: &[],
     unloadable: &[],
     folds_weight_dq: None,
     runtime: Runtime::Tract,

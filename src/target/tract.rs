@@ -39,7 +39,7 @@ pub static SPEC: Spec = Spec {
     weights: QType::S8,
     per_channel: false,
     kernels: KERNELS,
-    passthrough: super::DATA_MOVEMENT,
+    passthrough: &[],
     unloadable: UNLOADABLE,
     // tract folds a constant expression only while its result fits
     // CONST_FOLD_MEM_BUDGET (4 MiB, 2^20 f32): larger DQ weights would be
