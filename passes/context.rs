@@ -137,6 +137,9 @@ pub struct Analyses {
     /// The activation tensors `insert-qdq` gave a Q/DQ pair (by name in
     /// the float graph), for the report.
     pub quantized_tensors: BTreeSet<String>,
+    /// Nodes that must read float inputs and stay float (by label), from
+    /// `smooth-quant`; read by `insert-qdq`.
+    pub float_readers: BTreeSet<String>,
 }
 
 /// What `select-speed` measured and chose.
@@ -211,6 +214,11 @@ impl PassContext {
 
     pub fn take_remarks(&mut self) -> Vec<Remark> {
         std::mem::take(&mut self.remarks)
+    }
+
+    /// Adds remarks made elsewhere (a variant tried on a copy and kept).
+    pub fn extend_remarks(&mut self, remarks: impl IntoIterator<Item = Remark>) {
+        self.remarks.extend(remarks);
     }
 
     /// Takes the analyses out, leaving empty ones.

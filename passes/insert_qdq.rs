@@ -213,6 +213,7 @@ impl Pass for InsertQdq {
             coverage: cx.analyses.compute.clone(),
             coverage_why: cx.analyses.compute_why.clone(),
             target: self.target,
+            float_readers: cx.analyses.float_readers.clone(),
         };
         let placement = plan(m, &sel, self.opts.per_channel);
         cx.analyses.decisions = placement.decisions.clone();
@@ -594,6 +595,9 @@ fn materialize_activations(
             At::After(qn),
         );
         for (reader, slot) in readers {
+            if p.float_readers.contains(&reader) {
+                continue;
+            }
             if let crate::ir::Slot::Input(i) = slot {
                 g.set_input(reader, i as usize, Some(dqo[0]));
             }

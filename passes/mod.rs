@@ -46,6 +46,7 @@ pub mod restore_interface;
 pub mod select_coverage;
 pub mod select_speed;
 pub mod shape_inference;
+pub mod smooth_quant;
 pub mod upgrade_opset;
 
 pub use context::PassContext;
@@ -208,6 +209,13 @@ static REGISTRY: &[PassInfo] = &[
         changes_numerics: false,
         make: |o| Ok(Box::new(calibrate::Calibrate::from_options(o)?)),
         example: "",
+    },
+    PassInfo {
+        name: "smooth-quant",
+        summary: "divide outlier activation channels into the weights of the MatMuls reading them (SmoothQuant); consumes the statistics",
+        changes_numerics: false,
+        make: |o| Ok(Box::new(smooth_quant::SmoothQuant::from_options(o)?)),
+        example: "alpha=0.5",
     },
     PassInfo {
         name: "fold-calibration",

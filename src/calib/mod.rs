@@ -59,6 +59,11 @@ pub struct ChannelMeans {
     /// The channel axis (1 for NCHW activations, the last for MatMul inputs).
     pub axis: usize,
     pub mean: Vec<f64>,
+    /// The largest magnitude per channel over all samples and positions
+    /// (non-finite values ignored): what SmoothQuant balances against the
+    /// weights. Absent in files written before it was recorded.
+    #[serde(default)]
+    pub absmax: Vec<f64>,
 }
 
 /// Per-sample channel means, summed in sorted order at the end so the
@@ -67,6 +72,9 @@ pub struct ChannelMeans {
 struct MeanAcc {
     axis: usize,
     per_sample: Vec<Vec<f64>>,
+    /// Running per-channel maximum magnitude (a maximum does not depend on
+    /// order, so it needs no per-sample record).
+    absmax: Vec<f64>,
 }
 
 impl MeanAcc {
@@ -76,19 +84,34 @@ impl MeanAcc {
         }
         let (outer, channels, inner) = crate::ir::types::split_axis(shape, Some(self.axis));
         let mut sums = vec![0f64; channels];
+        let mut maxes = vec![0f32; channels];
         if inner == 1 {
             // Channels last (MatMul inputs): add whole rows, lane by channel.
             for row in xs.chunks_exact(channels) {
-                for (sum, &x) in sums.iter_mut().zip(row) {
-                    *sum += finite_or_zero(x) as f64;
+                for ((sum, max), &x) in sums.iter_mut().zip(maxes.iter_mut()).zip(row) {
+                    let x = finite_or_zero(x);
+                    *sum += x as f64;
+                    *max = max.max(x.abs());
                 }
             }
         } else {
             for o in 0..outer {
-                for (c, sum) in sums.iter_mut().enumerate() {
+                for (c, (sum, max)) in sums.iter_mut().zip(maxes.iter_mut()).enumerate() {
                     let base = (o * channels + c) * inner;
-                    *sum += finite_sum(&xs[base..base + inner]);
+                    let lane = &xs[base..base + inner];
+                    *sum += finite_sum(lane);
+                    *max = lane
+                        .iter()
+                        .fold(*max, |m, &x| m.max(finite_or_zero(x).abs()));
                 }
+            }
+        }
+        if self.absmax.is_empty() {
+            self.absmax = vec![0.0; channels];
+        }
+        if self.absmax.len() == channels {
+            for (a, &m) in self.absmax.iter_mut().zip(&maxes) {
+                *a = a.max(m as f64);
             }
         }
         let n = (outer * inner).max(1) as f64;
@@ -113,6 +136,7 @@ impl MeanAcc {
         Some(ChannelMeans {
             axis: self.axis,
             mean,
+            absmax: std::mem::take(&mut self.absmax),
         })
     }
 }
@@ -347,9 +371,16 @@ pub fn calibrate(
         for (k, m) in ms {
             let e = means.entry(k).or_insert_with(|| MeanAcc {
                 axis: m.axis,
-                per_sample: vec![],
+                ..Default::default()
             });
             e.per_sample.extend(m.per_sample);
+            if e.absmax.is_empty() {
+                e.absmax = m.absmax;
+            } else if e.absmax.len() == m.absmax.len() {
+                for (a, b) in e.absmax.iter_mut().zip(m.absmax) {
+                    *a = a.max(b);
+                }
+            }
         }
     }
     let means: BTreeMap<String, ChannelMeans> = means
@@ -418,7 +449,7 @@ fn worker(
                                 .entry(name.to_string())
                                 .or_insert_with(|| MeanAcc {
                                     axis,
-                                    per_sample: vec![],
+                                    ..Default::default()
                                 })
                                 .observe(shape, v);
                         }

@@ -38,6 +38,13 @@ use super::{
 use crate::ir::{Graph, Model, NodeId, Slot, ValueId};
 use crate::target::{Role, Spec};
 
+/// Below this weight SQNR (dB) a per-tensor int8 weight is refused where
+/// per-channel is much better (`Planner::per_tensor_too_lossy`). MiniLM-L3's
+/// weights keep 25–39 dB per tensor but one (8.6 dB); at 20 dB two more
+/// borderline layers went float for 3 dB more output SQNR, at 1.47× float
+/// speed in tract instead of 1.77×.
+const MIN_PER_TENSOR_WEIGHT_DB: f64 = 15.0;
+
 /// Computes the whole-group placement of `m` for `spec`.
 pub fn plan(m: &Model, sel: &Selection, spec: &Spec, per_channel: bool) -> Placement {
     let g = &m.graph;
@@ -233,6 +240,10 @@ impl Planner<'_> {
         if !node.domain().is_empty() {
             return;
         }
+        if self.sel.float_readers.contains(&self.label(n)) {
+            st.p.float_readers.insert(n);
+            return self.decide(st, n, false, super::SMOOTH_RESCALE);
+        }
         let op = node.op_type();
         match self.spec.kernel(op) {
             Some(k) if k.role == Role::Compute => self.visit_compute(n, k.data_inputs, st),
@@ -272,6 +283,11 @@ impl Planner<'_> {
         }
         if self.sel.keep_float.contains(&label) {
             return self.decide(st, n, false, "kept in float by the fallback selection");
+        }
+        if let Some(why) = self.per_tensor_too_lossy(n) {
+            if self.weights_only(n, st) {
+                return self.decide(st, n, false, &why);
+            }
         }
         let node = g.node(n);
         let biased = matches!(node.op_type(), "Conv" | "ConvTranspose" | "Gemm");
@@ -352,6 +368,31 @@ impl Planner<'_> {
                 self.decide(st, n, true, "quantized");
             }
         }
+    }
+
+    /// On a target whose integer kernels take per-tensor weights and that
+    /// folds int8 weights at load (tract): why this op's weight must not
+    /// be quantized per tensor, when one scale for the whole tensor would
+    /// wreck it (a few output channels far larger than the rest: MiniLM-L3's
+    /// first FFN output weight keeps 8.6 dB per tensor against 33 dB per
+    /// channel, and costs the model 7 dB of output SQNR). Such an op runs
+    /// in float with per-channel int8 weights: the file stays as small, the
+    /// op as fast as float.
+    fn per_tensor_too_lossy(&self, n: NodeId) -> Option<String> {
+        if self.per_channel || self.spec.folds_weight_dq.is_none() {
+            return None;
+        }
+        let g = self.g;
+        let w = g.node(n).input(1)?;
+        let axis = weight_axis(g, n, 1, w)?;
+        let t = g.constant(w)?;
+        let a = t.to_f32().ok()?;
+        let (tensor_db, channel_db) = crate::quant::params::per_tensor_weight_sqnr(&a, axis)?;
+        (tensor_db < MIN_PER_TENSOR_WEIGHT_DB && channel_db >= tensor_db + 10.0).then(|| {
+            format!(
+                "a per-tensor int8 weight would lose too much (weight SQNR {tensor_db:.1} dB per tensor against {channel_db:.1} dB per channel): float compute, int8 per-channel weights folded at load"
+            )
+        })
     }
 
     /// For a compute op left float on a target that folds constant

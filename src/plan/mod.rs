@@ -82,6 +82,11 @@ pub struct Selection {
     /// The selections `coverage` is the intersection of, each with the
     /// reason a compute op it left out is reported with.
     pub coverage_why: Vec<(BTreeSet<String>, String)>,
+    /// Nodes (by label) that read their inputs in float and are never
+    /// quantized: `smooth-quant`'s rescales, whose point is that the
+    /// MatMuls after them see the smoothed range, not a Q/DQ of the
+    /// unsmoothed one.
+    pub float_readers: BTreeSet<String>,
 }
 
 impl Selection {
@@ -146,6 +151,9 @@ pub struct Placement {
     /// moves to the DequantizeLinear, so the group stays whole (a float
     /// reader of the op's own result would keep it from fusing).
     pub redirect_outputs: BTreeSet<ValueId>,
+    /// Readers that keep reading the float value where it is quantized for
+    /// others ([`Selection::float_readers`]).
+    pub float_readers: BTreeSet<NodeId>,
 }
 
 impl Placement {
@@ -173,6 +181,10 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
         t => groups::plan(m, sel, t.spec(), per_channel),
     }
 }
+
+/// Why a `smooth-quant` rescale stays float.
+pub(crate) const SMOOTH_RESCALE: &str =
+    "SmoothQuant's rescale: reads the float activation, so the MatMuls after it see the smoothed range";
 
 /// Every tensor some target's placement may quantize, for `calibrate` to
 /// observe: one set of statistics serves every target, selection and

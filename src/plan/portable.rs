@@ -28,8 +28,16 @@ pub fn plan(m: &Model, sel: &Selection, per_channel: bool) -> Placement {
             && QUANT_OPS.contains(&op)
             && cx.allowed(op)
             && !cx.excluded(node.label(), op)
+            && !sel.float_readers.contains(node.label())
     });
-    let mut p = Placement::default();
+    let mut p = Placement {
+        float_readers: g
+            .ops()
+            .into_iter()
+            .filter(|&n| sel.float_readers.contains(g.node(n).label()))
+            .collect(),
+        ..Default::default()
+    };
     let mut quantized_nodes: BTreeSet<NodeId> = BTreeSet::new();
     for n in g.ops() {
         if cx.place_node(n, &feeding, &reaches, &mut p) {
@@ -96,6 +104,9 @@ impl Portable<'_> {
         let label = node.label();
         if !embedding && !self.allowed(op) {
             return Some("op type not selected (--op-types)".into());
+        }
+        if self.sel.float_readers.contains(label) {
+            return Some(super::SMOOTH_RESCALE.into());
         }
         // Elementwise ops, activations, pooling, Concat and Resize pay off
         // only on the integer path into a quantized compute op: their result

@@ -41,3 +41,34 @@ pub fn fold(h: &FloatHist, cfg: &ActConfig) -> ActParams {
         observed,
     }
 }
+
+/// The SQNR (dB) of symmetric int8 rounding of weight `w`, with one scale
+/// for the whole tensor and with one per slice along `axis`; `None` for an
+/// all-zero weight or an axis out of range.
+pub fn per_tensor_weight_sqnr(w: &ndarray::ArrayD<f32>, axis: usize) -> Option<(f64, f64)> {
+    if axis >= w.ndim() {
+        return None;
+    }
+    let signal: f64 = w.iter().map(|&x| (x as f64).powi(2)).sum();
+    let err = |x: f32, scale: f64| {
+        if scale <= 0.0 {
+            return 0.0;
+        }
+        let q = (x as f64 / scale).round().clamp(-127.0, 127.0) * scale;
+        (x as f64 - q).powi(2)
+    };
+    let absmax =
+        |it: &mut dyn Iterator<Item = &f32>| it.fold(0f64, |m, &x| m.max((x as f64).abs()));
+    let tensor_scale = absmax(&mut w.iter()) / 127.0;
+    if signal <= 0.0 || tensor_scale <= 0.0 || !signal.is_finite() {
+        return None;
+    }
+    let tensor_err: f64 = w.iter().map(|&x| err(x, tensor_scale)).sum();
+    let mut channel_err = 0f64;
+    for lane in w.axis_iter(ndarray::Axis(axis)) {
+        let scale = absmax(&mut lane.iter()) / 127.0;
+        channel_err += lane.iter().map(|&x| err(x, scale)).sum::<f64>();
+    }
+    let db = |e: f64| 10.0 * (signal / e.max(1e-300)).log10();
+    Some((db(tensor_err), db(channel_err)))
+}

@@ -176,10 +176,29 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
         });
     }
     let t1 = Instant::now();
-    let collect = run(&mut m, &mut cx, Pipeline::parse(&pipeline::collect(opts))?)?;
+    let mut collect = run(&mut m, &mut cx, Pipeline::parse(&pipeline::collect(opts))?)?;
+    // The statistics of the graph as prepared: what `--save-stats` keeps
+    // (a later `--stats` run without data prepares that graph; smoothing
+    // needs data and calibrates its own graph again).
+    let stats = cx
+        .analyses
+        .stats
+        .clone()
+        .expect("invariant: calibrate leaves statistics");
+    if let Some(path) = &opts.save_stats {
+        stats.save(path)?;
+    }
+    let methods: Vec<Method> = match opts.method {
+        Some(m) => vec![m],
+        None => super::method::candidates().to_vec(),
+    };
+    let smoothing = super::smooth::apply(&mut m, &mut cx, opts, &methods)?;
+    if !smoothing.pipeline.is_empty() {
+        collect = format!("{collect},{}", smoothing.pipeline);
+    }
     let method = match opts.method {
         Some(method) => method,
-        None => match super::method::choose(&m, &cx, opts)? {
+        None => match smoothing.method {
             Some(choice) => {
                 cx.remark("quantize", "<model>", choice.summary());
                 choice.method
@@ -194,14 +213,6 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
     )?;
     let cal = format!("{collect},{chosen}");
     let t_cal = t1.elapsed().as_secs_f64();
-    let stats = cx
-        .analyses
-        .stats
-        .clone()
-        .expect("invariant: calibrate leaves statistics");
-    if let Some(path) = &opts.save_stats {
-        stats.save(path)?;
-    }
     let (_, mut analyses, mut remarks) = cx.into_parts();
     remarks.retain(|r| r.level == Level::Note);
     let float_outputs = std::mem::take(&mut analyses.calib_outputs);

@@ -43,6 +43,8 @@ const CAP_DB: f64 = 80.0;
 /// What the search found: the method and each candidate's score.
 pub struct Choice {
     pub method: Method,
+    /// The winner's score.
+    pub score: f64,
     pub scores: Vec<(Method, f64)>,
     pub samples: usize,
 }
@@ -80,11 +82,14 @@ pub fn score(v: &Validation) -> Option<f64> {
     (!s.is_empty()).then(|| s.iter().sum::<f64>() / s.len() as f64)
 }
 
-/// Chooses the method for `m` (prepared and calibrated in `cx`).
+/// Chooses the method for `m` (prepared and calibrated in `cx`) among
+/// `methods` (tie-break order); `None` when nothing can score them (no
+/// calibration data, or no float output).
 pub fn choose(
     m: &Model,
     cx: &PassContext,
     opts: &QuantizeOptions,
+    methods: &[Method],
 ) -> Result<Option<Choice>, QuantizeError> {
     let outputs = &cx.analyses.calib_outputs;
     let Some(data) = cx.inputs().calib_data.as_ref() else {
@@ -98,7 +103,7 @@ pub fn choose(
     let reference = Reference::from_outputs(m, &data.take(k), threads, outputs[..k].to_vec())?;
     let insert = pipeline::insert_options(opts);
     let mut scores = Vec::new();
-    for method in candidates() {
+    for &method in methods {
         let mut q = m.clone();
         let mut c = PassContext::resume(Inputs::default(), cx.analyses.clone());
         let mut p = Pipeline::parse(&pipeline::fold_calibration(opts, method))?;
@@ -115,9 +120,10 @@ pub fn choose(
             Some((_, b)) if b >= s => acc,
             _ => Some((m, s)),
         })
-        .expect("invariant: candidates() is not empty");
+        .ok_or_else(|| QuantizeError::Usage("no calibration method to choose from".into()))?;
     Ok(Some(Choice {
         method: best.0,
+        score: best.1,
         scores,
         samples: k,
     }))

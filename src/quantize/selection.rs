@@ -25,6 +25,9 @@ pub struct Selection {
     /// The calibration method `--method auto` chose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    /// Whether smoothing ran (`off`, or its alpha), as `--smooth` takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smooth: Option<String>,
     /// Why, for a reader: the target the search met.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
@@ -47,6 +50,7 @@ impl Selection {
         let Ok(items) = crate::passes::pipeline::parse_pipeline(pipeline) else {
             return;
         };
+        self.smooth = Some("off".into());
         for it in items {
             match it.name.as_str() {
                 "select-speed" => {
@@ -55,6 +59,7 @@ impl Selection {
                         .get("nodes")
                         .and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
                 }
+                "smooth-quant" => self.smooth = it.options.get("alpha").map(|a| a.to_string()),
                 "fold-calibration" => {
                     let get = |k: &str| it.options.get(k).cloned();
                     self.method = match (get("method"), get("percentile")) {
