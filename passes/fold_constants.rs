@@ -46,7 +46,8 @@
 //! `Bernoulli`), ops with subgraph attributes, ops of other domains, nodes
 //! without operands (other than `Constant`), results a subgraph reads by
 //! name, results tract cannot compute or onnxq cannot hold (e.g. uint16,
-//! strings from tract), and results over `max-bytes`.
+//! strings from tract), results over `max-bytes`, and `DequantizeLinear`
+//! (folding a quantized weight back to float would undo quantization).
 //!
 //! # Numerics
 //! Exact: tract evaluates the node in its element type, the same kernels that
@@ -204,6 +205,12 @@ fn skip_reason(g: &Graph, n: NodeId) -> Option<String> {
     }
     if node.has_subgraphs() {
         return Some("op with subgraphs".into());
+    }
+    if node.is("DequantizeLinear") {
+        // Folding a quantized weight's DequantizeLinear would de-quantize
+        // the graph: a float weight, a bigger file, and no integer kernel
+        // (onnxruntime fuses DQ → op → Q groups only while the DQ is there).
+        return Some("a DequantizeLinear (folding it would de-quantize the model)".into());
     }
     None
 }

@@ -255,11 +255,30 @@ fn activation_params(
     g: &crate::ir::Graph,
     p: &Placement,
     params: &BTreeMap<String, ActParams>,
+    stats: Option<&crate::calib::Stats>,
 ) -> Result<Vec<(ValueId, ActParams)>, PassError> {
     let mut act: Vec<(ValueId, ActParams)> = Vec::new();
     for &v in p.activations.iter().chain(p.tied.keys()) {
         let src = p.param_source(v);
         let name = g.name(src).to_string();
+        // A tensor that held no finite value on any sample has no range
+        // to calibrate: at these input shapes it is empty (or NaN), and a
+        // file "quantized" from it would validate as a perfect match.
+        if let Some(h) = stats.and_then(|s| s.tensors.get(&name)) {
+            if h.is_empty() {
+                let shape = g
+                    .static_shape(src)
+                    .map(|s| format!(" (shape {s:?})"))
+                    .unwrap_or_default();
+                return Err(PassError::Precondition {
+                    pass: PASS.into(),
+                    message: format!(
+                        "tensor '{name}'{shape} held no finite value on any of the {} calibration sample(s): it is empty or NaN at the input shapes calibrated with, so its range cannot be calibrated; calibrate at the sizes the model is deployed with (--calib DIR with real samples, or --input-shape NAME=D0,D1,… with --calib-random)",
+                        stats.map_or(0, |s| s.samples)
+                    ),
+                });
+            }
+        }
         let ap = params.get(&name).copied().ok_or_else(|| PassError::Precondition {
             pass: PASS.into(),
             message: format!("no statistics for tensor '{name}': the statistics do not cover this model; run calibrate on it again"),
@@ -282,7 +301,7 @@ impl InsertQdq {
         p: &Placement,
         params: &BTreeMap<String, ActParams>,
     ) -> Result<(), PassError> {
-        let act = activation_params(&m.graph, p, params)?;
+        let act = activation_params(&m.graph, p, params, cx.analyses.stats.as_deref())?;
         // Constants quantized like activations take the activations' type.
         let act_qtype = act.first().map(|(_, a)| a.qtype).unwrap_or(QType::U8);
         let mut weights = self.weight_scales(&m.graph, p, act_qtype)?;

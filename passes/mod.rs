@@ -35,6 +35,7 @@ pub mod fold_calibration;
 pub mod fold_constants;
 pub mod fuse_affine;
 pub mod fuse_batchnorm;
+pub mod inline_if;
 pub mod insert_qdq;
 pub mod lower_qdq;
 pub mod manager;
@@ -167,6 +168,13 @@ static REGISTRY: &[PassInfo] = &[
         changes_numerics: false,
         make: |o| Ok(Box::new(fold_constants::FoldConstants::from_options(o)?)),
         example: "max-bytes=4096",
+    },
+    PassInfo {
+        name: "inline-if",
+        summary: "replace an If on a constant condition by the branch it takes",
+        changes_numerics: false,
+        make: |o| Ok(Box::new(inline_if::InlineIf::from_options(o)?)),
+        example: "",
     },
     PassInfo {
         name: "shape-inference",

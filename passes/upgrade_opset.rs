@@ -301,17 +301,13 @@ pub fn upgrade(m: &mut Model, target: i64) -> Result<usize, String> {
             continue;
         }
         let op = node.op_type();
-        if (from < 11
-            && matches!(
-                op,
-                "Clip" | "Pad" | "Resize" | "Gemm" | "Flatten" | "Concat" | "Gather"
-            ))
+        // Gemm (C optional at 11), Flatten/Concat/Gather (negative axes or
+        // indices allowed at 11), Cast and MatMul (more types at 9) only
+        // widened what is valid: a model valid at 7 means the same at 13.
+        // BatchNormalization lost `spatial` at 9: the same unless it is 0.
+        if (from < 11 && matches!(op, "Clip" | "Pad" | "Resize"))
             || (from < 10 && matches!(op, "Slice" | "TopK" | "Resize"))
-            || (from < 9
-                && matches!(
-                    op,
-                    "BatchNormalization" | "Cast" | "MatMul" | "Gemm" | "Flatten"
-                ))
+            || (from < 9 && op == "BatchNormalization" && node.attr_i("spatial") == Some(0))
         {
             // Attribute/semantics changes at 9–11 are not rewritten here.
             unsafe_ops.push(op.to_string());
@@ -361,6 +357,12 @@ pub fn upgrade(m: &mut Model, target: i64) -> Result<usize, String> {
         rewrite_node(m, n);
     }
     m.set_opset("", target);
+    // Opset 13 came with IR version 7; an older IR (before 4, every
+    // initializer had to be a graph input too) would make the quantized
+    // file's new initializers invalid.
+    if m.meta.ir_version.unwrap_or(0) < 7 {
+        m.meta.ir_version = Some(7);
+    }
     Ok(count)
 }
 

@@ -102,6 +102,7 @@ pub fn tensor_errors(
     orig: &Model,
     quant: &Model,
     data: &DataSet,
+    shapes: &crate::validate::Shapes,
 ) -> Result<Vec<TensorError>, ValidateError> {
     let go = &orig.graph;
     let gq = &quant.graph;
@@ -126,10 +127,9 @@ pub fn tensor_errors(
     let rq = RunnerCache::new(quant, extra.clone());
     let specs = input_specs(orig);
     let mut acc: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    let no_fixed = BTreeMap::new();
     for i in 0..data.len() {
         let label = data.sources[i].label();
-        let inputs = data.load(i, &specs, &no_fixed)?;
+        let inputs = data.load(i, &specs, shapes)?;
         let a = ro.run(&inputs).map_err(|source| ValidateError::Runtime {
             which: "original",
             sample: label.clone(),
@@ -345,11 +345,12 @@ pub fn per_layer(
     sens_samples: usize,
     progress: bool,
 ) -> Result<LayerReport, ValidateError> {
-    let tensors = tensor_errors(orig, quant, data)?;
+    let tensors = tensor_errors(orig, quant, data, &Default::default())?;
     let reference = Reference::new(
         orig,
         &data.take(sens_samples.max(1)),
         crate::runtime::default_threads(),
+        &Default::default(),
     )?;
     let (nodes, unmatched) = isolated_sensitivity(orig, quant, &reference, progress)?;
     Ok(LayerReport {

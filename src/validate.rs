@@ -149,6 +149,10 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
+/// Concrete shapes for symbolic input dims (`--input-shape`): random
+/// samples are drawn at them.
+pub type Shapes = BTreeMap<String, Vec<usize>>;
+
 /// Compares `quant` against `orig` on every sample of `data`, running
 /// samples on up to `threads` threads (the result does not depend on it).
 pub fn validate(
@@ -157,7 +161,7 @@ pub fn validate(
     data: &DataSet,
     threads: usize,
 ) -> Result<Validation, ValidateError> {
-    Reference::new(orig, data, threads)?.score(quant)
+    Reference::new(orig, data, threads, &Shapes::new())?.score(quant)
 }
 
 /// The original model's outputs on a data set, computed once, so that many
@@ -176,12 +180,18 @@ type Named = Vec<(String, HostTensor)>;
 type RefSample = (String, Named, Named);
 
 impl Reference {
-    pub fn new(orig: &Model, data: &DataSet, threads: usize) -> Result<Reference, ValidateError> {
+    /// The original's outputs on `data`, with random samples drawn at
+    /// `shapes` (the `--input-shape` calibration used).
+    pub fn new(
+        orig: &Model,
+        data: &DataSet,
+        threads: usize,
+        shapes: &Shapes,
+    ) -> Result<Reference, ValidateError> {
         let specs = input_specs(orig);
-        let no_fixed = BTreeMap::new();
         let mut inputs = Vec::with_capacity(data.len());
         for i in 0..data.len() {
-            inputs.push((data.sources[i].label(), data.load(i, &specs, &no_fixed)?));
+            inputs.push((data.sources[i].label(), data.load(i, &specs, shapes)?));
         }
         let ro = RunnerCache::new(orig, vec![]);
         let outputs = par_map(inputs.len(), threads, |i| {
@@ -209,13 +219,13 @@ impl Reference {
         orig: &Model,
         data: &DataSet,
         threads: usize,
+        shapes: &Shapes,
         outputs: Vec<Vec<(String, HostTensor)>>,
     ) -> Result<Reference, ValidateError> {
         let specs = input_specs(orig);
-        let no_fixed = BTreeMap::new();
         let mut samples = Vec::with_capacity(data.len());
         for (i, y) in outputs.into_iter().enumerate().take(data.len()) {
-            let x = data.load(i, &specs, &no_fixed)?;
+            let x = data.load(i, &specs, shapes)?;
             samples.push((data.sources[i].label(), x, y));
         }
         Ok(Reference {

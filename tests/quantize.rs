@@ -683,6 +683,10 @@ fn random_calibration_works_and_warns() {
         s(&model_path()),
         "--calib-random",
         "2",
+        // The classifier's height and width are symbolic: random data
+        // needs the deployed size (text lines of 48×192).
+        "--input-shape",
+        "x=1,3,48,192",
         "-q",
         "--val-samples",
         "0",

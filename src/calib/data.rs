@@ -367,7 +367,9 @@ fn show_dims(d: &[Dim]) -> String {
 }
 
 /// Deterministic pseudo-random inputs: floats uniform in [-1, 1), integers
-/// in [0, 100), booleans half true. Symbolic dims take `fixed` or 1.
+/// in [0, 100) (below the table size where the input indexes a Gather),
+/// booleans half true. Symbolic dims take `fixed` or 1 (callers refuse
+/// symbolic dims past the first before calibrating on random data).
 fn random_sample(
     specs: &[InputSpec],
     fixed: &std::collections::BTreeMap<String, Vec<usize>>,
@@ -408,12 +410,13 @@ fn random_sample(
             let n: usize = shape.iter().product();
             let ix = ndarray::IxDyn(&shape);
             use crate::proto::tensor_proto::DataType as D;
+            let top = s.index_bound.map_or(100, |b| b.clamp(1, 100));
             let t = match D::try_from(s.dtype).unwrap_or(D::Float) {
                 D::Int64 => HostTensor::I64(ndarray::ArrayD::from_shape_fn(ix, |_| {
-                    (next() % 100) as i64
+                    (next() % top) as i64
                 })),
                 D::Int32 => HostTensor::I32(ndarray::ArrayD::from_shape_fn(ix, |_| {
-                    (next() % 100) as i32
+                    (next() % top) as i32
                 })),
                 D::Uint8 => {
                     HostTensor::U8(ndarray::ArrayD::from_shape_fn(ix, |_| (next() % 256) as u8))

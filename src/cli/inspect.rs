@@ -23,6 +23,10 @@ pub struct InspectArgs {
     /// With --ir: print constants up to this many elements in full.
     #[arg(long, default_value_t = 16)]
     pub elide_above: usize,
+    /// Print metadata values in full (by default each is cut to its first
+    /// line and 100 characters: an OCR model's dictionary is 18,000 lines).
+    #[arg(long)]
+    pub full_metadata: bool,
 }
 
 /// What `inspect` reports.
@@ -76,6 +80,20 @@ pub fn inspect(path: &Path, m: &Model) -> Inspection {
             *counts.entry(d).or_insert(0u64) += t.len() as u64;
             params += t.len() as u64;
             external += t.external().is_some() as usize;
+        }
+    }
+    // Weights exporters keep in Constant nodes (and in subgraphs) are
+    // parameters too.
+    let mut constants = |t: &crate::proto::TensorProto| {
+        let t = crate::ir::Tensor::from_proto(t.clone());
+        let d = dtype_name(t.dtype()).to_string();
+        *bytes.entry(d.clone()).or_insert(0u64) += t.nbytes() as u64;
+        *counts.entry(d).or_insert(0u64) += t.len() as u64;
+        params += t.len() as u64;
+    };
+    for n in g.ops() {
+        if let Some(p) = g.node(n).op() {
+            visit_tensors(p, &mut constants);
         }
     }
     Inspection {
@@ -161,12 +179,12 @@ pub fn cmd_inspect(a: &InspectArgs) -> CliResult {
         );
         return Ok(());
     }
-    print_summary(&r);
+    print_summary(&r, a.full_metadata);
     Ok(())
 }
 
 /// The text form of `onnxq inspect`.
-fn print_summary(r: &Inspection) {
+fn print_summary(r: &Inspection, full: bool) {
     println!("{}  ({} bytes)", r.file, r.file_bytes);
     println!(
         "  ir_version {}   opsets {}",
@@ -220,6 +238,50 @@ fn print_summary(r: &Inspection) {
         println!("  output     {}", show(p));
     }
     for (k, v) in &r.metadata {
-        println!("  metadata   {k} = {v}");
+        println!(
+            "  metadata   {k} = {}",
+            if full { v.clone() } else { shorten(v) }
+        );
     }
+}
+
+/// Calls `f` on the `value` of a Constant node and on the initializers and
+/// Constants of its subgraphs, recursively.
+fn visit_tensors(p: &crate::proto::NodeProto, f: &mut dyn FnMut(&crate::proto::TensorProto)) {
+    if p.op_type() == "Constant" {
+        if let Some(t) = p
+            .attribute
+            .iter()
+            .find(|a| a.name() == "value")
+            .and_then(|a| a.t.as_ref())
+        {
+            f(t);
+        }
+    }
+    for a in &p.attribute {
+        for sg in a.g.iter().chain(a.graphs.iter()) {
+            for t in &sg.initializer {
+                f(t);
+            }
+            for n in &sg.node {
+                visit_tensors(n, f);
+            }
+        }
+    }
+}
+
+/// A metadata value cut to its first line and 100 characters, saying how
+/// much was left out.
+fn shorten(v: &str) -> String {
+    const MAX: usize = 100;
+    let first = v.lines().next().unwrap_or("");
+    let cut: String = first.chars().take(MAX).collect();
+    if cut.len() == v.len() {
+        return cut;
+    }
+    format!(
+        "{cut}… ({} characters, {} lines; --full-metadata shows all)",
+        v.chars().count(),
+        v.lines().count()
+    )
 }

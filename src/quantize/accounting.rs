@@ -28,7 +28,13 @@ pub fn node_macs(m: &Model) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// Fraction of the compute ops' MACs in nodes the decisions quantized.
+/// Recurrent ops: MAC-heavy, and no target here runs them as integer
+/// kernels from QDQ (onnxruntime's DynamicQuantizeLSTM is a contrib op
+/// tract cannot load), so they stay float and count against the share.
+pub const RECURRENT_OPS: &[&str] = &["LSTM", "GRU", "RNN"];
+
+/// Fraction of the compute ops' MACs (recurrent layers included) in nodes
+/// the decisions quantized.
 pub fn mac_share(prepared: &Model, decisions: &[Decision]) -> Option<f64> {
     let quantized: BTreeSet<&str> = decisions
         .iter()
@@ -39,7 +45,9 @@ pub fn mac_share(prepared: &Model, decisions: &[Decision]) -> Option<f64> {
     let (mut q, mut total) = (0u64, 0u64);
     for n in g.ops() {
         let node = g.node(n);
-        if !node.domain().is_empty() || !COMPUTE_OPS.contains(&node.op_type()) {
+        let op = node.op_type();
+        if !node.domain().is_empty() || !(COMPUTE_OPS.contains(&op) || RECURRENT_OPS.contains(&op))
+        {
             continue;
         }
         let macs = crate::analysis::cost::node_cost(g, n).macs?;
@@ -49,6 +57,69 @@ pub fn mac_share(prepared: &Model, decisions: &[Decision]) -> Option<f64> {
         }
     }
     (total > 0).then(|| q as f64 / total as f64)
+}
+
+/// What quantization does not reach, for the report's warnings: recurrent
+/// layers (with their share of the model's MACs) and compute ops inside
+/// subgraphs (`If`/`Loop`/`Scan` bodies), which stay float.
+pub fn uncovered(prepared: &Model) -> Vec<String> {
+    let g = &prepared.graph;
+    let macs = node_macs(prepared);
+    let total: u64 = macs.values().sum();
+    let mut out = Vec::new();
+    for n in g.ops() {
+        let node = g.node(n);
+        let op = node.op_type();
+        if node.domain().is_empty() && RECURRENT_OPS.contains(&op) {
+            let m = macs.get(node.label()).copied().unwrap_or(0);
+            let share = if total > 0 {
+                format!(
+                    ", {:.0}% of the model's multiply-accumulates",
+                    100.0 * m as f64 / total as f64
+                )
+            } else {
+                String::new()
+            };
+            out.push(format!(
+                "{op} '{}' stays float{share}: neither onnxruntime's CPU QDQ fusions nor tract run a quantized {op}",
+                node.label()
+            ));
+        }
+        if let Some(p) = node.op() {
+            let inside = p
+                .attribute
+                .iter()
+                .flat_map(|a| a.g.iter().chain(a.graphs.iter()))
+                .map(count_compute)
+                .sum::<usize>();
+            if inside > 0 {
+                out.push(format!(
+                    "{inside} Conv/MatMul/Gemm inside the subgraphs of {op} '{}' stay float: onnxq quantizes the main graph only (fold the condition, or export without control flow, to quantize them)",
+                    node.label()
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Compute ops in a subgraph and the subgraphs within it.
+fn count_compute(g: &crate::proto::GraphProto) -> usize {
+    g.node
+        .iter()
+        .map(|n| {
+            let here = usize::from(
+                n.domain.as_deref().unwrap_or("").is_empty()
+                    && (COMPUTE_OPS.contains(&n.op_type()) || RECURRENT_OPS.contains(&n.op_type())),
+            );
+            here + n
+                .attribute
+                .iter()
+                .flat_map(|a| a.g.iter().chain(a.graphs.iter()))
+                .map(count_compute)
+                .sum::<usize>()
+        })
+        .sum()
 }
 
 /// Histograms and chosen ranges of the activations that got a Q/DQ pair.

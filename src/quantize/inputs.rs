@@ -45,6 +45,125 @@ pub struct Keep {
     pub model_hash: bool,
 }
 
+/// Refuses `--input-shape` entries that name no input or contradict its
+/// declared rank or fixed dims, and — for random data, which has no shapes
+/// of its own — inputs whose shape is undeclared or symbolic past the first
+/// (batch) axis: calibrating a 1×1 image or a 1-sample waveform reports
+/// success on numbers that mean nothing. A symbolic first axis is taken as 1.
+pub fn check_input_shapes(
+    float: &Model,
+    given: &crate::passes::context::InputShapes,
+    random: bool,
+) -> Result<(), QuantizeError> {
+    use crate::ir::types::Dim;
+    let specs = crate::calib::data::input_specs(float);
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    for (name, shape) in given {
+        let Some(spec) = specs.iter().find(|s| &s.name == name) else {
+            return Err(QuantizeError::Usage(format!(
+                "--input-shape {name}=…: the model has no input '{name}' (inputs: {})",
+                names.join(", ")
+            )));
+        };
+        let Some(dims) = &spec.dims else { continue };
+        if dims.len() != shape.len() {
+            return Err(QuantizeError::Usage(format!(
+                "--input-shape {name}={}: input '{name}' has rank {} ({}), not {}",
+                join(shape),
+                dims.len(),
+                describe(dims),
+                shape.len()
+            )));
+        }
+        for (k, (d, &s)) in dims.iter().zip(shape).enumerate() {
+            if let Dim::Known(v) = d {
+                if *v as usize != s {
+                    return Err(QuantizeError::Usage(format!(
+                        "--input-shape {name}={}: axis {k} of input '{name}' is fixed at {v} in the model ({})",
+                        join(shape),
+                        describe(dims)
+                    )));
+                }
+            }
+        }
+    }
+    if !random {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    for s in &specs {
+        if given.contains_key(&s.name) {
+            continue;
+        }
+        match &s.dims {
+            None => missing.push(format!(
+                "input '{}' declares no shape: pass --input-shape {}=D0,D1,…",
+                s.name, s.name
+            )),
+            Some(dims) => {
+                let open: Vec<String> = dims
+                    .iter()
+                    .enumerate()
+                    .skip(1)
+                    .filter(|(_, d)| !matches!(d, Dim::Known(_)))
+                    .map(|(k, d)| match d {
+                        Dim::Symbol(n) => format!("'{n}' (axis {k})"),
+                        _ => format!("axis {k}"),
+                    })
+                    .collect();
+                if !open.is_empty() {
+                    let example: Vec<String> = dims
+                        .iter()
+                        .enumerate()
+                        .map(|(k, d)| match d {
+                            Dim::Known(v) => v.to_string(),
+                            _ if k == 0 => "1".into(),
+                            Dim::Symbol(n) => format!("<{n}>"),
+                            Dim::Unknown => format!("<d{k}>"),
+                        })
+                        .collect();
+                    missing.push(format!(
+                        "input '{}' ({}) has symbolic {}: pass --input-shape {}={}",
+                        s.name,
+                        describe(dims),
+                        open.join(", "),
+                        s.name,
+                        example.join(",")
+                    ));
+                }
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(QuantizeError::Usage(format!(
+        "random calibration data (--calib-random) needs concrete input shapes, the sizes the model is deployed with: {}; or calibrate on real samples with --calib DIR (their shapes are used)",
+        missing.join("; ")
+    )))
+}
+
+fn join(shape: &[usize]) -> String {
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn describe(dims: &[crate::ir::types::Dim]) -> String {
+    use crate::ir::types::Dim;
+    let parts: Vec<String> = dims
+        .iter()
+        .map(|d| match d {
+            Dim::Known(v) => v.to_string(),
+            Dim::Symbol(n) => n.clone(),
+            Dim::Unknown => "?".into(),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
 /// Opens the calibration data the options name.
 pub fn calib_data(d: &DataOptions) -> Result<Option<DataSet>, QuantizeError> {
     Ok(match (&d.calib, d.calib_random) {
@@ -66,6 +185,7 @@ pub fn calib_data(d: &DataOptions) -> Result<Option<DataSet>, QuantizeError> {
 pub fn pass_inputs(float: &Model, d: &DataOptions, keep: Keep) -> Result<Inputs, QuantizeError> {
     let mut input_shapes = d.input_shapes.clone();
     let data = calib_data(d)?;
+    check_input_shapes(float, &d.input_shapes, d.calib_random.is_some())?;
     if let Some(data) = &data {
         let specs = crate::calib::data::input_specs(float);
         for (name, t) in data.load(0, &specs, &d.input_shapes)? {

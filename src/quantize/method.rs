@@ -100,7 +100,13 @@ pub fn choose(
         return Ok(None);
     }
     let threads = opts.threads.unwrap_or_else(crate::runtime::default_threads);
-    let reference = Reference::from_outputs(m, &data.take(k), threads, outputs[..k].to_vec())?;
+    let reference = Reference::from_outputs(
+        m,
+        &data.take(k),
+        threads,
+        &cx.inputs().input_shapes,
+        outputs[..k].to_vec(),
+    )?;
     let insert = pipeline::insert_options(opts);
     let mut scores = Vec::new();
     for &method in methods {

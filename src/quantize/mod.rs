@@ -244,6 +244,55 @@ impl QuantizeError {
     }
 }
 
+/// Ops that only a quantized model has.
+const QUANTIZED_OPS: &[&str] = &[
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+    "MatMulNBits",
+    "DynamicQuantizeLSTM",
+    "QLinearAdd",
+    "QLinearMul",
+    "QLinearSigmoid",
+    "QLinearLeakyRelu",
+    "QLinearConcat",
+    "QLinearGlobalAveragePool",
+    "QLinearAveragePool",
+    "QLinearSoftmax",
+    "QGemm",
+    "QAttention",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+];
+
+/// Refuses a model that is already quantized (a QDQ or QOperator file:
+/// onnxq's, onnxruntime's, a quantization-aware-training export):
+/// quantizing it again would stack Q/DQ pairs on the ones there and
+/// re-round weights that were rounded already. `what` names the model in
+/// the message.
+pub fn check_not_quantized(m: &Model, what: &str) -> Result<(), QuantizeError> {
+    let mut found: std::collections::BTreeMap<&str, usize> = Default::default();
+    let g = &m.graph;
+    for n in g.ops() {
+        let op = g.node(n).op_type();
+        if let Some(q) = QUANTIZED_OPS.iter().find(|&&q| q == op) {
+            *found.entry(q).or_default() += 1;
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = found.iter().map(|(op, n)| format!("{n} {op}")).collect();
+    Err(QuantizeError::Usage(format!(
+        "{what} is already quantized ({}): quantizing it again would stack quantization on quantization. To see what a runtime runs as integer kernels: `onnxq lint {what} --target ort-cpu|tract`; to rewrite it into tract's fast form: `onnxq convert {what} --target tract -o OUT`; to measure it against the float model: `onnxq validate FLOAT {what} --data DIR`. Quantize the float model it came from instead.",
+        list.join(", ")
+    )))
+}
+
 /// Quantizes a model in memory: prepares and calibrates it, then builds
 /// the quantized model. Returns it with the report (its `output`, sizes and
 /// validation are filled by [`quantize_file`]) and the calibrated model
@@ -253,6 +302,7 @@ pub fn quantize_model(
     opts: &QuantizeOptions,
 ) -> Result<(Built, QuantizeReport, Calibrated), QuantizeError> {
     let t0 = Instant::now();
+    check_not_quantized(float, "the model")?;
     let mut warnings = Vec::new();
     if opts.calib_random.is_some() {
         warnings.push("calibrating on RANDOM inputs: activation ranges will be poor; use --calib DIR with representative data".into());
@@ -305,13 +355,14 @@ pub fn quantize_file(
 ) -> Result<QuantizeReport, QuantizeError> {
     let t0 = Instant::now();
     let float = import::read_model(input)?;
+    check_not_quantized(&float, &input.display().to_string())?;
     let threads = opts.threads.unwrap_or_else(crate::runtime::default_threads);
     let (mut built, mut report, calibrated) = quantize_model(&float, opts)?;
     let (val, mut reference) = validation_data(&float, opts, &calibrated, threads)?;
     if let (Some(target), Some(val)) = (&opts.fidelity, &val) {
         let t = Instant::now();
         if reference.is_none() {
-            reference = Some(Reference::new(&float, val, threads)?);
+            reference = Some(Reference::new(&float, val, threads, &opts.input_shapes)?);
         }
         let reference = reference.as_ref().expect("invariant: set above");
         let outcome = fallback::search(&calibrated, &built, reference, target, opts.progress)?;
@@ -329,6 +380,18 @@ pub fn quantize_file(
         report.seconds.fallback = t.elapsed().as_secs_f64();
     }
     report.quantized_mac_share = accounting::mac_share(&calibrated.prepared, &report.nodes);
+    report
+        .warnings
+        .extend(accounting::uncovered(&calibrated.prepared));
+    if let Some(sp) = report.speed.as_ref().filter(|s| s.kept == 0 && s.of > 0) {
+        let all = sp.candidates.iter().find(|c| c.0 == sp.of).map(|c| c.1);
+        report.warnings.push(format!(
+            "no compute op runs faster in int8 than in float in {} on this model{}: every one stays float, so the file is about the size of the float model; --no-speed-select quantizes them all (smaller, slower)",
+            sp.runtime,
+            all.map(|r| format!(" (all {} int8: {r:.2}x the float model's speed)", sp.of))
+                .unwrap_or_default()
+        ));
+    }
     let summary = export::write_model(
         &built.model,
         output,
@@ -347,9 +410,12 @@ pub fn quantize_file(
         let written = import::read_model(output)?;
         let reference = match reference.take() {
             Some(r) => r,
-            None => Reference::new(&float, val, threads)?,
+            None => Reference::new(&float, val, threads, &opts.input_shapes)?,
         };
         report.validation = Some(reference.score(&written)?);
+        if let Some(w) = low_fidelity_hint(report.validation.as_ref(), opts) {
+            report.warnings.push(w);
+        }
         report.seconds.validate = t.elapsed().as_secs_f64();
     }
     if opts.detailed_report {
@@ -359,6 +425,36 @@ pub fn quantize_file(
     }
     report.seconds.total = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Below this output SQNR (dB) the quantized model's numbers are far from
+/// the float model's (about 30% relative error): said loudly with what to
+/// try, instead of a table the user may not read.
+const LOW_SQNR_DB: f64 = 10.0;
+
+/// The warning for a validation with an output under [`LOW_SQNR_DB`].
+fn low_fidelity_hint(
+    v: Option<&crate::validate::Validation>,
+    opts: &QuantizeOptions,
+) -> Option<String> {
+    let worst = v?
+        .outputs
+        .iter()
+        .filter_map(|o| o.sqnr_db.map(|d| (o.name.as_str(), d)))
+        .filter(|(_, d)| d.is_finite())
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+    if worst.1 >= LOW_SQNR_DB || opts.fidelity.is_some() {
+        return None;
+    }
+    let data = if opts.calib_random.is_some() {
+        "calibrate on real samples (--calib DIR: random inputs rarely exercise a model's real ranges), "
+    } else {
+        ""
+    };
+    Some(format!(
+        "output '{}' keeps only {:.1} dB SQNR against the float model: {data}let the automatic fallback keep the sensitive layers float (--target-sqnr 20), or rank them with `onnxq validate FLOAT QUANT --data DIR --per-layer`",
+        worst.0, worst.1
+    ))
 }
 
 /// The kept file's speed against the float model in the target's runtime,
@@ -448,6 +544,7 @@ fn validation_data(
                 float,
                 v,
                 threads,
+                &opts.input_shapes,
                 outputs[..k].to_vec(),
             )?)
         }
@@ -477,8 +574,12 @@ fn detail_report(
     if let Some(val) = val {
         // Error of every shared tensor, on the prepared float model (the
         // names quantization kept).
-        report.tensor_errors =
-            crate::sensitivity::tensor_errors(&calibrated.prepared, &built.model, val)?;
+        report.tensor_errors = crate::sensitivity::tensor_errors(
+            &calibrated.prepared,
+            &built.model,
+            val,
+            &opts.input_shapes,
+        )?;
         let specs = crate::calib::data::input_specs(float);
         let first = val.load(0, &specs, &opts.input_shapes)?;
         report.profile = crate::analysis::profile::measure(&calibrated.prepared, &first, 5).ok();

@@ -2,15 +2,18 @@
 //! and replay with `onnxq opt`.
 //!
 //! ```text
-//! prepare    eliminate-identity,fold-constants,shape-inference,fuse-batchnorm,
-//!            dce,shape-inference,upgrade-opset{min=13}
+//! prepare    eliminate-identity,fold-constants,inline-if,eliminate-identity,
+//!            shape-inference,fuse-batchnorm,fuse-affine,dce,shape-inference,
+//!            upgrade-opset{min=13}
 //! calibrate  [profile-hotspots{runs=5},select-coverage{coverage=C},]
 //!            calibrate,fold-calibration{…}[,select-speed{target=T,…}]
 //! tail       insert-qdq{…},dce,restore-interface
 //! ```
 //!
 //! The order is deliberate: `fold-constants` first, so that `Constant`
-//! nodes become initializers the later passes can read; `shape-inference`
+//! nodes become initializers the later passes can read (and an `If` on a
+//! folded condition can be inlined, its branch then quantized like the
+//! rest); `shape-inference`
 //! before `fuse-batchnorm`, which needs the input rank of a
 //! BatchNormalization it turns into Mul+Add, and again after it, so that
 //! the fused graph's values are typed for placement; the opset upgrade
@@ -26,7 +29,7 @@ use crate::quant::QType;
 /// The clean-up passes that prepare a float model: what quantized nodes
 /// correspond to.
 pub const CLEAN_UP: &str =
-    "eliminate-identity,fold-constants,shape-inference,fuse-batchnorm,fuse-affine,dce,shape-inference";
+    "eliminate-identity,fold-constants,inline-if,eliminate-identity,shape-inference,fuse-batchnorm,fuse-affine,dce,shape-inference";
 
 /// The passes that prepare a float model for quantization: the clean-up
 /// and the opset the weights will need.

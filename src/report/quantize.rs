@@ -138,7 +138,7 @@ impl QuantizeReport {
         self.summarize_skipped(&mut s);
         if let Some(share) = self.quantized_mac_share {
             s.push_str(&format!(
-                "  {:.1}% of the Conv/MatMul/Gemm multiply-accumulates run quantized\n",
+                "  {:.1}% of the Conv/MatMul/Gemm/LSTM/GRU multiply-accumulates of the main graph run quantized\n",
                 share * 100.0
             ));
         }

@@ -121,6 +121,57 @@ pub struct InputSpec {
     /// Declared dimensions, symbolic ones included; `None` if the rank is
     /// unknown.
     pub dims: Option<Vec<Dim>>,
+    /// For an integer input that indexes a table of known shape (a Gather's
+    /// or GatherElements' indices, directly or through a Cast or reshape):
+    /// the table's size along the gathered axis. Random samples draw
+    /// indices below it.
+    pub index_bound: Option<u64>,
+}
+
+/// Ops an index passes through unchanged on its way to a Gather.
+const INDEX_THROUGH: &[&str] = &[
+    "Cast",
+    "Reshape",
+    "Unsqueeze",
+    "Squeeze",
+    "Flatten",
+    "Identity",
+];
+
+/// The smallest table size along the gathered axis of any Gather that `v`
+/// indexes (through [`INDEX_THROUGH`] ops), if any.
+fn index_bound(g: &crate::ir::Graph, v: crate::ir::ValueId, depth: usize) -> Option<u64> {
+    if depth > 8 {
+        return None;
+    }
+    let mut bound: Option<u64> = None;
+    for (n, slot) in g.users(v) {
+        let node = g.node(n);
+        let b = match (node.op_type(), slot) {
+            ("Gather" | "GatherElements", crate::ir::Slot::Input(1)) => node
+                .input(0)
+                .and_then(|d| match g.constant(d) {
+                    Some(t) => Some(t.dims().to_vec()),
+                    None => g
+                        .static_shape(d)
+                        .map(|s| s.iter().map(|&x| x as i64).collect()),
+                })
+                .and_then(|dims| {
+                    let r = dims.len() as i64;
+                    let a = node.attr_i("axis").unwrap_or(0);
+                    let a = if a < 0 { a + r } else { a };
+                    (0..r).contains(&a).then(|| dims[a as usize].max(0) as u64)
+                }),
+            (op, crate::ir::Slot::Input(0)) if INDEX_THROUGH.contains(&op) => {
+                index_bound(g, node.output(), depth + 1)
+            }
+            _ => None,
+        };
+        if let Some(b) = b {
+            bound = Some(bound.map_or(b, |x: u64| x.min(b)));
+        }
+    }
+    bound
 }
 
 /// The graph inputs a caller must feed: graph inputs that are not
@@ -136,6 +187,7 @@ pub fn input_specs(model: &Model) -> Vec<InputSpec> {
                 name: p.info.name().to_string(),
                 dtype: ty.map(types::elem_type).unwrap_or(0),
                 dims: ty.and_then(types::dims),
+                index_bound: index_bound(g, p.value, 0),
             }
         })
         .collect()
