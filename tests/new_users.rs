@@ -375,3 +375,55 @@ g (float[1,3,4,4] X) => (float[1,4,4,4] Y)
         .any(|r| r["pass"] == "inline-if");
     assert!(said, "the report says the If was inlined");
 }
+
+/// Shape arithmetic (int64 Shape → Gather → Concat → Reshape's shape) is
+/// not a quantization candidate: the report lists only float ops, on every
+/// target.
+#[test]
+fn integer_shape_arithmetic_is_not_a_candidate() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = r#"<ir_version: 8, opset_import: ["" : 13]>
+g (float[1,3,4,4] X) => (float[1,64] Y)
+<float[4,3,1,1] K = {1.0, -1.0, 0.5, 0.25, -0.5, 2.0, 1.0, -1.0, 0.5, 0.25, -0.5, 2.0}, int64[1] zero = {0}, int64[1] rest = {-1}>
+{
+  C = Conv (X, K)
+  R = Relu (C)
+  [shape] S = Shape (R)
+  [dim] D = Gather <axis: int = 0> (S, zero)
+  [cat] T = Concat <axis: int = 0> (D, rest)
+  Y = Reshape (R, T)
+}
+"#;
+    let m = model(dir.path(), "shapes", src);
+    for target in ["ort-cpu", "tract", "portable"] {
+        let out = dir.path().join(format!("q-{target}.onnx"));
+        let rep = dir.path().join(format!("r-{target}.json"));
+        expect(
+            &[
+                "quantize",
+                s(&m),
+                "--calib-random",
+                "2",
+                "--target",
+                target,
+                "--no-speed-select",
+                "-q",
+                "-o",
+                s(&out),
+                "--report",
+                s(&rep),
+            ],
+            0,
+        );
+        let r = report(&rep);
+        let listed: Vec<&str> = r["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["node"].as_str().unwrap())
+            .collect();
+        for n in ["shape", "dim", "cat"] {
+            assert!(!listed.contains(&n), "{target}: {n} listed in {listed:?}");
+        }
+    }
+}

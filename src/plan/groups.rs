@@ -240,6 +240,9 @@ impl Planner<'_> {
         if !node.domain().is_empty() {
             return;
         }
+        if super::integer_only(self.g, n) {
+            return;
+        }
         if self.sel.float_readers.contains(&self.label(n)) {
             st.p.float_readers.insert(n);
             return self.decide(st, n, false, super::SMOOTH_RESCALE);

@@ -220,6 +220,30 @@ pub(crate) fn is_float(g: &Graph, v: ValueId) -> bool {
     g.elem_type(v) == DataType::Float as i32
 }
 
+/// Whether `n` is shape or index arithmetic: every input and output has a
+/// known element type and none is float (an int64 Concat of dims, a Cast
+/// of token ids). Such a node is not a quantization candidate at all, so
+/// it is neither counted nor listed among the nodes kept in float.
+pub(crate) fn integer_only(g: &Graph, n: NodeId) -> bool {
+    let node = g.node(n);
+    let vals: Vec<ValueId> = node
+        .inputs()
+        .iter()
+        .chain(node.outputs())
+        .flatten()
+        .copied()
+        .collect();
+    !vals.is_empty()
+        && vals.iter().all(|&v| {
+            let t = g.elem_type(v);
+            t != 0
+                && t != DataType::Float as i32
+                && t != DataType::Float16 as i32
+                && t != DataType::Double as i32
+                && t != DataType::Bfloat16 as i32
+        })
+}
+
 /// The per-channel axis of a weight for its consumer, or `None` when the
 /// layout has none (per-tensor then).
 pub(crate) fn weight_axis(g: &Graph, n: NodeId, slot: usize, w: ValueId) -> Option<usize> {

@@ -173,7 +173,7 @@ impl Portable<'_> {
                 .input(0)
                 .is_some_and(|d| g.constant(d).is_some() && is_float(g, d))
             && self.allowed("Gather");
-        if !is_quant_op && !embedding {
+        if (!is_quant_op && !embedding) || super::integer_only(g, n) {
             return false;
         }
         let decide = |q: bool, why: &str| Decision {
