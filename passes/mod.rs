@@ -26,11 +26,13 @@ use serde_json::Value as Json;
 
 use crate::ir::{Model, Violation};
 
+pub mod absorb_bias;
 pub mod calibrate;
 pub mod context;
 pub mod dce;
 pub mod drop_fake_quant;
 pub mod eliminate_identity;
+pub mod equalize;
 pub mod fold_calibration;
 pub mod fold_constants;
 pub mod fuse_affine;
@@ -163,6 +165,13 @@ static REGISTRY: &[PassInfo] = &[
         example: "",
     },
     PassInfo {
+        name: "equalize",
+        summary: "cross-layer equalization: balance the channel ranges of consecutive Conv/Gemm/MatMul weights through scale-invariant ops (for per-tensor weights)",
+        changes_numerics: false,
+        make: |o| Ok(Box::new(equalize::Equalize::from_options(o)?)),
+        example: "sweeps=5",
+    },
+    PassInfo {
         name: "fold-constants",
         summary: "evaluate nodes whose operands are all constants and store their results as initializers",
         changes_numerics: false,
@@ -224,6 +233,13 @@ static REGISTRY: &[PassInfo] = &[
         changes_numerics: false,
         make: |o| Ok(Box::new(smooth_quant::SmoothQuant::from_options(o)?)),
         example: "alpha=0.5",
+    },
+    PassInfo {
+        name: "absorb-bias",
+        summary: "move per-channel activation offsets (measured) into the next layer's bias; consumes the statistics",
+        changes_numerics: false,
+        make: |o| Ok(Box::new(absorb_bias::AbsorbBias::from_options(o)?)),
+        example: "",
     },
     PassInfo {
         name: "fold-calibration",

@@ -295,3 +295,113 @@ fn smooth_quant_keeps_float_outputs() {
     let inputs = [input("I", &[1, 6, 16], &mut r)];
     assert_close(&run(&m, &inputs), &run(&after, &inputs), 1e-5);
 }
+
+/// A MobileNet-like chain (pointwise → Relu → depthwise → max pooling →
+/// pointwise, then a Gemm pair through a LeakyRelu) with channels of very
+/// different weight ranges: equalized, the function is the same and the
+/// depthwise layer's channel ranges are close together.
+#[test]
+fn equalize_keeps_outputs_and_balances_channels() {
+    let mut r = Lcg(5);
+    let c = 8;
+    let mut wd = r.vec(c * 9, -1.0, 1.0);
+    for (i, w) in wd.iter_mut().enumerate() {
+        // Depthwise rows from 1/64 to 2 of each other.
+        *w *= 2f32.powi((i / 9) as i32 - 6);
+    }
+    let src = format!(
+        "{HEADER}\ng (float[1,4,6,6] X, float[2,6] G) => (float[1,4,3,3] Y, float[2,3] Z)\n<float[{c},4,1,1] Wa = {}, float[{c}] Ba = {}, float[{c},1,3,3] Wd = {}, float[{c}] Bd = {}, float[4,{c},1,1] Wb = {}, float[6,5] Wg = {}, float[5] Bg = {}, float[3,5] Wh = {}>\n{{\n  A = Conv (X, Wa, Ba)\n  R = Relu (A)\n  D = Conv <group: int = {c}, pads: ints = [1, 1, 1, 1]> (R, Wd, Bd)\n  P = MaxPool <kernel_shape: ints = [2, 2], strides: ints = [2, 2]> (D)\n  Y = Conv (P, Wb)\n  H = Gemm (G, Wg, Bg)\n  L = LeakyRelu <alpha: float = 0.1> (H)\n  Z = Gemm <transB: int = 1> (L, Wh)\n}}\n",
+        lit(&r.vec(c * 4, -1.0, 1.0)),
+        lit(&r.vec(c, -0.5, 0.5)),
+        lit(&wd),
+        lit(&r.vec(c, -0.5, 0.5)),
+        lit(&r.vec(4 * c, -1.0, 1.0)),
+        lit(&r.vec(30, -4.0, 4.0)),
+        lit(&r.vec(5, -0.5, 0.5)),
+        lit(&r.vec(15, -0.1, 0.1)),
+    );
+    let m = parse(&src);
+    let after = transform(&m, "equalize,dce");
+    let inputs = [
+        input("X", &[1, 4, 6, 6], &mut r),
+        input("G", &[2, 6], &mut r),
+    ];
+    assert_close(&run(&m, &inputs), &run(&after, &inputs), 1e-5);
+    let g = &after.graph;
+    let dw = g
+        .ops()
+        .into_iter()
+        .find(|&n| g.node(n).attr_i("group") == Some(c as i64))
+        .expect("the depthwise Conv");
+    let w = g.constant(g.node(dw).input(1).unwrap()).unwrap();
+    assert!(w.name().ends_with("_eq"), "{}", w.name());
+    let w = w.to_f32().unwrap();
+    let rows: Vec<f32> = w
+        .as_slice()
+        .unwrap()
+        .chunks(9)
+        .map(|k| k.iter().fold(0f32, |m, v| m.max(v.abs())))
+        .collect();
+    let spread = rows.iter().cloned().fold(0f32, f32::max)
+        / rows.iter().cloned().fold(f32::INFINITY, f32::min);
+    assert!(
+        spread < 8.0,
+        "depthwise rows still spread {spread}x: {rows:?}"
+    );
+}
+
+/// Bias absorption is exact on the data it measured the offsets on: the
+/// Relu channels it shifts never go below the shift there.
+#[test]
+fn absorb_bias_is_exact_on_calibration_data() {
+    use onnxq::calib::data::DataSet;
+    use onnxq::calib::CalibOptions;
+    use onnxq::passes::context::Inputs;
+    let mut r = Lcg(9);
+    let c = 6;
+    let mut ba = r.vec(c, -0.5, 0.5);
+    ba[1] = 6.0; // always on, far from 0
+    ba[4] = 3.0;
+    let src = format!(
+        "{HEADER}\ng (float[1,3,4,4] X) => (float[1,2,4,4] Y, float[1,2,4,4] Z)\n<float[{c},3,1,1] Wa = {}, float[{c}] Ba = {}, float[2,{c},1,1] Wb = {}, float[{c},3,1,1] Wc = {}, float[{c}] Bc = {}, float[2,{c},1,1] Wd = {}, float[2] Bd = {}>\n{{\n  A = Conv (X, Wa, Ba)\n  R = Relu (A)\n  Y = Conv (R, Wb)\n  C = Conv (X, Wc, Bc)\n  Z = Conv (C, Wd, Bd)\n}}\n",
+        lit(&r.vec(c * 3, -0.3, 0.3)),
+        lit(&ba),
+        lit(&r.vec(2 * c, -1.0, 1.0)),
+        lit(&r.vec(c * 3, -1.0, 1.0)),
+        lit(&r.vec(c, 2.0, 5.0)),
+        lit(&r.vec(2 * c, -1.0, 1.0)),
+        lit(&r.vec(2, -1.0, 1.0)),
+    );
+    let m = parse(&src);
+    let mut after = m.clone();
+    let mut cx = PassContext::with_inputs(Inputs {
+        calib_data: Some(DataSet::random(2, 3)),
+        calib_options: CalibOptions {
+            threads: 1,
+            progress: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let mut pm = PassManager::new(
+        Pipeline::parse("shape-inference,calibrate,absorb-bias,calibrate,dce")
+            .expect("pipeline parses"),
+    );
+    pm.verify_each = true;
+    pm.run(&mut after, &mut cx).expect("pipeline runs");
+    let remark = cx
+        .remarks()
+        .iter()
+        .find(|r| r.pass == "absorb-bias")
+        .map(|r| r.message.clone())
+        .unwrap_or_default();
+    assert!(remark.contains("of 2 activations"), "{remark}");
+    // The calibration samples themselves.
+    let data = DataSet::random(2, 3);
+    for i in 0..2 {
+        let s = data
+            .load(i, &onnxq::calib::data::input_specs(&m), &Default::default())
+            .expect("random sample");
+        assert_close(&run(&m, &s), &run(&after, &s), 1e-5);
+    }
+}

@@ -64,6 +64,13 @@ pub struct ChannelMeans {
     /// weights. Absent in files written before it was recorded.
     #[serde(default)]
     pub absmax: Vec<f64>,
+    /// The smallest and largest value per channel (non-finite values
+    /// ignored): what bias absorption shifts a channel by. Absent in files
+    /// written before they were recorded.
+    #[serde(default)]
+    pub min: Vec<f64>,
+    #[serde(default)]
+    pub max: Vec<f64>,
 }
 
 /// Per-sample channel means, summed in sorted order at the end so the
@@ -72,9 +79,11 @@ pub struct ChannelMeans {
 struct MeanAcc {
     axis: usize,
     per_sample: Vec<Vec<f64>>,
-    /// Running per-channel maximum magnitude (a maximum does not depend on
-    /// order, so it needs no per-sample record).
+    /// Running per-channel maximum magnitude, minimum and maximum (none
+    /// depends on order, so they need no per-sample record).
     absmax: Vec<f64>,
+    min: Vec<f64>,
+    max: Vec<f64>,
 }
 
 impl MeanAcc {
@@ -85,38 +94,68 @@ impl MeanAcc {
         let (outer, channels, inner) = crate::ir::types::split_axis(shape, Some(self.axis));
         let mut sums = vec![0f64; channels];
         let mut maxes = vec![0f32; channels];
+        let mut lo = vec![f32::INFINITY; channels];
+        let mut hi = vec![f32::NEG_INFINITY; channels];
         if inner == 1 {
             // Channels last (MatMul inputs): add whole rows, lane by channel.
             for row in xs.chunks_exact(channels) {
-                for ((sum, max), &x) in sums.iter_mut().zip(maxes.iter_mut()).zip(row) {
-                    let x = finite_or_zero(x);
-                    *sum += x as f64;
-                    *max = max.max(x.abs());
+                for (c, &x) in row.iter().enumerate() {
+                    if !x.is_finite() {
+                        continue;
+                    }
+                    sums[c] += x as f64;
+                    maxes[c] = maxes[c].max(x.abs());
+                    lo[c] = lo[c].min(x);
+                    hi[c] = hi[c].max(x);
                 }
             }
         } else {
             for o in 0..outer {
-                for (c, (sum, max)) in sums.iter_mut().zip(maxes.iter_mut()).enumerate() {
+                for c in 0..channels {
                     let base = (o * channels + c) * inner;
                     let lane = &xs[base..base + inner];
-                    *sum += finite_sum(lane);
-                    *max = lane
-                        .iter()
-                        .fold(*max, |m, &x| m.max(finite_or_zero(x).abs()));
+                    sums[c] += finite_sum(lane);
+                    let (l, h) = finite_range(lane);
+                    if l <= h {
+                        lo[c] = lo[c].min(l);
+                        hi[c] = hi[c].max(h);
+                        maxes[c] = maxes[c].max(l.abs()).max(h.abs());
+                    }
                 }
             }
         }
         if self.absmax.is_empty() {
             self.absmax = vec![0.0; channels];
+            self.min = vec![f64::INFINITY; channels];
+            self.max = vec![f64::NEG_INFINITY; channels];
         }
         if self.absmax.len() == channels {
-            for (a, &m) in self.absmax.iter_mut().zip(&maxes) {
-                *a = a.max(m as f64);
+            for c in 0..channels {
+                self.absmax[c] = self.absmax[c].max(maxes[c] as f64);
+                self.min[c] = self.min[c].min(lo[c] as f64);
+                self.max[c] = self.max[c].max(hi[c] as f64);
             }
         }
         let n = (outer * inner).max(1) as f64;
         self.per_sample
             .push(sums.into_iter().map(|s| s / n).collect());
+    }
+
+    /// Adds what another worker gathered (order-independent: means are
+    /// summed in sorted order at the end, the rest are minima and maxima).
+    fn merge(&mut self, m: MeanAcc) {
+        self.per_sample.extend(m.per_sample);
+        if self.absmax.is_empty() {
+            self.absmax = m.absmax;
+            self.min = m.min;
+            self.max = m.max;
+        } else if self.absmax.len() == m.absmax.len() {
+            for c in 0..m.absmax.len() {
+                self.absmax[c] = self.absmax[c].max(m.absmax[c]);
+                self.min[c] = self.min[c].min(m.min[c]);
+                self.max[c] = self.max[c].max(m.max[c]);
+            }
+        }
     }
 
     fn finish(mut self) -> Option<ChannelMeans> {
@@ -133,10 +172,18 @@ impl MeanAcc {
             })
             .collect();
         self.per_sample.clear();
+        // A channel that saw no finite value has no range.
+        let range = |v: Vec<f64>| {
+            v.into_iter()
+                .map(|x| if x.is_finite() { x } else { 0.0 })
+                .collect()
+        };
         Some(ChannelMeans {
             axis: self.axis,
             mean,
             absmax: std::mem::take(&mut self.absmax),
+            min: range(std::mem::take(&mut self.min)),
+            max: range(std::mem::take(&mut self.max)),
         })
     }
 }
@@ -147,6 +194,33 @@ fn finite_or_zero(x: f32) -> f32 {
     } else {
         0.0
     }
+}
+
+/// The smallest and largest finite value (infinite bounds when none is),
+/// in eight lanes so it vectorizes.
+fn finite_range(xs: &[f32]) -> (f32, f32) {
+    let mut lo = [f32::INFINITY; 8];
+    let mut hi = [f32::NEG_INFINITY; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            let x = c[i];
+            let f = (x.to_bits() & 0x7f80_0000) != 0x7f80_0000;
+            lo[i] = if f { lo[i].min(x) } else { lo[i] };
+            hi[i] = if f { hi[i].max(x) } else { hi[i] };
+        }
+    }
+    for (i, &x) in rest.iter().enumerate() {
+        if x.is_finite() {
+            lo[i] = lo[i].min(x);
+            hi[i] = hi[i].max(x);
+        }
+    }
+    (
+        lo.iter().fold(f32::INFINITY, |a, &b| a.min(b)),
+        hi.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
+    )
 }
 
 /// Sum of the finite values, in eight f64 lanes so it vectorizes (bias
@@ -373,14 +447,7 @@ pub fn calibrate(
                 axis: m.axis,
                 ..Default::default()
             });
-            e.per_sample.extend(m.per_sample);
-            if e.absmax.is_empty() {
-                e.absmax = m.absmax;
-            } else if e.absmax.len() == m.absmax.len() {
-                for (a, b) in e.absmax.iter_mut().zip(m.absmax) {
-                    *a = a.max(b);
-                }
-            }
+            e.merge(m);
         }
     }
     let means: BTreeMap<String, ChannelMeans> = means
