@@ -239,6 +239,20 @@ impl Reference {
     /// parallel; they are compared in order, so the figures do not depend
     /// on the thread count.
     pub fn score(&self, quant: &Model) -> Result<Validation, ValidateError> {
+        Ok(self.score_spaces(quant, &[])?.0)
+    }
+
+    /// [`Reference::score`], and a second comparison in which the outputs
+    /// named in `logits` (probabilities: Softmax or Sigmoid results) are
+    /// compared as log-odds: a confident classifier's probabilities round
+    /// to the same float whatever the quantization (both candidates score
+    /// the cap), while its log-probabilities still tell them apart. One
+    /// run of the candidate serves both.
+    pub fn score_spaces(
+        &self,
+        quant: &Model,
+        logits: &[(String, Probability)],
+    ) -> Result<(Validation, Validation), ValidateError> {
         let rq = RunnerCache::new(quant, vec![]).validating();
         let outputs = par_map(self.samples.len(), self.threads, |i| {
             let (label, inputs, _) = &self.samples[i];
@@ -249,11 +263,77 @@ impl Reference {
             })
         })?;
         let mut accs: Vec<(String, Acc)> = Vec::new();
+        let mut log_accs: Vec<(String, Acc)> = Vec::new();
         for ((_, _, a), b) in self.samples.iter().zip(&outputs) {
             compare_sample(&mut accs, a, b)?;
+            if !logits.is_empty() {
+                compare_sample(&mut log_accs, &to_logits(a, logits), &to_logits(b, logits))?;
+            }
         }
-        Ok(finish(&self.data, accs))
+        let plain = finish(&self.data, accs);
+        let log = if logits.is_empty() {
+            plain.clone()
+        } else {
+            finish(&self.data, log_accs)
+        };
+        Ok((plain, log))
     }
+}
+
+/// How an output holds probabilities, for [`Reference::score_spaces`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Probability {
+    /// A Softmax result: compared as `ln p`.
+    Softmax,
+    /// A Sigmoid result: compared as `ln(p / (1 − p))`.
+    Sigmoid,
+}
+
+/// The outputs of `m` that are probabilities (produced by a Softmax or a
+/// Sigmoid), by name.
+pub fn probability_outputs(m: &Model) -> Vec<(String, Probability)> {
+    let g = &m.graph;
+    g.outputs()
+        .iter()
+        .filter_map(|p| {
+            let node = g.producer_node(p.value);
+            let kind = match node.op_type() {
+                "Softmax" => Probability::Softmax,
+                "Sigmoid" => Probability::Sigmoid,
+                _ => return None,
+            };
+            node.domain()
+                .is_empty()
+                .then(|| (g.name(p.value).to_string(), kind))
+        })
+        .collect()
+}
+
+/// `outputs` with the probability outputs in `logits` mapped to log-odds
+/// (probabilities clamped to f32's normal range first, so 0 and 1 stay
+/// finite).
+fn to_logits(outputs: &[(String, HostTensor)], logits: &[(String, Probability)]) -> Named {
+    const TINY: f64 = 1e-30;
+    outputs
+        .iter()
+        .map(|(name, t)| {
+            let Some((_, kind)) = logits.iter().find(|(n, _)| n == name) else {
+                return (name.clone(), t.clone());
+            };
+            let HostTensor::F32(a) = t else {
+                return (name.clone(), t.clone());
+            };
+            let a = a.mapv(|p| {
+                let p = (p as f64).clamp(TINY, 1.0);
+                let v = match kind {
+                    Probability::Softmax => p.ln(),
+                    Probability::Sigmoid => (p / (1.0 - p).max(TINY)).ln(),
+                };
+                v as f32
+            });
+            (name.clone(), HostTensor::F32(a))
+        })
+        .collect()
 }
 
 fn compare_sample(

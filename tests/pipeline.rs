@@ -96,7 +96,7 @@ fn coverage_selection_replays_byte_for_byte() {
 fn fallback_result_replays_byte_for_byte() {
     // A target above what full quantization reaches: the fallback keeps
     // nodes in float, and the pipeline carries them as keep-float.
-    let p = replays(&["--target-sqnr", "150", "--val-samples", "2"]);
+    let p = replays(&["--target-sqnr", "190", "--val-samples", "2"]);
     let keep = p
         .split("keep-float=[")
         .nth(1)
@@ -190,4 +190,16 @@ fn pipeline_values_nest_only_so_deep() {
     );
     let e = Pipeline::parse(&deep).err().expect("refused").to_string();
     assert!(e.contains("nested deeper than"), "{e}");
+}
+
+#[test]
+fn equalized_quantize_replays_byte_for_byte() {
+    // Per-tensor weights: equalization is tried, and when kept it prints
+    // as passes (with the calibrations it needs), so a replay tries
+    // nothing.
+    let p = replays(&["--target", "portable", "--per-tensor", "--equalize", "on"]);
+    assert!(
+        p.contains("calibrate,equalize{sweeps=20},dce,calibrate,absorb-bias,calibrate,"),
+        "{p}"
+    );
 }

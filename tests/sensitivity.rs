@@ -78,7 +78,15 @@ fn fallback_meets_the_target_and_its_exclude_list_pins_the_result() {
             .expect("decision per node");
         assert_eq!(d["quantized"], false, "{e}");
     }
-    // Pinning the printed list reproduces the fallback's model exactly.
+    // Pinning the printed list (and the method `auto` chose, which a
+    // different placement could change) reproduces the fallback's model
+    // exactly.
+    let method = rep["method"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("auto: ")
+        .expect("the method was chosen")
+        .to_string();
     let pinned = path(dir.path(), "pinned.onnx");
     let mut args: Vec<String> = [
         "quantize",
@@ -99,6 +107,8 @@ fn fallback_meets_the_target_and_its_exclude_list_pins_the_result() {
         args.push("--exclude".into());
         args.push(e.clone());
     }
+    args.push("--method".into());
+    args.push(method);
     let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
     let (code, _, err) = onnxq(&argv);
     assert_eq!(code, 0, "{err}");

@@ -39,6 +39,12 @@ pub struct QuantizeArgs {
     /// off; or an alpha in [0, 1] (migration strength) to always apply.
     #[arg(long, default_value = "auto", value_name = "auto|off|ALPHA")]
     pub smooth: String,
+    /// Cross-layer equalization and bias absorption: balance the channel
+    /// ranges of consecutive Conv/Gemm/MatMul weights and move measured
+    /// activation offsets into the next bias. auto: where weights are
+    /// per-tensor (the tract target, --per-tensor); on; off.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    pub equalize: String,
     /// The runtime the file is for: ort-cpu (onnxruntime CPU: whole QDQ
     /// groups), tract (QOperator QLinearConv/QLinearMatMul), portable
     /// (fidelity-first QDQ for any runtime). Sets the defaults of
@@ -162,6 +168,11 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
         m => Some(Method::parse(m).map_err(Failure::bad_input)?),
     };
     o.smooth = crate::quantize::Smooth::parse(&a.smooth).map_err(Failure::bad_input)?;
+    o.equalize = match a.equalize.as_str() {
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => None,
+    };
     let target = crate::target::Target::parse(&a.target).ok_or_else(|| {
         Failure::bad_input(format!(
             "--target '{}': expected ort-cpu, tract or portable",

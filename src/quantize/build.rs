@@ -71,6 +71,13 @@ pub fn run(
     Ok(pm.pipeline.to_string())
 }
 
+/// Whether a graph rewrite is chosen by scoring it on the first
+/// calibration samples (`--smooth auto`, `--equalize auto` with per-tensor
+/// weights): their float outputs must be kept.
+fn measured_choice(opts: &QuantizeOptions) -> bool {
+    opts.smooth == super::Smooth::Auto || (opts.equalize.is_none() && !opts.per_channel)
+}
+
 /// The inputs `quantize` gives its pipeline.
 fn quantize_inputs(float: &Model, opts: &QuantizeOptions) -> Result<Inputs, QuantizeError> {
     let keep = Keep {
@@ -83,7 +90,7 @@ fn quantize_inputs(float: &Model, opts: &QuantizeOptions) -> Result<Inputs, Quan
             None if opts.val_samples > 0 || opts.fidelity.is_some() => opts.val_samples.max(1),
             _ => 0,
         }
-        .max(if opts.method.is_none() {
+        .max(if opts.method.is_none() || measured_choice(opts) {
             super::method::SAMPLES
         } else {
             0
@@ -192,6 +199,9 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
         Some(m) => vec![m],
         None => super::method::candidates().to_vec(),
     };
+    if let Some(p) = super::equalize::apply(&mut m, &mut cx, opts, &methods)? {
+        collect = format!("{collect},{p}");
+    }
     let smoothing = super::smooth::apply(&mut m, &mut cx, opts, &methods)?;
     if !smoothing.pipeline.is_empty() {
         collect = format!("{collect},{}", smoothing.pipeline);

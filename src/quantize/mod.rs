@@ -25,6 +25,7 @@
 
 pub mod accounting;
 pub mod build;
+pub mod equalize;
 pub mod fallback;
 pub mod inputs;
 pub mod method;
@@ -71,6 +72,11 @@ pub struct QuantizeOptions {
     pub method: Option<Method>,
     /// SmoothQuant on the MatMul inputs (`smooth-quant`).
     pub smooth: Smooth,
+    /// Cross-layer equalization and bias absorption (`equalize`,
+    /// `absorb-bias`): always, never, or `None` (`auto`): tried where
+    /// weights are per-tensor and kept where it measurably helps (see
+    /// [`equalize`]).
+    pub equalize: Option<bool>,
     pub activations: QType,
     pub symmetric_activations: Option<bool>,
     pub weights: QType,
@@ -133,6 +139,7 @@ impl Default for QuantizeOptions {
             mode: Mode::Static,
             method: None,
             smooth: Smooth::Auto,
+            equalize: None,
             activations: QType::U8,
             symmetric_activations: None,
             weights: QType::S8,

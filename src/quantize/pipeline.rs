@@ -6,7 +6,9 @@
 //!            shape-inference,fuse-batchnorm,fuse-affine,dce,shape-inference,
 //!            upgrade-opset{min=13}
 //! calibrate  [profile-hotspots{runs=5},select-coverage{coverage=C},]
-//!            calibrate,fold-calibration{…}[,select-speed{target=T,…}]
+//!            calibrate,[equalize{…},dce,calibrate,[absorb-bias,calibrate,]]
+//!            [smooth-quant{…},calibrate,]fold-calibration{…}
+//!            [,select-speed{target=T,…}]
 //! tail       insert-qdq{…},dce,restore-interface
 //! ```
 //!

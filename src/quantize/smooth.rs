@@ -177,7 +177,7 @@ fn auto(
         return Ok(none(auto_method.then_some(plain)));
     };
     let mut skip: Vec<String> = Vec::new();
-    let mut best = all_choice.score;
+    let mut best = all_choice.sqnr;
     if names.len() <= GREEDY_MAX {
         let stats = std::sync::Arc::new(merged(
             &plain_stats,
@@ -200,9 +200,9 @@ fn auto(
             let Some(c) = method::choose(&tm, &tcx, opts, &[all_choice.method])? else {
                 break;
             };
-            if c.score >= best - TOLERANCE_DB {
+            if c.sqnr >= best - TOLERANCE_DB {
                 skip = s2;
-                best = c.score;
+                best = c.sqnr;
             }
         }
     }
@@ -215,18 +215,19 @@ fn auto(
         method::choose(&t.m, &t.cx, opts, methods)?.map(|c| (t, c))
     };
     let (t, choice) = match kept {
-        Some((t, c)) if c.score > plain.score + MARGIN_DB => (t, c),
+        Some((t, c)) if c.sqnr > plain.sqnr + MARGIN_DB => (t, c),
         other => {
             let why = match other {
-                Some((_, c)) => format!("mean output SQNR {:.2} dB", c.score),
+                Some((_, c)) => format!("mean output SQNR {}", method::describe(c.sqnr)),
                 None => "no MatMul input scored better smoothed".into(),
             };
             cx.remark(
                 "quantize",
                 "<model>",
                 format!(
-                    "smooth-quant tried, not kept: {why}, against {:.2} dB without, on {} calibration sample(s)",
-                    plain.score, plain.samples
+                    "smooth-quant tried, not kept: {why}, against {} without, on {} calibration sample(s)",
+                    method::describe(plain.sqnr),
+                    plain.samples
                 ),
             );
             return Ok(none(auto_method.then_some(plain)));
@@ -236,11 +237,11 @@ fn auto(
         "quantize",
         "<model>",
         format!(
-            "smooth-quant kept on {} of {} MatMul inputs: mean output SQNR {:.2} dB against {:.2} dB without, on {} calibration sample(s)",
+            "smooth-quant kept on {} of {} MatMul inputs: mean output SQNR {} against {} without, on {} calibration sample(s)",
             names.len() - skip.len(),
             names.len(),
-            choice.score,
-            plain.score,
+            method::describe(choice.sqnr),
+            method::describe(plain.sqnr),
             choice.samples
         ),
     );
