@@ -305,8 +305,26 @@ impl InsertQdq {
         // Constants quantized like activations take the activations' type.
         let act_qtype = act.first().map(|(_, a)| a.qtype).unwrap_or(QType::U8);
         let mut weights = self.weight_scales(&m.graph, p, act_qtype)?;
-        let (biases, n_corrected) = self.quantize_biases(&m.graph, cx, p, &act, &mut weights)?;
+        let (biases, mut n_corrected) =
+            self.quantize_biases(&m.graph, cx, p, &act, &mut weights)?;
+        let float_biases = if self.opts.bias_correction {
+            self.correct_float_biases(&m.graph, cx, p, &weights)?
+        } else {
+            vec![]
+        };
+        n_corrected += float_biases.len();
         let g = &mut m.graph;
+        for (n, bias) in float_biases {
+            let name = match g.node(n).input(2) {
+                Some(b) => format!("{}_corrected", g.name(b)),
+                None => format!("{}_bias_corrected", g.label(n)),
+            };
+            let len = bias.len();
+            let t = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[len]), bias)
+                .expect("invariant: one per channel");
+            let bv = g.add_initializer(Tensor::from_f32(&name, &t));
+            g.set_input(n, 2, Some(bv));
+        }
         let n_act = materialize_activations(g, p, &act);
         cx.analyses.quantized_tensors = act.iter().map(|(v, _)| g.name(*v).to_string()).collect();
         self.materialize_weights(g, p, &weights);
@@ -455,6 +473,62 @@ impl InsertQdq {
             biases.push((i, bq.q, bq.scales));
         }
         Ok((biases, n_corrected))
+    }
+
+    /// The corrected float biases of ops that stay float with int8
+    /// weights (`WeightUse::float_compute`): their weights round like any
+    /// other, and the mean shift that causes is as easy to fold back into
+    /// a float bias (a Conv or Gemm without one gets one). Ops whose input
+    /// means are not known are left as they are.
+    fn correct_float_biases(
+        &self,
+        g: &crate::ir::Graph,
+        cx: &PassContext,
+        p: &Placement,
+        weights: &BTreeMap<(ValueId, Option<usize>), QWeight>,
+    ) -> Result<Vec<(crate::ir::NodeId, Vec<f32>)>, PassError> {
+        let mut out = Vec::new();
+        for w in p.weights.iter().filter(|w| w.float_compute && w.slot == 1) {
+            let node = g.node(w.node);
+            let (Some(x), Some(qw)) = (node.input(0), weights.get(&(w.value, w.axis))) else {
+                continue;
+            };
+            let channels = match node.op_type() {
+                "Conv" => qw.dims[0],
+                "Gemm" if node.attr_i("transA").unwrap_or(0) == 0 => {
+                    qw.dims[usize::from(node.attr_i("transB").unwrap_or(0) == 0)]
+                }
+                _ => continue,
+            };
+            let mut bv: Vec<f32> = match node.input(2) {
+                None => vec![0.0; channels],
+                Some(b) => {
+                    let Some(t) = g.constant(b) else { continue };
+                    if t.dims().iter().product::<i64>() != channels as i64 {
+                        continue;
+                    }
+                    t.to_f32()
+                        .map_err(|e| PassError::Failed {
+                            pass: PASS.into(),
+                            message: e.to_string(),
+                        })?
+                        .iter()
+                        .copied()
+                        .collect()
+                }
+            };
+            let b = crate::plan::BiasUse {
+                node: w.node,
+                slot: 2,
+                value: w.value,
+                input: x,
+                weight: w.value,
+            };
+            if self.correct_bias(g, cx, &b, qw, &mut bv) {
+                out.push((w.node, bv));
+            }
+        }
+        Ok(out)
     }
 
     /// Subtracts from `bv` the output shift the rounded weights cause,

@@ -427,3 +427,78 @@ g (float[1,3,4,4] X) => (float[1,64] Y)
         }
     }
 }
+
+/// `inspect` shows a long metadata value (an OCR dictionary) cut to its
+/// first line unless asked for in full, and counts weights held in
+/// `Constant` nodes as parameters.
+#[test]
+fn inspect_cuts_long_metadata_and_counts_constant_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let dict: Vec<String> = (0..500).map(|i| format!("char{i}")).collect();
+    let src = format!(
+        "<ir_version: 8, opset_import: [\"\" : 13], metadata_props: [\"character\" : \"{}\"]>\ng (float[1,4] X) => (float[1,4] Y)\n{{\n  W = Constant <value: tensor = float[4,4] {{1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0}}> ()\n  Y = MatMul (X, W)\n}}\n",
+        dict.join("\\n")
+    );
+    let m = model(dir.path(), "meta", &src);
+    let o = onnxq(&["inspect", s(&m)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.lines().count() < 30, "metadata printed in full:\n{out}");
+    assert!(out.contains("char0") && !out.contains("char499"), "{out}");
+    assert!(out.contains("parameters 16"), "{out}");
+    let o = onnxq(&["inspect", s(&m), "--full-metadata"]);
+    let full = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(full.contains("char499"), "--full-metadata prints it all");
+}
+
+/// An `If` on a run-time condition keeps its branches: their Convs stay
+/// float, count against the quantized share of MACs, and a warning says
+/// so (the report must not claim everything runs quantized).
+#[test]
+fn compute_inside_a_runtime_if_is_counted_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = r#"<ir_version: 8, opset_import: ["" : 13]>
+g (float[1,3,4,4] X, bool c) => (float[1,4,4,4] Y)
+<float[4,3,1,1] K = {1.0, -1.0, 0.5, 0.25, -0.5, 2.0, 1.0, -1.0, 0.5, 0.25, -0.5, 2.0}, float[4,4,1,1] K2 = {1.0, -1.0, 0.5, 0.25, -0.5, 2.0, 1.0, -1.0, 0.5, 0.25, -0.5, 2.0, 1.0, 0.5, 0.25, 2.0}>
+{
+  A = Conv (X, K)
+  [branch] Y = If (c) <
+    then_branch: graph = then_body () => (float[1,4,4,4] t) {
+      t = Conv (A, K2)
+    },
+    else_branch: graph = else_body () => (float[1,4,4,4] e) {
+      e0 = Conv (A, K2)
+      e = Neg (e0)
+    }
+  >
+}
+"#;
+    let m = model(dir.path(), "runtime_if", src);
+    let out = dir.path().join("q.onnx");
+    let rep = dir.path().join("r.json");
+    expect(
+        &[
+            "quantize",
+            s(&m),
+            "--calib-random",
+            "2",
+            "--target",
+            "portable",
+            "-q",
+            "-o",
+            s(&out),
+            "--report",
+            s(&rep),
+        ],
+        0,
+    );
+    let r = report(&rep);
+    let share = r["quantized_mac_share"].as_f64().unwrap();
+    assert!(share < 0.9, "the branches' MACs count: share {share}");
+    let warned = r["warnings"].as_array().unwrap().iter().any(|w| {
+        w.as_str()
+            .unwrap_or("")
+            .contains("inside the subgraphs of If 'branch'")
+    });
+    assert!(warned, "{}", r["warnings"]);
+}

@@ -306,6 +306,7 @@ impl Planner<'_> {
                         None
                     },
                     as_activation: false,
+                    float_compute: false,
                 });
             } else {
                 self.quantize_input(v, st);
@@ -326,6 +327,7 @@ impl Planner<'_> {
                             None
                         },
                         as_activation: false,
+                        float_compute: false,
                     });
                 }
             }
@@ -424,6 +426,7 @@ impl Planner<'_> {
             value: w,
             axis: weight_axis(g, n, 1, w),
             as_activation: false,
+            float_compute: true,
         });
         true
     }
@@ -502,6 +505,7 @@ impl Planner<'_> {
                     value: v,
                     axis: None,
                     as_activation: true,
+                    float_compute: false,
                 });
             } else {
                 self.quantize_input(v, st);

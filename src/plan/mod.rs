@@ -115,6 +115,10 @@ pub struct WeightUse {
     /// the constant operand of an elementwise kernel, whose operands share
     /// one type (onnxruntime's QLinearAdd takes two u8 inputs).
     pub as_activation: bool,
+    /// The op itself stays float: only its weight is stored as int8 (a
+    /// target that folds the DequantizeLinear at load). Its float bias can
+    /// still absorb the mean shift the rounded weight causes.
+    pub float_compute: bool,
 }
 
 /// An int32 bias: `value` feeds `node` at `slot`, with input scale from

@@ -194,6 +194,7 @@ impl Portable<'_> {
                 value: d,
                 axis: self.axis(n, 0, d),
                 as_activation: false,
+                float_compute: false,
             });
             p.decisions.push(decide(true, "int8 embedding table"));
             return true;
@@ -240,6 +241,7 @@ impl Portable<'_> {
                     value: v,
                     axis: self.axis(n, slot, v),
                     as_activation: false,
+                    float_compute: false,
                 });
             } else if !(slot == 0 && fused_into_activation(g, v)) {
                 p.activations.insert(v);

@@ -34,7 +34,10 @@ pub fn node_macs(m: &Model) -> BTreeMap<String, u64> {
 pub const RECURRENT_OPS: &[&str] = &["LSTM", "GRU", "RNN"];
 
 /// Fraction of the compute ops' MACs (recurrent layers included) in nodes
-/// the decisions quantized.
+/// the decisions quantized. Compute inside subgraphs (which stays float)
+/// counts in the total: the larger branch of an `If`, one iteration of a
+/// `Loop` or `Scan` body ([`subgraph_macs`]). `None` when some compute
+/// op's MACs cannot be counted.
 pub fn mac_share(prepared: &Model, decisions: &[Decision]) -> Option<f64> {
     let quantized: BTreeSet<&str> = decisions
         .iter()
@@ -46,6 +49,10 @@ pub fn mac_share(prepared: &Model, decisions: &[Decision]) -> Option<f64> {
     for n in g.ops() {
         let node = g.node(n);
         let op = node.op_type();
+        if node.has_subgraphs() {
+            total += subgraph_macs(prepared, n)?;
+            continue;
+        }
         if !node.domain().is_empty() || !(COMPUTE_OPS.contains(&op) || RECURRENT_OPS.contains(&op))
         {
             continue;
@@ -101,6 +108,79 @@ pub fn uncovered(prepared: &Model) -> Vec<String> {
         }
     }
     out
+}
+
+/// The compute MACs inside `n`'s subgraphs: the larger branch of an `If`,
+/// one iteration of a `Loop` or `Scan` body (the trip count is a run-time
+/// value). Each body is analysed as a model of its own, its outer-scope
+/// reads becoming inputs of the types the outer graph gives them (or
+/// initializers, for constants), so tract's shape inference can size its
+/// ops. `None` when a body holds compute whose MACs stay unknown.
+pub fn subgraph_macs(m: &Model, n: crate::ir::NodeId) -> Option<u64> {
+    let g = &m.graph;
+    let p = g.node(n).op()?;
+    let mut best = 0u64;
+    for body in p
+        .attribute
+        .iter()
+        .flat_map(|a| a.g.iter().chain(a.graphs.iter()))
+    {
+        if count_compute(body) == 0 {
+            continue;
+        }
+        best = best.max(body_macs(m, body)?);
+    }
+    Some(best)
+}
+
+/// MACs of one subgraph body of a node of `m` (see [`subgraph_macs`]).
+fn body_macs(m: &Model, body: &crate::proto::GraphProto) -> Option<u64> {
+    use crate::proto::ValueInfoProto;
+    let g = &m.graph;
+    let mut gp = body.clone();
+    let holder = crate::proto::NodeProto {
+        attribute: vec![crate::proto::AttributeProto {
+            g: Some(body.clone()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    for name in crate::ir::build::subgraph_free_names(&holder) {
+        let v = g.lookup(&name)?;
+        match g.constant(v) {
+            Some(t) => {
+                let mut tp = t.to_inline_proto();
+                tp.name = Some(name.clone());
+                gp.initializer.push(tp);
+            }
+            None => gp.input.push(ValueInfoProto {
+                name: Some(name.clone()),
+                r#type: g.value_type(v),
+                ..Default::default()
+            }),
+        }
+    }
+    let mut meta = m.meta.clone();
+    meta.graph = Some(gp);
+    let mut sub = crate::onnx::import::from_proto(meta, m.dir.as_deref(), "<subgraph>").ok()?;
+    let mut cx = crate::passes::PassContext::new();
+    crate::passes::PassManager::new(crate::passes::Pipeline::parse("shape-inference").ok()?)
+        .run(&mut sub, &mut cx)
+        .ok()?;
+    let sg = &sub.graph;
+    let mut total = 0u64;
+    for n in sg.ops() {
+        let node = sg.node(n);
+        let op = node.op_type();
+        if node.has_subgraphs() {
+            total += subgraph_macs(&sub, n)?;
+        } else if node.domain().is_empty()
+            && (COMPUTE_OPS.contains(&op) || RECURRENT_OPS.contains(&op))
+        {
+            total += crate::analysis::cost::node_cost(sg, n).macs?;
+        }
+    }
+    Some(total)
 }
 
 /// Compute ops in a subgraph and the subgraphs within it.

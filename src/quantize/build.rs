@@ -199,9 +199,6 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
         Some(m) => vec![m],
         None => super::method::candidates().to_vec(),
     };
-    if let Some(p) = super::equalize::apply(&mut m, &mut cx, opts, &methods)? {
-        collect = format!("{collect},{p}");
-    }
     let smoothing = super::smooth::apply(&mut m, &mut cx, opts, &methods)?;
     if !smoothing.pipeline.is_empty() {
         collect = format!("{collect},{}", smoothing.pipeline);
@@ -216,11 +213,14 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
             None => Method::Mse,
         },
     };
-    let chosen = run(
+    let mut chosen = run(
         &mut m,
         &mut cx,
         Pipeline::parse(&pipeline::choose(opts, method))?,
     )?;
+    if let Some(p) = super::equalize::apply(&mut m, &mut cx, opts, &chosen)? {
+        chosen = p;
+    }
     let cal = format!("{collect},{chosen}");
     let t_cal = t1.elapsed().as_secs_f64();
     let (_, mut analyses, mut remarks) = cx.into_parts();

@@ -11,23 +11,27 @@
 //! PP-OCR's recogniser 10.7 → 12.8 dB, but its detector 11.9 → 11.3 dB
 //! and the orientation classifier 49.9 → 49.7: the activations a pair
 //! shares can get harder to quantize as its weights get easier). So under
-//! `auto` both graphs are scored as `--method auto` scores methods, on the
-//! float outputs recorded on the first calibration samples, and the
-//! equalized one is dropped when the plain graph scores better by more
-//! than [`super::smooth::MARGIN_DB`]: equalization is the published
-//! default for per-tensor weights, so it stands unless measured to hurt
-//! (a confident classifier's few calibration samples often cannot tell
-//! the two apart). With per-channel weights every channel has its own
-//! scale already, and `auto` does not try it.
+//! `auto` the decision waits until the ranges and the speed selection are
+//! chosen, and both graphs are then scored with the placement the file
+//! will have, on the float outputs recorded on the first calibration
+//! samples; the equalized one is dropped when the plain graph scores
+//! better by more than [`super::smooth::MARGIN_DB`]. Equalization is the
+//! published default for per-tensor weights, so it stands unless measured
+//! to hurt (a confident classifier's few calibration samples often cannot
+//! tell the two apart). It is not tried where no compute op ended up int8
+//! (tract keeps many convolution nets float): the int8 weights stored for
+//! float ops have a scale per channel, which equalization can only
+//! disturb. With per-channel weights every channel has its own scale
+//! already, and `auto` does not try it.
 //!
 //! The choice prints as `equalize{…},dce,calibrate[,absorb-bias,calibrate]`
-//! in the pipeline, so a replay makes no second trial.
+//! before the range and speed choice (which replays with its nodes
+//! pinned), so a replay makes no second trial.
 
-use super::method::{self, Choice};
+use super::method;
 use super::{build, QuantizeError, QuantizeOptions};
 use crate::ir::Model;
 use crate::passes::{Changed, PassContext, PassManager, Pipeline};
-use crate::quant::range::Method;
 
 /// Runs `pass` alone: its canonical form when it changed `m`.
 fn changed(
@@ -61,14 +65,17 @@ fn equalized(m: &mut Model, cx: &mut PassContext) -> Result<Option<String>, Quan
     Ok(Some(p))
 }
 
-/// Decides and applies equalization on the calibrated `m`; `methods` are
-/// the calibration methods still to choose among. Returns the pipeline
-/// that ran, `None` when the graph was left as it was.
+/// Decides and applies equalization on the calibrated `m` once its ranges
+/// and speed selection are chosen: `chosen` is that part of the pipeline in
+/// canonical form (`fold-calibration{…}[,select-speed{nodes=[…]}]`), which
+/// replays on the equalized graph without timing anything, so both graphs
+/// are scored with the placement the file will have. Returns what to print
+/// in place of `chosen`, `None` when the graph stays as it was.
 pub fn apply(
     m: &mut Model,
     cx: &mut PassContext,
     opts: &QuantizeOptions,
-    methods: &[Method],
+    chosen: &str,
 ) -> Result<Option<String>, QuantizeError> {
     let wanted = match opts.equalize {
         Some(w) => w,
@@ -91,59 +98,76 @@ pub fn apply(
         );
         return Ok(None);
     }
-    if opts.equalize == Some(true) {
-        return equalized(m, cx);
+    let none_int8 = cx.analyses.speed.as_ref().is_some_and(|s| s.kept == 0);
+    if opts.equalize.is_none() && none_int8 {
+        cx.remark(
+            "quantize",
+            "<model>",
+            "equalize not tried: no compute op runs int8 here, and the weights stored as int8 for float ops have a scale per channel already",
+        );
+        return Ok(None);
     }
     let mut tm = m.clone();
     let mut tcx = PassContext::resume(cx.inputs().clone(), cx.analyses.clone());
-    let Some(p) = equalized(&mut tm, &mut tcx)? else {
+    let Some(eq_pipeline) = equalized(&mut tm, &mut tcx)? else {
         return Ok(None);
     };
-    let Some(plain) = method::choose(m, cx, opts, methods)? else {
-        return Ok(None);
+    let again = build::run(&mut tm, &mut tcx, Pipeline::parse(chosen)?)?;
+    let printed = format!("{eq_pipeline},{again}");
+    let keep = |m: &mut Model, cx: &mut PassContext, tm: Model, tcx: PassContext| {
+        let remarks = cx.take_remarks();
+        *m = tm;
+        let (inputs, analyses, eq_remarks) = tcx.into_parts();
+        *cx = PassContext::resume(inputs, analyses);
+        cx.extend_remarks(remarks);
+        cx.extend_remarks(eq_remarks);
     };
-    let Some(eq): Option<Choice> = method::choose(&tm, &tcx, opts, methods)? else {
-        return Ok(None);
-    };
-    if !method::informative(plain.sqnr, eq.sqnr) {
-        cx.remark(
-            "quantize",
-            "<model>",
-            format!(
-                "equalize kept: the {} calibration sample(s) cannot tell the two graphs apart (output SQNR {} with and without)",
-                eq.samples,
-                method::describe(eq.sqnr)
-            ),
-        );
-    } else if plain.sqnr > eq.sqnr + super::smooth::MARGIN_DB {
-        cx.remark(
-            "quantize",
-            "<model>",
-            format!(
-                "equalize tried, not kept: mean output SQNR {} against {} without, on {} calibration sample(s)",
-                method::describe(eq.sqnr),
-                method::describe(plain.sqnr),
-                plain.samples
-            ),
-        );
-        return Ok(None);
-    } else {
-        cx.remark(
-            "quantize",
-            "<model>",
-            format!(
-                "equalize kept: mean output SQNR {} against {} without, on {} calibration sample(s)",
-                method::describe(eq.sqnr),
-                method::describe(plain.sqnr),
-                eq.samples
-            ),
-        );
+    if opts.equalize == Some(true) {
+        keep(m, cx, tm, tcx);
+        return Ok(Some(printed));
     }
-    let remarks = cx.take_remarks();
-    *m = tm;
-    let (inputs, analyses, eq_remarks) = tcx.into_parts();
-    *cx = PassContext::resume(inputs, analyses);
-    cx.extend_remarks(remarks);
-    cx.extend_remarks(eq_remarks);
-    Ok(Some(p))
+    let Some((reference, samples)) = method::reference(m, cx, opts)? else {
+        keep(m, cx, tm, tcx);
+        return Ok(Some(printed));
+    };
+    let (Some(plain), Some(eq)) = (
+        method::score_placed(m, cx, opts, &reference)?,
+        method::score_placed(&tm, &tcx, opts, &reference)?,
+    ) else {
+        keep(m, cx, tm, tcx);
+        return Ok(Some(printed));
+    };
+    let (verdict, kept) = if !method::informative(plain, eq) {
+        (
+            format!(
+                "equalize kept: the {samples} calibration sample(s) cannot tell the two graphs apart (output SQNR {} with and without)",
+                method::describe(eq)
+            ),
+            true,
+        )
+    } else if plain > eq + super::smooth::MARGIN_DB {
+        (
+            format!(
+                "equalize tried, not kept: mean output SQNR {} against {} without, on {samples} calibration sample(s)",
+                method::describe(eq),
+                method::describe(plain)
+            ),
+            false,
+        )
+    } else {
+        (
+            format!(
+                "equalize kept: mean output SQNR {} against {} without, on {samples} calibration sample(s)",
+                method::describe(eq),
+                method::describe(plain)
+            ),
+            true,
+        )
+    };
+    cx.remark("quantize", "<model>", verdict);
+    if !kept {
+        return Ok(None);
+    }
+    keep(m, cx, tm, tcx);
+    Ok(Some(printed))
 }

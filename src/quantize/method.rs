@@ -133,15 +133,15 @@ pub fn score(v: &Validation) -> Option<f64> {
     (!s.is_empty()).then(|| s.iter().sum::<f64>() / s.len() as f64)
 }
 
-/// Chooses the method for `m` (prepared and calibrated in `cx`) among
-/// `methods` (tie-break order); `None` when nothing can score them (no
-/// calibration data, or no float output).
-pub fn choose(
+/// The float outputs calibration recorded on the first calibration
+/// samples of `cx`, as a reference to score candidates against (as many
+/// samples as [`VALUES`] asks for, within [`MIN_SAMPLES`]..[`SAMPLES`]);
+/// `None` without calibration data or recorded outputs.
+pub fn reference(
     m: &Model,
     cx: &PassContext,
     opts: &QuantizeOptions,
-    methods: &[Method],
-) -> Result<Option<Choice>, QuantizeError> {
+) -> Result<Option<(Reference, usize)>, QuantizeError> {
     let outputs = &cx.analyses.calib_outputs;
     let Some(data) = cx.inputs().calib_data.as_ref() else {
         return Ok(None);
@@ -165,6 +165,36 @@ pub fn choose(
         &cx.inputs().input_shapes,
         outputs[..k].to_vec(),
     )?;
+    Ok(Some((reference, k)))
+}
+
+/// The mean capped output SQNR ([`score`]) of the model the tail builds
+/// from `m` with the ranges and selection already in `cx` (after
+/// `fold-calibration` and any `select-speed`), against `reference`.
+pub fn score_placed(
+    m: &Model,
+    cx: &PassContext,
+    opts: &QuantizeOptions,
+    reference: &Reference,
+) -> Result<Option<f64>, QuantizeError> {
+    let mut q = m.clone();
+    let mut c = PassContext::resume(Inputs::default(), cx.analyses.clone());
+    PassManager::new(pipeline::tail(&pipeline::insert_options(opts))).run(&mut q, &mut c)?;
+    Ok(score(&reference.score(&q)?))
+}
+
+/// Chooses the method for `m` (prepared and calibrated in `cx`) among
+/// `methods` (tie-break order); `None` when nothing can score them (no
+/// calibration data, or no float output).
+pub fn choose(
+    m: &Model,
+    cx: &PassContext,
+    opts: &QuantizeOptions,
+    methods: &[Method],
+) -> Result<Option<Choice>, QuantizeError> {
+    let Some((reference, k)) = reference(m, cx, opts)? else {
+        return Ok(None);
+    };
     let insert = pipeline::insert_options(opts);
     let logits = crate::validate::probability_outputs(m);
     let mut scores = Vec::new();

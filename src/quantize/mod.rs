@@ -392,8 +392,13 @@ pub fn quantize_file(
         .extend(accounting::uncovered(&calibrated.prepared));
     if let Some(sp) = report.speed.as_ref().filter(|s| s.kept == 0 && s.of > 0) {
         let all = sp.candidates.iter().find(|c| c.0 == sp.of).map(|c| c.1);
+        let size = if opts.target.spec().folds_weight_dq.is_some() {
+            "their weights are stored as int8 (the runtime expands them at load), so the file is smaller but runs at float speed"
+        } else {
+            "so the file is about the size of the float model"
+        };
         report.warnings.push(format!(
-            "no compute op runs faster in int8 than in float in {} on this model{}: every one stays float, so the file is about the size of the float model; --no-speed-select quantizes them all (smaller, slower)",
+            "no compute op runs faster in int8 than in float in {} on this model{}: every one stays float, {size}; --no-speed-select quantizes them all (slower)",
             sp.runtime,
             all.map(|r| format!(" (all {} int8: {r:.2}x the float model's speed)", sp.of))
                 .unwrap_or_default()

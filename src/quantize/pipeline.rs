@@ -6,9 +6,9 @@
 //!            shape-inference,fuse-batchnorm,fuse-affine,dce,shape-inference,
 //!            upgrade-opset{min=13}
 //! calibrate  [profile-hotspots{runs=5},select-coverage{coverage=C},]
-//!            calibrate,[equalize{…},dce,calibrate,[absorb-bias,calibrate,]]
-//!            [smooth-quant{…},calibrate,]fold-calibration{…}
-//!            [,select-speed{target=T,…}]
+//!            calibrate,[smooth-quant{…},calibrate,]
+//!            [equalize{…},dce,calibrate,[absorb-bias,calibrate,]]
+//!            fold-calibration{…}[,select-speed{target=T,…}]
 //! tail       insert-qdq{…},dce,restore-interface
 //! ```
 //!
