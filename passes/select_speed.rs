@@ -13,7 +13,12 @@
 //! are timed end to end against the float model in alternating rounds, in
 //! the written form (interface restored: onnxruntime fuses differently at
 //! fixed shapes), and the fastest is kept; on near-ties (within 5%) the
-//! one with more int8. Classes rather than raw timings keep the choice
+//! one with more int8 (a smaller file), except on a target that stores the
+//! weights of float ops as int8 (tract): there every candidate's file is
+//! about as small, float compute is the more accurate, and a near-tie goes
+//! to the one with fewer int8 ops. The candidate with none runs the float
+//! graph there (its weights are expanded at load) and counts as exactly
+//! the float model's speed. Classes rather than raw timings keep the choice
 //! stable from run to run; `--no-speed-select` or a saved selection makes
 //! it independent of timing altogether. The choice is recorded in the pass's options
 //! (`nodes=[…]`), so the printed pipeline replays it without timing
@@ -289,17 +294,7 @@ impl SelectSpeed {
             .copied()
             .zip(lat[1..].iter().map(|l| l.ratio))
             .collect();
-        let best = candidates.iter().map(|c| c.1).fold(f64::MIN, f64::max);
-        // The most int8 within 5% of the fastest (run-to-run noise of
-        // whole-model ratios is 1-3% here, so a near-tie goes to the
-        // smaller file rather than to the luckier round), but never one
-        // measured slower than float when another is not: the promise is
-        // a file no slower than the float model.
-        let floor = (best * NEAR_TIE).max(1.0_f64.min(best));
-        let &(k, ratio) = candidates
-            .iter()
-            .find(|c| c.1 >= floor)
-            .expect("invariant: the best candidate clears the floor");
+        let (k, ratio) = pick(&candidates, self.target.spec().folds_weight_dq.is_some());
         cx.remark(
             NAME,
             "<model>",
@@ -380,6 +375,32 @@ impl SelectSpeed {
 /// How close to a tie two whole-model ratios must be to count as one.
 const NEAR_TIE: f64 = 0.95;
 
+/// The candidate kept among `(int8 compute ops, measured speed ratio)`,
+/// listed from most int8 to none: the most int8 within [`NEAR_TIE`] of the
+/// fastest (run-to-run noise of whole-model ratios is 1-3% here, so a
+/// near-tie goes to the smaller file rather than to the luckier round),
+/// or the fewest where float ops keep int8 weights (`weights_only`: every
+/// file is about as small, float compute the more accurate, and the
+/// candidate with none is the float graph itself, so it counts as exactly
+/// the float model's speed); but never one measured slower than float
+/// when another is not: the promise is a file no slower than the float
+/// model.
+fn pick(candidates: &[(usize, f64)], weights_only: bool) -> (usize, f64) {
+    let judged: Vec<(usize, f64)> = candidates
+        .iter()
+        .map(|&(k, r)| (k, if k == 0 && weights_only { 1.0 } else { r }))
+        .collect();
+    let best = judged.iter().map(|c| c.1).fold(f64::MIN, f64::max);
+    let floor = (best * NEAR_TIE).max(1.0_f64.min(best));
+    let clears = |c: &&(usize, f64)| c.1 >= floor;
+    *if weights_only {
+        judged.iter().rev().find(clears)
+    } else {
+        judged.iter().find(clears)
+    }
+    .expect("invariant: the best candidate clears the floor")
+}
+
 /// What int8 does to one compute op's measured time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Gain {
@@ -442,4 +463,26 @@ fn samples(m: &Model, inputs: &Inputs) -> Result<Vec<Vec<(String, HostTensor)>>,
                 })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick;
+
+    #[test]
+    fn near_ties_go_to_the_smaller_file_or_to_float_compute() {
+        // onnxruntime: no weights-only storage, so more int8 is smaller.
+        let c = [(62, 0.26), (12, 1.00), (6, 0.99), (0, 0.97)];
+        assert_eq!(pick(&c, false), (12, 1.00));
+        // tract: the float graph (int8 weights expanded at load) is as
+        // small and counts as the float speed; a 1% gain is noise.
+        assert_eq!(pick(&c, true), (0, 1.0));
+        // A real gain still wins, with the fewest int8 ops within 5%.
+        let c = [(21, 1.12), (18, 1.82), (17, 1.79), (0, 1.00)];
+        assert_eq!(pick(&c, true), (17, 1.79));
+        assert_eq!(pick(&c, false), (18, 1.82));
+        // Never slower than float when another candidate is not.
+        let c = [(6, 1.02), (0, 0.99)];
+        assert_eq!(pick(&c, false), (6, 1.02));
+    }
 }

@@ -109,6 +109,20 @@ fn lint_tells_each_target_what_it_runs_as_integer_kernels() {
     // The float model has nothing to warn about.
     let float = testdata("ppocr_cls/model.onnx");
     ok(&["lint", s(&float), "--target", "tract", "--deny-warnings"]);
+    // Nor has a tract file whose compute stays float with int8 weights
+    // (expanded at load): no Q/DQ pair is left for tract to run.
+    let weights_only = quantized(dir.path(), "tract", &["--coverage", "0"]);
+    let t = ok(&[
+        "lint",
+        s(&weights_only),
+        "--target",
+        "tract",
+        "--deny-warnings",
+    ]);
+    assert!(
+        t.contains("int8 weights (tract expands them at load"),
+        "{t}"
+    );
     // A bad target is a usage error.
     let o = onnxq(&["lint", s(&float), "--target", "gpu"]);
     assert_eq!(o.status.code(), Some(2));

@@ -9,7 +9,8 @@
 //!            calibrate,[smooth-quant{…},calibrate,]
 //!            [equalize{…},dce,calibrate,[absorb-bias,calibrate,]]
 //!            fold-calibration{…}[,select-speed{target=T,…}]
-//! tail       insert-qdq{…},dce,restore-interface
+//! tail       insert-qdq{…},[quantize-gather,]dce,
+//!            [lower-qdq,drop-fake-quant,dce,]restore-interface
 //! ```
 //!
 //! The order is deliberate: `fold-constants` first, so that `Constant`
@@ -180,7 +181,14 @@ pub fn tail(insert: &insert_qdq::Options) -> Pipeline {
     }
     p.push(Box::new(crate::passes::dce::Dce));
     if target.is_some_and(|t| t.spec().format == crate::target::Format::QOperator) {
+        // QOperator targets run what is left of the QDQ form in float: a
+        // Q → DQ pair whose readers all stay float (a tensor read by both a
+        // QLinearMatMul and a residual Add keeps its Q for the former) only
+        // costs time and adds rounding, so those readers take the float
+        // tensor.
         p.push(Box::new(crate::passes::lower_qdq::LowerQdq));
+        p.push(Box::new(crate::passes::drop_fake_quant::DropFakeQuant));
+        p.push(Box::new(crate::passes::dce::Dce));
     }
     p.push(Box::new(crate::passes::restore_interface::RestoreInterface));
     p
