@@ -235,6 +235,10 @@ impl SelectSpeed {
         }
         let full = self.build(m, &cx.analyses, None)?;
         let all: Vec<String> = quantized_compute(&full);
+        if all.is_empty() {
+            // No compute op to choose for: nothing to time.
+            return Ok(BTreeSet::new());
+        }
         let engine = if cx.inputs().calib_data.is_none() {
             Err("no data to time on: statistics were given without --calib".to_string())
         } else {

@@ -259,6 +259,15 @@ impl Pass for UpgradeOpset {
         if have >= self.opts.min {
             return Ok(Changed::No);
         }
+        // Q/DQ need the new opset only where something will be quantized.
+        if !crate::plan::quantizes_anything(m) {
+            cx.remark(
+                NAME,
+                "<model>",
+                format!("opset {have} kept: nothing in the model is quantized, so nothing needs opset {}", self.opts.min),
+            );
+            return Ok(Changed::No);
+        }
         let ops = upgrade(m, TARGET).map_err(|why| PassError::Precondition {
             pass: NAME.into(),
             message: format!(

@@ -700,3 +700,72 @@ fn onnx_backend_node_tests() {
         report_path.display()
     );
 }
+
+/// Ops that carry quantized data: a preparation pass may move or fold them
+/// only into something still quantized, never into float.
+const QUANTIZED_OPS: &[&str] = &[
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeLinear",
+];
+
+fn quantized_op_count(m: &Model) -> usize {
+    m.graph
+        .ops()
+        .into_iter()
+        .filter(|&n| QUANTIZED_OPS.contains(&m.graph.node(n).op_type()))
+        .count()
+}
+
+/// The passes `quantize` prepares a model with never undo quantization:
+/// over every backend node test that holds a quantized op (ONNX's own
+/// QDQ, QOperator and integer-op tests), the clean-up pipeline keeps every
+/// DequantizeLinear and integer op (folding a weight's DequantizeLinear
+/// into a float initializer would grow the file and take the integer
+/// kernels away from the runtime).
+#[test]
+#[ignore = "needs ONNXQ_CONFORMANCE_DIR=<onnx wheel>/backend/test/data/node; run by .ci/run"]
+fn preparation_keeps_quantized_ops() {
+    let Some(root) = std::env::var_os("ONNXQ_CONFORMANCE_DIR") else {
+        panic!("set ONNXQ_CONFORMANCE_DIR to the onnx wheel's backend/test/data/node directory");
+    };
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(PathBuf::from(&root))
+        .expect("corpus directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("model.onnx").is_file())
+        .collect();
+    dirs.sort();
+    let (mut checked, mut unloadable) = (0usize, Vec::new());
+    for dir in &dirs {
+        let Ok(m) = onnxq::onnx::import::read_model(&dir.join("model.onnx")) else {
+            continue;
+        };
+        let before = quantized_op_count(&m);
+        if before == 0 {
+            continue;
+        }
+        match onnxq::quantize::prepare(&m, &Default::default()) {
+            Ok(p) => {
+                let after = quantized_op_count(&p);
+                assert!(
+                    after >= before,
+                    "{}: preparation left {after} of {before} quantized ops",
+                    dir.display()
+                );
+                checked += 1;
+            }
+            // Preparation runs shape inference in tract; a model tract
+            // cannot load is refused with a message, not de-quantized.
+            Err(_) => unloadable.push(dir.file_name().unwrap().to_string_lossy().into_owned()),
+        }
+    }
+    println!(
+        "preparation kept every quantized op in {checked} models ({} not loadable by tract: {})",
+        unloadable.len(),
+        unloadable.join(", ")
+    );
+    assert!(checked >= 15, "only {checked} quantized models checked");
+}

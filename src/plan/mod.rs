@@ -194,6 +194,18 @@ pub(crate) const SMOOTH_RESCALE: &str =
 /// observe: one set of statistics serves every target, selection and
 /// fallback choice.
 pub fn observed(m: &Model) -> BTreeSet<ValueId> {
+    observed_and_weights(m).0
+}
+
+/// Whether any target's placement would quantize anything in `m` (an
+/// activation, or a weight stored as int8).
+pub fn quantizes_anything(m: &Model) -> bool {
+    let (acts, weights) = observed_and_weights(m);
+    !acts.is_empty() || weights
+}
+
+fn observed_and_weights(m: &Model) -> (BTreeSet<ValueId>, bool) {
+    let mut weights = false;
     let mut out = BTreeSet::new();
     for t in Target::ALL {
         let sel = Selection {
@@ -204,8 +216,9 @@ pub fn observed(m: &Model) -> BTreeSet<ValueId> {
         out.extend(p.activations.iter().copied());
         out.extend(p.tied.keys().copied());
         out.extend(p.tied.values().copied());
+        weights |= !p.weights.is_empty();
     }
-    out
+    (out, weights)
 }
 
 /// Simple glob: `*` matches any run of characters.

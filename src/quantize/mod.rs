@@ -387,6 +387,9 @@ pub fn quantize_file(
         report.seconds.fallback = t.elapsed().as_secs_f64();
     }
     report.quantized_mac_share = accounting::mac_share(&calibrated.prepared, &report.nodes);
+    if report.nodes.is_empty() && calibrated.dynamic.is_none() {
+        report.warnings.push("nothing in this model is a quantization candidate (no Conv, MatMul, Gemm or other op on float data onnxq quantizes): the output is the float model after clean-up".into());
+    }
     report
         .warnings
         .extend(accounting::uncovered(&calibrated.prepared));
