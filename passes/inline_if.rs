@@ -65,14 +65,9 @@ fn taken_branch(g: &Graph, n: NodeId) -> Option<GraphProto> {
         "else_branch"
     };
     let b = node.attr(attr)?.g.as_ref()?.clone();
-    let nested = b.node.iter().any(|x| {
-        x.attribute
-            .iter()
-            .any(|a| a.g.is_some() || !a.graphs.is_empty())
-    });
     let outs = node.outputs().iter().flatten().copied().collect::<Vec<_>>();
     let bound = outs.iter().any(|&o| g.has_implicit_uses(o));
-    (!nested && !bound && b.output.len() == outs.len()).then_some(b)
+    (!bound && b.output.len() == outs.len()).then_some(b)
 }
 
 /// Moves the branch's initializers and nodes into the main graph before
@@ -100,7 +95,15 @@ fn inline(g: &mut Graph, n: NodeId, b: &GraphProto) -> Option<Vec<ValueId>> {
             });
         }
         let outs: Vec<&str> = np.output.iter().map(String::as_str).collect();
-        let (_, vals) = g.add_op(np.clone(), &inputs, &outs, At::Before(n));
+        let (added, vals) = g.add_op(np.clone(), &inputs, &outs, At::Before(n));
+        // A node with subgraphs of its own (a nested If) reads outer names
+        // from the branch or beyond: bind them here.
+        let mut holder = np.clone();
+        holder.input.clear();
+        for name in crate::ir::build::subgraph_free_names(&holder) {
+            let v = resolve(&local, g, &name)?;
+            g.bind_implicit(added, &name, v);
+        }
         for (name, v) in np.output.iter().zip(vals) {
             if !name.is_empty() {
                 local.insert(name.clone(), v);
@@ -119,14 +122,29 @@ impl Pass for InlineIf {
     }
 
     fn run(&mut self, m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
-        let g = &mut m.graph;
         let mut done = 0usize;
         loop {
+            let g = &mut m.graph;
             let site = g
                 .ops()
                 .into_iter()
                 .find_map(|n| taken_branch(g, n).map(|b| (n, b)));
-            let Some((n, b)) = site else { break };
+            let Some((n, b)) = site else {
+                if done == 0 {
+                    break;
+                }
+                // The branches taken may compute the conditions of Ifs
+                // nested in them (a sample-rate switch tested again
+                // inside): fold what became constant and look again.
+                let mut fold =
+                    super::fold_constants::FoldConstants::from_options(serde_json::json!({}))?;
+                fold.run(m, &mut PassContext::new())?;
+                let g = &m.graph;
+                if g.ops().into_iter().any(|n| taken_branch(g, n).is_some()) {
+                    continue;
+                }
+                break;
+            };
             let label = g.label(n).to_string();
             let Some(vals) = inline(g, n, &b) else {
                 // A name the branch reads is nowhere: leave the If (the

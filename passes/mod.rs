@@ -33,6 +33,7 @@ pub mod dce;
 pub mod drop_fake_quant;
 pub mod eliminate_identity;
 pub mod equalize;
+pub mod fix_inputs;
 pub mod fold_calibration;
 pub mod fold_constants;
 pub mod fuse_affine;
@@ -170,6 +171,13 @@ static REGISTRY: &[PassInfo] = &[
         changes_numerics: false,
         make: |o| Ok(Box::new(equalize::Equalize::from_options(o)?)),
         example: "sweeps=5",
+    },
+    PassInfo {
+        name: "fix-inputs",
+        summary: "read graph inputs that never change where the model is deployed (a sample rate) as constants",
+        changes_numerics: false,
+        make: |o| Ok(Box::new(fix_inputs::FixInputs::from_options(o)?)),
+        example: "values=[\"sr=16000\",\"flags=1,0\"]",
     },
     PassInfo {
         name: "fold-constants",

@@ -502,3 +502,69 @@ g (float[1,3,4,4] X, bool c) => (float[1,4,4,4] Y)
     });
     assert!(warned, "{}", r["warnings"]);
 }
+
+/// `--fix-input` pins an input the deployment never varies: the `If` on
+/// it folds away and the Conv in the branch taken is quantized, while the
+/// input stays in the interface.
+#[test]
+fn a_fixed_input_folds_its_if_and_stays_in_the_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = r#"<ir_version: 8, opset_import: ["" : 13]>
+g (float[1,3,4,4] X, int64 sr) => (float[1,4,4,4] Y)
+<int64 k = {16000}, float[4,3,1,1] K = {1.0, -1.0, 0.5, 0.25, -0.5, 2.0, 1.0, -1.0, 0.5, 0.25, -0.5, 2.0}>
+{
+  c = Equal (sr, k)
+  [branch] Y = If (c) <
+    then_branch: graph = then_body () => (float[1,4,4,4] t) {
+      t = Conv (X, K)
+    },
+    else_branch: graph = else_body () => (float[1,4,4,4] e) {
+      e0 = Conv (X, K)
+      e = Neg (e0)
+    }
+  >
+}
+"#;
+    let m = model(dir.path(), "sr_if", src);
+    let out = dir.path().join("q.onnx");
+    let err = expect(
+        &[
+            "quantize",
+            s(&m),
+            "--calib-random",
+            "2",
+            "--target",
+            "portable",
+            "--fix-input",
+            "sr=16000",
+            "-o",
+            s(&out),
+        ],
+        0,
+    );
+    assert!(err.contains("fixed sr = 16000"), "{err}");
+    let q = read(&out);
+    assert!(!ops(&q).contains(&"If".to_string()), "{:?}", ops(&q));
+    assert!(ops(&q).contains(&"QuantizeLinear".to_string()));
+    let names: Vec<&str> = q
+        .graph
+        .inputs()
+        .iter()
+        .map(|p| q.graph.name(p.value))
+        .collect();
+    assert_eq!(names, ["X", "sr"], "the interface keeps the fixed input");
+    let err = expect(
+        &[
+            "quantize",
+            s(&m),
+            "--calib-random",
+            "2",
+            "--fix-input",
+            "sr",
+            "-o",
+            s(&out),
+        ],
+        2,
+    );
+    assert!(err.contains("expected NAME=VALUE"), "{err}");
+}

@@ -28,6 +28,12 @@ pub struct QuantizeArgs {
     /// (MatMul/Gemm only; --calib is then optional and used to validate).
     #[arg(long, default_value = "static", value_parser = ["static", "dynamic"])]
     pub mode: String,
+    /// Read an input that never changes where the model is deployed (a
+    /// sample rate, a mode flag) as this constant: an If on it folds away
+    /// and its branch is quantized. The input stays in the interface and is
+    /// ignored. NAME=VALUE or NAME=V1,V2,… (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub fix_input: Vec<String>,
     /// Calibration method: auto (each of the others tried on the first
     /// calibration samples, the most accurate kept), minmax, percentile,
     /// percentile{p=99.9}, entropy, mse.
@@ -168,6 +174,11 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
         m => Some(Method::parse(m).map_err(Failure::bad_input)?),
     };
     o.smooth = crate::quantize::Smooth::parse(&a.smooth).map_err(Failure::bad_input)?;
+    for f in &a.fix_input {
+        crate::passes::fix_inputs::split(f)
+            .map_err(|e| Failure::bad_input(format!("--fix-input {e}")))?;
+    }
+    o.fixed_inputs = a.fix_input.clone();
     o.equalize = match a.equalize.as_str() {
         "on" => Some(true),
         "off" => Some(false),

@@ -154,16 +154,17 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
         ));
     }
     let mut m = float.clone();
+    let prepare = if opts.mode == super::Mode::Dynamic {
+        // DynamicQuantizeLinear needs 11; MatMulInteger's per-column zero
+        // points are fine from 10.
+        pipeline::prepare_for(11)
+    } else {
+        pipeline::prepare(opts.per_channel || opts.target.spec().folds_weight_dq.is_some())
+    };
     let prep = run(
         &mut m,
         &mut cx,
-        Pipeline::parse(&if opts.mode == super::Mode::Dynamic {
-            // DynamicQuantizeLinear needs 11; MatMulInteger's per-column
-            // zero points are fine from 10.
-            pipeline::prepare_for(11)
-        } else {
-            pipeline::prepare(opts.per_channel || opts.target.spec().folds_weight_dq.is_some())
-        })?,
+        Pipeline::parse(&format!("{}{prepare}", pipeline::fix_inputs(opts)?))?,
     )?;
     let t_prep = t0.elapsed().as_secs_f64();
     if opts.mode == super::Mode::Dynamic {

@@ -70,6 +70,8 @@ pub struct QuantizeOptions {
     /// Calibration method; `None`: chosen per model by measuring
     /// (`--method auto`, the default; see [`method`]).
     pub method: Option<Method>,
+    /// Graph inputs read as constants (`fix-inputs`), `NAME=VALUE`.
+    pub fixed_inputs: Vec<String>,
     /// SmoothQuant on the MatMul inputs (`smooth-quant`).
     pub smooth: Smooth,
     /// Cross-layer equalization and bias absorption (`equalize`,
@@ -138,6 +140,7 @@ impl Default for QuantizeOptions {
             save_stats: None,
             mode: Mode::Static,
             method: None,
+            fixed_inputs: vec![],
             smooth: Smooth::Auto,
             equalize: None,
             activations: QType::U8,

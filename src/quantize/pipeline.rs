@@ -46,6 +46,23 @@ pub fn prepare_for(min: i64) -> String {
     format!("{CLEAN_UP},upgrade-opset{{min={min}}}")
 }
 
+/// `fix-inputs{values=[…]},` for the inputs the options fix (empty when
+/// none): first, so that the clean-up folds what they decide.
+pub fn fix_inputs(opts: &QuantizeOptions) -> Result<String, crate::passes::PassError> {
+    if opts.fixed_inputs.is_empty() {
+        return Ok(String::new());
+    }
+    let o = crate::passes::fix_inputs::Options {
+        values: opts.fixed_inputs.clone(),
+    };
+    let pass = crate::passes::fix_inputs::FixInputs::from_options(
+        serde_json::to_value(o).expect("invariant: options serialize"),
+    )?;
+    let mut p = Pipeline::default();
+    p.push(Box::new(pass));
+    Ok(format!("{p},"))
+}
+
 /// Profiling and coverage selection (when asked for) and calibration:
 /// the statistics every method folds from.
 pub fn collect(opts: &QuantizeOptions) -> String {

@@ -138,17 +138,17 @@ impl QuantizeReport {
         self.summarize_skipped(&mut s);
         if let Some(share) = self.quantized_mac_share {
             s.push_str(&format!(
-                "  {:.1}% of the Conv/MatMul/Gemm/LSTM/GRU multiply-accumulates of the main graph run quantized\n",
+                "  {:.1}% of the Conv/MatMul/Gemm/LSTM/GRU multiply-accumulates run quantized (subgraphs included)\n",
                 share * 100.0
             ));
         }
         // What speed selection measured (or why it could not), and the
-        // method `--method auto` chose: the two measured choices.
-        for r in self
-            .remarks
-            .iter()
-            .filter(|r| r.node == "<model>" && (r.pass == "select-speed" || r.pass == "quantize"))
-        {
+        // method `--method auto` chose: the two measured choices; and the
+        // inputs read as constants, which change what the model does.
+        for r in self.remarks.iter().filter(|r| {
+            r.node == "<model>"
+                && matches!(r.pass.as_str(), "select-speed" | "quantize" | "fix-inputs")
+        }) {
             s.push_str(&format!("  {}: {}\n", r.pass, r.message));
         }
         if let Some(fb) = &self.fallback {

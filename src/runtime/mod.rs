@@ -193,10 +193,27 @@ pub fn input_specs(model: &Model) -> Vec<InputSpec> {
         .collect()
 }
 
+/// What to do about a model tract cannot load, from tract's message: onnxq
+/// runs every model in tract to calibrate and validate it, so such a model
+/// cannot be quantized as it is.
+pub fn load_hint(detail: &str) -> String {
+    if detail.contains("expected attribute 'axes'") {
+        return "The Squeeze/Unsqueeze there has no `axes` (allowed before opset 13, \"every dim of size 1\"), which tract cannot read: re-export the model with explicit axes (torch: x.squeeze(dim)), or run it through onnxsim, which writes them".into();
+    }
+    if detail.contains("IfThenElse") {
+        return "An If whose two branches give tensors of different ranks cannot be loaded by tract: if its condition depends only on an input that is fixed where the model is deployed (a sample rate, a mode flag), pin it with --fix-input NAME=VALUE so that the If folds away; otherwise export the model without the If".into();
+    }
+    if let Some(rest) = detail.split("Unimplemented(").nth(1) {
+        let op = rest.split(')').next().unwrap_or("?");
+        return format!("tract 0.23.9, which onnxq runs models in to calibrate and validate them, does not implement {op}: export the model without it (or with a form tract has), or quantize this model with a tool that runs it in another runtime");
+    }
+    "onnxq runs the model in tract 0.23.9 to calibrate and validate it: re-export the model in a form tract loads (onnxsim often gives one), or report the node named above".into()
+}
+
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("model '{model}': tract cannot load it: {detail}")]
+    #[error("model '{model}': tract cannot load it: {detail}. {}", load_hint(.detail))]
     Load { model: String, detail: String },
     #[error("model '{model}': run options name input '{name}', which is not a runtime input (inputs: {known})")]
     UnknownInput {
@@ -263,5 +280,26 @@ impl std::fmt::Display for PanicSite {
             PanicSite::Running => write!(f, "while running it"),
             PanicSite::Node { name, op } => write!(f, "in node '{name}' ({op})"),
         }
+    }
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::load_hint;
+
+    #[test]
+    fn load_errors_say_what_to_do() {
+        let h = load_hint("Building node Squeeze_41 (Squeeze): Node Squeeze_41 (Squeeze): expected attribute 'axes'");
+        assert!(h.contains("explicit axes"), "{h}");
+        let h = load_hint("Translating node #72 \"If_25\" If ToTypedTranslator: in output_facts invocation for If: IfThenElse: Condition failed");
+        assert!(h.contains("--fix-input"), "{h}");
+        let h = load_hint(
+            "Translating node #3 \"z\" Unimplemented(NegativeLogLikelihoodLoss) ToTypedTranslator",
+        );
+        assert!(
+            h.contains("does not implement NegativeLogLikelihoodLoss"),
+            "{h}"
+        );
+        assert!(load_hint("something else").contains("re-export"));
     }
 }

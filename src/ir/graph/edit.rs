@@ -286,6 +286,35 @@ impl Graph {
         );
     }
 
+    /// Makes every subgraph of `n` that reads `old` from the outer scope
+    /// read `new` instead: the references by name inside the bodies are
+    /// rewritten (a body that defines the name itself shadows it and is
+    /// left alone), and the implicit use moves.
+    pub fn rebind_implicit(&mut self, n: NodeId, old: ValueId, new: ValueId) {
+        if !self.node(n).implicit_inputs.contains(&old) {
+            return;
+        }
+        let from = self.name(old).to_string();
+        self.remove_edge(old, n, Slot::Implicit);
+        self.node_mut(n).implicit_inputs.retain(|&v| v != old);
+        self.bind_implicit(n, &from, new);
+    }
+
+    /// Records that the subgraphs of `n` read `v` where their bodies say
+    /// `name` (the outer-scope reference of a node moved into this graph),
+    /// rewriting the references when `v` goes by another name here.
+    pub fn bind_implicit(&mut self, n: NodeId, name: &str, v: ValueId) {
+        let to = self.name(v).to_string();
+        if to != name {
+            for a in &mut self.op_mut(n).attribute {
+                for sg in a.g.iter_mut().chain(a.graphs.iter_mut()) {
+                    rename_outer_reads(sg, name, &to);
+                }
+            }
+        }
+        self.add_implicit_input(n, v);
+    }
+
     fn remove_edge(&mut self, v: ValueId, consumer: NodeId, slot: Slot) {
         let p = self.producer(v);
         let e: Option<EdgeIndex<u32>> = self
@@ -464,6 +493,35 @@ impl Graph {
         match &mut self.node_mut(p).kind {
             NodeKind::Initializer(old) => *old = t,
             _ => panic!("invariant: set_initializer on an initializer"),
+        }
+    }
+}
+
+/// Rewrites the reads of outer-scope name `from` inside subgraph `g` (and
+/// the subgraphs within it) to `to`; a body that defines `from` itself
+/// shadows it and is left alone.
+fn rename_outer_reads(g: &mut crate::proto::GraphProto, from: &str, to: &str) {
+    let defines = g.input.iter().any(|i| i.name() == from)
+        || g.initializer.iter().any(|t| t.name() == from)
+        || g.node.iter().any(|n| n.output.iter().any(|o| o == from));
+    if defines {
+        return;
+    }
+    for node in &mut g.node {
+        for i in &mut node.input {
+            if i == from {
+                *i = to.to_string();
+            }
+        }
+        for a in &mut node.attribute {
+            for sg in a.g.iter_mut().chain(a.graphs.iter_mut()) {
+                rename_outer_reads(sg, from, to);
+            }
+        }
+    }
+    for o in &mut g.output {
+        if o.name() == from {
+            o.name = Some(to.to_string());
         }
     }
 }
