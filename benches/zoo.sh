@@ -117,7 +117,7 @@ print('none' if not s else min(s))")"
     else
       o="clean"; d="min SQNR $(printf %.1f "$sq") dB, MACs int8 $share, size $size"
       grep -q "keeps only .* dB SQNR" "$q.log" && d="$d; warned: low SQNR, with what to try"
-      grep -q "stays float" "$q.log" && d="$d; warned: recurrent layer stays float"
+      grep -qE "(LSTM|GRU|RNN) .* stays float" "$q.log" && d="$d; warned: recurrent layer stays float"
     fi
   elif [[ $rc == 2 ]]; then o="clear error"; d="$(grep -m1 '^error' "$q.log" | cut -c1-110)"
   else o="panic"; d="exit $rc: $(tail -1 "$q.log" | cut -c1-100)"; fi
