@@ -196,6 +196,7 @@ impl Pass for AbsorbBias {
         // The shifted tensors have new ranges: what was measured before
         // must not be folded into ranges for them.
         cx.analyses.stats = None;
+        cx.analyses.holdout_stats = None;
         cx.analyses.act_params = None;
         cx.remark(
             NAME,

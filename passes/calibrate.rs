@@ -144,12 +144,22 @@ impl Pass for Calibrate {
             input_shapes: cx.inputs().input_shapes.clone(),
             ..cx.inputs().calib_options.clone()
         };
-        let (stats, outputs) =
-            calib::calibrate(m, hash, data, &tensors, &opts).map_err(|e| PassError::Failed {
+        // The samples whose outputs are kept are what choices are scored
+        // on: held out of the statistics those choices are made with, as
+        // long as at least as many samples remain.
+        let held = opts.keep_outputs.min(data.len() / 2);
+        let opts = CalibOptions {
+            holdout: if data.len() >= 4 { held } else { 0 },
+            ..opts
+        };
+        let (stats, rest, outputs) = calib::calibrate_held_out(m, hash, data, &tensors, &opts)
+            .map_err(|e| PassError::Failed {
                 pass: "calibrate".into(),
                 message: e.to_string(),
             })?;
         cx.analyses.stats = Some(std::sync::Arc::new(stats));
+        cx.analyses.held_out = if rest.is_some() { opts.holdout } else { 0 };
+        cx.analyses.holdout_stats = rest.map(std::sync::Arc::new);
         cx.analyses.calib_outputs = outputs;
         Ok(Changed::No)
     }

@@ -25,6 +25,15 @@ use crate::proto::ValueInfoProto;
 use crate::quant::params::ActParams;
 use crate::tensorio::HostTensor;
 
+/// A weight's learned rounding: its values on the grid of `scales` along
+/// `axis` (dequantized codes, in the weight's layout).
+#[derive(Clone, Debug, Default)]
+pub struct RoundedWeight {
+    pub axis: Option<usize>,
+    pub scales: Vec<f32>,
+    pub data: Vec<f32>,
+}
+
 /// How much a remark matters to a reader of the summary.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -114,12 +123,23 @@ pub struct Analyses {
     /// Graph outputs of the first `calib_options.keep_outputs` calibration
     /// samples, from `calibrate`: `quantize` validates against them.
     pub calib_outputs: Vec<Vec<(String, HostTensor)>>,
+    /// The statistics of the calibration samples after the first
+    /// `held_out` (from `calibrate`): measured choices fold ranges from
+    /// these and score them on the first `held_out` samples' outputs, so
+    /// that no range is judged on the data it was fitted to.
+    pub holdout_stats: Option<Arc<Stats>>,
+    pub held_out: usize,
     /// Activation parameters per tensor name, from `fold-calibration`;
     /// read by `insert-qdq`.
     pub act_params: Option<BTreeMap<String, ActParams>>,
     /// Per-channel means of weighted ops' inputs, from `fold-calibration`
     /// (out of the statistics); read by `insert-qdq` for bias correction.
     pub channel_means: BTreeMap<String, ChannelMeans>,
+    /// What `--method auto` measured per tensor (the report's "why").
+    pub range_choices: Vec<TensorChoice>,
+    /// Written by `round-weights`, read by `insert-qdq`: per weight
+    /// tensor (by name), the grid values learned rounding chose.
+    pub rounded: BTreeMap<String, RoundedWeight>,
     /// Measured hotspots, from `profile-hotspots`; read by
     /// `select-coverage`.
     pub profile: Option<crate::analysis::Profile>,
@@ -159,6 +179,16 @@ pub struct SpeedChoice {
     pub ratio: f64,
     /// Per compute op: (label, estimated float ms, estimated int8 ms).
     pub costs: Vec<(String, f64, f64)>,
+}
+
+/// What `--method auto` measured for one tensor: the clip rule kept and,
+/// per rule tried, the relative error energy it caused in the outputs of
+/// the ops reading the tensor.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct TensorChoice {
+    pub tensor: String,
+    pub method: String,
+    pub errors: Vec<(String, f64)>,
 }
 
 impl Analyses {

@@ -535,6 +535,7 @@ impl Pass for Equalize {
         // The rescaled channels have new ranges: statistics measured before
         // must not be folded into ranges for them.
         cx.analyses.stats = None;
+        cx.analyses.holdout_stats = None;
         cx.analyses.act_params = None;
         cx.remark(
             NAME,

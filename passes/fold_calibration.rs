@@ -20,6 +20,9 @@
 //! * `symmetric`: force a symmetric range (default: true for s8, false
 //!   for u8).
 //! * `reduce-range`: 7-bit activations.
+//! * `ranges`: per-tensor exceptions, `"TENSOR=METHOD"` (`METHOD` as
+//!   `--method` spells it: `percentile{p=99.9}`), what `--method auto`
+//!   measured for each tensor.
 //!
 //! # Preconditions
 //! Statistics in the context (`calibrate` before it).
@@ -49,6 +52,8 @@ pub struct Options {
     pub activations: String,
     pub symmetric: Option<bool>,
     pub reduce_range: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<String>,
 }
 
 impl Default for Options {
@@ -59,6 +64,7 @@ impl Default for Options {
             activations: "u8".into(),
             symmetric: None,
             reduce_range: false,
+            ranges: vec![],
         }
     }
 }
@@ -66,6 +72,25 @@ impl Default for Options {
 pub struct FoldCalibration {
     opts: Options,
     cfg: ActConfig,
+    /// Per-tensor methods that replace `cfg.method`.
+    ranges: BTreeMap<String, Method>,
+}
+
+/// `TENSOR=METHOD` into its parts, split at the last `=` outside braces
+/// (`percentile{p=99.9}` holds one of its own).
+pub fn parse_range(spec: &str) -> Result<(String, Method), String> {
+    let mut depth = 0i32;
+    let mut at = None;
+    for (i, c) in spec.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            '=' if depth == 0 => at = Some(i),
+            _ => {}
+        }
+    }
+    let i = at.ok_or_else(|| format!("range '{spec}': expected TENSOR=METHOD"))?;
+    Ok((spec[..i].to_string(), Method::parse(&spec[i + 1..])?))
 }
 
 impl FoldCalibration {
@@ -100,7 +125,13 @@ impl FoldCalibration {
             symmetric,
             reduce_range: opts.reduce_range,
         };
-        Ok(FoldCalibration { opts, cfg })
+        let ranges = opts
+            .ranges
+            .iter()
+            .map(|s| parse_range(s))
+            .collect::<Result<BTreeMap<_, _>, _>>()
+            .map_err(bad)?;
+        Ok(FoldCalibration { opts, cfg, ranges })
     }
 
     pub fn with_config(cfg: ActConfig) -> Self {
@@ -118,8 +149,13 @@ impl FoldCalibration {
             },
             symmetric: Some(cfg.symmetric),
             reduce_range: cfg.reduce_range,
+            ranges: vec![],
         };
-        FoldCalibration { opts, cfg }
+        FoldCalibration {
+            opts,
+            cfg,
+            ranges: BTreeMap::new(),
+        }
     }
 }
 
@@ -145,12 +181,16 @@ impl Pass for FoldCalibration {
         let mut params = BTreeMap::new();
         let mut remarks = Vec::new();
         for (name, h) in &stats.tensors {
-            let p = fold(h, &self.cfg);
+            let cfg = match self.ranges.get(name) {
+                Some(&method) => ActConfig { method, ..self.cfg },
+                None => self.cfg,
+            };
+            let p = fold(h, &cfg);
             remarks.push((
                 name.clone(),
                 format!(
                     "{} range [{}, {}] of observed [{}, {}] -> {:?} scale {} zero point {}",
-                    self.cfg.method,
+                    cfg.method,
                     p.clip.0 as f32,
                     p.clip.1 as f32,
                     p.observed.0,

@@ -128,16 +128,43 @@ impl InsertQdq {
 }
 
 /// A quantized weight, ready to be written.
-struct QWeight {
-    axis: Option<usize>,
-    dims: Vec<usize>,
-    scales: Vec<f32>,
-    zp: i32,
-    data: Vec<f32>,
+pub(crate) struct QWeight {
+    pub(crate) axis: Option<usize>,
+    pub(crate) dims: Vec<usize>,
+    pub(crate) scales: Vec<f32>,
+    pub(crate) zp: i32,
+    /// The values to round to the nearest code: the float weights, or the
+    /// grid values `round-weights` chose for them.
+    pub(crate) data: Vec<f32>,
+    /// The float weights when `data` holds learned grid values: what bias
+    /// correction measures the rounding against.
+    pub(crate) float: Option<Vec<f32>>,
     /// The integer type and the codes it may use.
-    qtype: QType,
-    lo: i32,
-    hi: i32,
+    pub(crate) qtype: QType,
+    pub(crate) lo: i32,
+    pub(crate) hi: i32,
+}
+
+/// Puts the grid values `round-weights` learned in place of the float
+/// weights they were learned for (same axis, same scales: the placement
+/// and options agree); returns how many.
+fn use_rounded(
+    g: &crate::ir::Graph,
+    rounded: &BTreeMap<String, crate::passes::context::RoundedWeight>,
+    weights: &mut BTreeMap<(ValueId, Option<usize>), QWeight>,
+) -> usize {
+    let mut n = 0;
+    for (&(v, axis), qw) in weights.iter_mut() {
+        let Some(r) = rounded.get(g.name(v)) else {
+            continue;
+        };
+        if r.axis != axis || r.scales != qw.scales || r.data.len() != qw.data.len() {
+            continue;
+        }
+        qw.float = Some(std::mem::replace(&mut qw.data, r.data.clone()));
+        n += 1;
+    }
+    n
 }
 
 /// The codes a symmetric weight of `wtype` uses: u8 weights are symmetric
@@ -305,6 +332,7 @@ impl InsertQdq {
         // Constants quantized like activations take the activations' type.
         let act_qtype = act.first().map(|(_, a)| a.qtype).unwrap_or(QType::U8);
         let mut weights = self.weight_scales(&m.graph, p, act_qtype)?;
+        let n_learned = use_rounded(&m.graph, &cx.analyses.rounded, &mut weights);
         let (biases, mut n_corrected) =
             self.quantize_biases(&m.graph, cx, p, &act, &mut weights)?;
         let float_biases = if self.opts.bias_correction {
@@ -333,9 +361,10 @@ impl InsertQdq {
             PASS,
             "<model>",
             format!(
-                "{} activations, {} weights and {} biases quantized ({} bias-corrected); {} of {} candidate nodes quantized",
+                "{} activations, {} weights ({} with learned rounding) and {} biases quantized ({} bias-corrected); {} of {} candidate nodes quantized",
                 n_act,
                 weights.len(),
+                n_learned,
                 biases.len(),
                 n_corrected,
                 p.decisions.iter().filter(|d| d.quantized).count(),
@@ -347,7 +376,7 @@ impl InsertQdq {
 
     /// Every weight's float data and its scales (per channel along the
     /// consumer's output axis, or one), keyed by (value, axis).
-    fn weight_scales(
+    pub(crate) fn weight_scales(
         &self,
         g: &crate::ir::Graph,
         p: &Placement,
@@ -377,6 +406,8 @@ impl InsertQdq {
                 continue;
             }
             let amax = crate::quant::channel_amax(&data, &dims, w.axis);
+            // Keep in step with `round-weights`, which learns codes on
+            // these grids and is only used where they match.
             let (_, hi) = self.wtype.bounds(true, self.opts.reduce_range);
             let half = match self.wtype {
                 QType::S8 => hi as f32,
@@ -402,6 +433,7 @@ impl InsertQdq {
                     scales,
                     zp,
                     data,
+                    float: None,
                     qtype: self.wtype,
                     lo,
                     hi,
@@ -634,6 +666,7 @@ fn constant_as_activation(data: Vec<f32>, dims: Vec<usize>, qtype: QType) -> QWe
         scales: vec![a.scale],
         zp: a.zero_point,
         data,
+        float: None,
         qtype,
         lo: qlo,
         hi: qhi,
@@ -756,13 +789,14 @@ fn materialize_biases(g: &mut crate::ir::Graph, p: &Placement, biases: &[QBias])
 /// know.
 fn bias_shift(node: &crate::ir::Node, qw: &QWeight, mean: &[f64]) -> Option<Vec<f64>> {
     let (lo, hi) = qw.bounds();
+    let float = qw.float.as_deref().unwrap_or(&qw.data);
     let dq = |i: usize, c: usize| -> f64 {
         let a = crate::quant::Affine {
             scale: qw.scales[c],
             zero_point: qw.zp,
         };
         crate::quant::dequantize(crate::quant::quantize(qw.data[i], a, lo, hi), a) as f64
-            - qw.data[i] as f64
+            - float[i] as f64
     };
     let per_channel = |c: usize| if qw.scales.len() == 1 { 0 } else { c };
     match node.op_type() {

@@ -46,7 +46,9 @@ pub mod pipeline;
 pub mod profile_hotspots;
 pub mod quantize_dynamic;
 pub mod quantize_gather;
+pub mod quantize_weights;
 pub mod restore_interface;
+pub mod round_weights;
 pub mod select_coverage;
 pub mod select_speed;
 pub mod shape_inference;
@@ -250,6 +252,13 @@ static REGISTRY: &[PassInfo] = &[
         example: "",
     },
     PassInfo {
+        name: "round-weights",
+        summary: "learn how Conv/Gemm/MatMul weights round to int8 from the inputs each layer sees (GPTQ), for the insert-qdq that follows",
+        changes_numerics: false,
+        make: |o| Ok(Box::new(round_weights::RoundWeights::from_options(o)?)),
+        example: "per-channel=false,samples=16",
+    },
+    PassInfo {
         name: "fold-calibration",
         summary: "turn calibration histograms into scales and zero points (minmax, percentile, entropy, mse)",
         changes_numerics: false,
@@ -283,6 +292,13 @@ static REGISTRY: &[PassInfo] = &[
         changes_numerics: true,
         make: |o| Ok(Box::new(quantize_dynamic::QuantizeDynamic::from_options(o)?)),
         example: "per-channel=false,exclude=[\"head*\"]",
+    },
+    PassInfo {
+        name: "quantize-weights",
+        summary: "weight-only int8/int4 MatMul/Gemm weights, per channel or in blocks (DequantizeLinear, or MatMulNBits); activations stay float",
+        changes_numerics: true,
+        make: |o| Ok(Box::new(quantize_weights::QuantizeWeights::from_options(o)?)),
+        example: "bits=4,block-size=32,method=gptq",
     },
     PassInfo {
         name: "quantize-gather",

@@ -421,6 +421,7 @@ impl Pass for SmoothQuant {
         // The smoothed graph's activations differ: what was measured on
         // the old one must not be folded into ranges for the new one.
         cx.analyses.stats = None;
+        cx.analyses.holdout_stats = None;
         cx.analyses.act_params = None;
         cx.remark(
             NAME,

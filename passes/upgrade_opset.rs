@@ -1,17 +1,21 @@
-//! `upgrade-opset`: raises the default-domain opset to 13 where that is
-//! known to be safe.
+//! `upgrade-opset`: raises the default-domain opset to 13 (or 21) where
+//! that is known to be safe.
 //!
 //! # What
 //! Per-channel DequantizeLinear (its `axis`) exists from opset 13, and
-//! QuantizeLinear from 10. When the model imports an older default-domain
-//! opset than `min`, this pass rewrites it to opset 13, the one target
-//! onnxq knows how to reach. Only upgrades whose meaning is known are made:
-//! every op of the default domain must either keep its semantics from the
-//! model's opset up to 13, or be one of the few that change form in a way
-//! rewritten here (attributes that became inputs; Softmax's axis
+//! QuantizeLinear from 10; 4-bit and 16-bit codes and blocked scales
+//! (`block_size`) from 21. When the model imports an older default-domain
+//! opset than `min`, this pass rewrites it to opset 13 (`min` ≤ 13) or 21
+//! (`min` above 13), the targets onnxq knows how to reach. Only upgrades
+//! whose meaning is known are made: every op of the default domain must
+//! either keep its semantics from the model's opset up to the target, or
+//! be one of the few that change form in a way rewritten here (attributes
+//! that became inputs — Squeeze/Unsqueeze/Split/ReduceSum at 13, the other
+//! reductions at 18; Split's `num_outputs` at 18; Softmax's axis
 //! semantics, accepted when the axis is the last one, where old and new
-//! definitions agree). Anything else refuses the upgrade with the op named,
-//! rather than risk a silently different model.
+//! definitions agree). Anything else (RoiAlign before 16, GridSample and
+//! DFT before 20, GroupNormalization before 21, …) refuses the upgrade
+//! with the op named, rather than risk a silently different model.
 //!
 //! # Example
 //! ```text
@@ -22,7 +26,9 @@
 //!
 //! # Options
 //! `min` (default 13): upgrade only when the model's opset is below this
-//! (10 for per-tensor QuantizeLinear, 13 for per-channel weights).
+//! (10 for per-tensor QuantizeLinear, 13 for per-channel weights, 21 for
+//! 4-bit, 16-bit or blocked weights); the upgrade goes to 13 when `min` ≤
+//! 13, else to 21.
 //!
 //! # Preconditions
 //! Ranks of Softmax inputs known (`shape-inference`) when the model has
@@ -32,8 +38,9 @@
 //! Exact: only the spelling of ops changes.
 //!
 //! # Errors
-//! An op whose semantics change between the model's opset and 13 in a way
-//! not rewritten here (named in the message), or an opset older than 7.
+//! An op whose semantics change between the model's opset and the target
+//! in a way not rewritten here (named in the message; ops inside `If`/
+//! `Loop`/`Scan` bodies are checked too), or an opset older than 7.
 
 use serde::{Deserialize, Serialize};
 
@@ -207,8 +214,35 @@ const ATTR_TO_INPUT: &[(&str, &str, i64)] = &[
     ("ReduceSum", "axes", 13),
 ];
 
-/// The one opset onnxq upgrades to.
+/// The opset onnxq upgrades to for per-channel weights.
 pub const TARGET: i64 = 13;
+/// The opset onnxq upgrades to for 4-bit, 16-bit and blocked Q/DQ.
+pub const TARGET_BLOCKED: i64 = 21;
+
+/// Reductions whose `axes` attribute became an input at opset 18
+/// (ReduceSum's did at 13).
+const REDUCE_AXES_18: &[&str] = &[
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSumSquare",
+];
+
+/// Ops whose meaning changed between 13 and 21 in a way not rewritten
+/// here, with the opset that changed it: RoiAlign's default coordinate
+/// mode (16), GridSample's mode names (20), DFT's axis became an input
+/// (20), GroupNormalization's scale/bias went per channel (21).
+const CHANGED_13_TO_21: &[(&str, i64)] = &[
+    ("RoiAlign", 16),
+    ("GridSample", 20),
+    ("DFT", 20),
+    ("GroupNormalization", 21),
+];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -230,11 +264,11 @@ pub struct UpgradeOpset {
 impl UpgradeOpset {
     pub fn from_options(o: serde_json::Value) -> Result<Self, PassError> {
         let opts: Options = super::parse_options(NAME, o)?;
-        if !(1..=TARGET).contains(&opts.min) {
+        if !(1..=TARGET_BLOCKED).contains(&opts.min) {
             return Err(PassError::Options {
                 pass: NAME.into(),
                 message: format!(
-                    "min={}: expected an opset between 1 and {TARGET} (onnxq upgrades to {TARGET})",
+                    "min={}: expected an opset between 1 and {TARGET_BLOCKED} (onnxq upgrades to {TARGET} or {TARGET_BLOCKED})",
                     opts.min
                 ),
             });
@@ -268,10 +302,20 @@ impl Pass for UpgradeOpset {
             );
             return Ok(Changed::No);
         }
-        let ops = upgrade(m, TARGET).map_err(|why| PassError::Precondition {
+        let target = if self.opts.min > TARGET {
+            TARGET_BLOCKED
+        } else {
+            TARGET
+        };
+        let advice = if target == TARGET {
+            format!("Use per-tensor weights (opset 10 suffices) or convert the model to opset {TARGET} first")
+        } else {
+            format!("Use 8-bit per-channel weights (opset 13) or convert the model to opset {TARGET_BLOCKED} first")
+        };
+        let ops = upgrade(m, target).map_err(|why| PassError::Precondition {
             pass: NAME.into(),
             message: format!(
-                "the model imports opset {have} and quantization needs opset {}; upgrading is not safe: {why}. Use per-tensor weights (opset 10 suffices) or convert the model to opset {TARGET} first",
+                "the model imports opset {have} and quantization needs opset {}; upgrading is not safe: {why}. {advice}",
                 self.opts.min
             ),
         })?;
@@ -279,15 +323,16 @@ impl Pass for UpgradeOpset {
             NAME,
             "<model>",
             format!(
-                "default-domain opset upgraded from {have} to {TARGET} ({ops} nodes rewritten)"
+                "default-domain opset upgraded from {have} to {target} ({ops} nodes rewritten)"
             ),
         );
         Ok(Changed::Yes)
     }
 }
 
-/// Upgrades the default-domain opset to `target` (13). Returns how many
-/// nodes were rewritten, or why the upgrade is not safe.
+/// Upgrades the default-domain opset to `target` (13 or 21). Returns how
+/// many nodes were rewritten, or why the upgrade is not safe. Nothing is
+/// changed when it is not safe.
 pub fn upgrade(m: &mut Model, target: i64) -> Result<usize, String> {
     let from = m.opset("").unwrap_or(1);
     if from >= target {
@@ -298,9 +343,134 @@ pub fn upgrade(m: &mut Model, target: i64) -> Result<usize, String> {
             "opset {from} predates the ops onnxq can upgrade (7 and later)"
         ));
     }
-    if target != 13 {
-        return Err(format!("upgrades go to opset 13, not {target}"));
+    if target != TARGET && target != TARGET_BLOCKED {
+        return Err(format!(
+            "upgrades go to opset {TARGET} or {TARGET_BLOCKED}, not {target}"
+        ));
     }
+    if target == TARGET_BLOCKED {
+        // Checked before anything changes: both steps must be safe.
+        check_13_to_21(m, from.max(TARGET))?;
+        if from < TARGET {
+            let mut probe = m.clone();
+            upgrade_to_13(&mut probe)?;
+        }
+    }
+    let mut count = 0;
+    if from < TARGET {
+        count += upgrade_to_13(m)?;
+    }
+    if target == TARGET_BLOCKED {
+        count += upgrade_13_to_21(m, from.max(TARGET));
+        // Opset 21 came with IR version 10 (which also brought int4).
+        if m.meta.ir_version.unwrap_or(0) < 10 {
+            m.meta.ir_version = Some(10);
+        }
+    }
+    Ok(count)
+}
+
+/// The default-domain op types inside a node's subgraphs, recursively.
+fn subgraph_ops(p: &NodeProto, out: &mut Vec<String>) {
+    for a in &p.attribute {
+        for sub in a.g.iter().chain(a.graphs.iter()) {
+            for n in &sub.node {
+                if matches!(n.domain(), "" | "ai.onnx") {
+                    out.push(n.op_type().to_string());
+                }
+                subgraph_ops(n, out);
+            }
+        }
+    }
+}
+
+/// Why the model cannot go from opset `from` (≥ 13) to 21, if it cannot.
+fn check_13_to_21(m: &Model, from: i64) -> Result<(), String> {
+    let g = &m.graph;
+    let mut unsafe_ops: Vec<String> = Vec::new();
+    for n in g.ops() {
+        let node = g.node(n);
+        let Some(p) = node.op() else { continue };
+        let mut inner = Vec::new();
+        subgraph_ops(p, &mut inner);
+        for op in &inner {
+            let changed = CHANGED_13_TO_21.iter().any(|(o, at)| o == op && from < *at)
+                || (from < 18 && (REDUCE_AXES_18.contains(&op.as_str()) || op == "Split"));
+            if changed {
+                unsafe_ops.push(format!("{op} (inside {}'s subgraph)", node.label()));
+            }
+        }
+        if !node.domain().is_empty() {
+            continue;
+        }
+        let op = node.op_type();
+        if let Some((_, at)) = CHANGED_13_TO_21.iter().find(|(o, _)| *o == op) {
+            if from < *at {
+                unsafe_ops.push(format!("{op} (changed at opset {at})"));
+            }
+        }
+        // Training-mode outputs of BatchNormalization went away at 14.
+        if op == "BatchNormalization"
+            && from < 14
+            && node.outputs().iter().skip(1).any(Option::is_some)
+        {
+            unsafe_ops.push("BatchNormalization (training outputs)".to_string());
+        }
+    }
+    if unsafe_ops.is_empty() {
+        return Ok(());
+    }
+    unsafe_ops.sort();
+    unsafe_ops.dedup();
+    Err(format!(
+        "no known-safe upgrade to opset {TARGET_BLOCKED} for {}",
+        unsafe_ops.join(", ")
+    ))
+}
+
+/// Rewrites what changed form between `from` (≥ 13, checked by
+/// [`check_13_to_21`]) and 21; returns how many nodes were rewritten.
+fn upgrade_13_to_21(m: &mut Model, from: i64) -> usize {
+    let mut count = 0;
+    if from < 18 {
+        let todo: Vec<NodeId> = m
+            .graph
+            .ops()
+            .into_iter()
+            .filter(|&n| {
+                let node = m.graph.node(n);
+                node.domain().is_empty()
+                    && (REDUCE_AXES_18.contains(&node.op_type()) || node.op_type() == "Split")
+            })
+            .collect();
+        for n in todo {
+            if m.graph.node(n).op_type() == "Split" {
+                // From 18 an even Split without a `split` input names its
+                // number of outputs.
+                if m.graph.node(n).input(1).is_none() {
+                    let k = m.graph.node(n).outputs().len() as i64;
+                    m.graph.op_mut(n).attribute.push(AttributeProto {
+                        name: Some("num_outputs".into()),
+                        r#type: Some(crate::proto::attribute_proto::AttributeType::Int as i32),
+                        i: Some(k),
+                        ..Default::default()
+                    });
+                    count += 1;
+                }
+            } else if m.graph.node(n).attr("axes").is_some() {
+                attr_to_input(m, n, "axes");
+                count += 1;
+            }
+        }
+    }
+    m.set_opset("", TARGET_BLOCKED);
+    count
+}
+
+/// Upgrades an opset 7–12 model to 13.
+fn upgrade_to_13(m: &mut Model) -> Result<usize, String> {
+    let target = TARGET;
+    let from = m.opset("").unwrap_or(1);
     let g = &m.graph;
     let mut unsafe_ops: Vec<String> = Vec::new();
     let mut rewrites: Vec<NodeId> = Vec::new();
@@ -408,22 +578,28 @@ fn rewrite_node(m: &mut Model, n: NodeId) {
                 .iter()
                 .find(|(o, _, _)| *o == op)
                 .expect("invariant: listed");
-            let a = take_attr(g.op_mut(n), attr);
-            if let Some(a) = a {
-                // Named after the node ("unnamedSqueeze" when it has no
-                // name), made unique by `add_initializer`.
-                let node_name = g.node(n).name();
-                let base = if node_name.is_empty() {
-                    format!("unnamed{op}")
-                } else {
-                    node_name.to_string()
-                };
-                let name = format!("{base}_{attr}");
-                let t = Tensor::from_i64(&name, &[a.ints.len() as i64], &a.ints);
-                let v = g.add_initializer(t);
-                let slot = 1; // the attribute becomes operand 1 in each of these ops
-                g.set_input(n, slot, Some(v));
-            }
+            attr_to_input(m, n, attr);
         }
+    }
+}
+
+/// Moves an ints attribute to operand 1 (where each op that made this
+/// change takes it), as a new initializer.
+fn attr_to_input(m: &mut Model, n: NodeId, attr: &str) {
+    let g = &mut m.graph;
+    let op = g.node(n).op_type().to_string();
+    if let Some(a) = take_attr(g.op_mut(n), attr) {
+        // Named after the node ("unnamedSqueeze" when it has no
+        // name), made unique by `add_initializer`.
+        let node_name = g.node(n).name();
+        let base = if node_name.is_empty() {
+            format!("unnamed{op}")
+        } else {
+            node_name.to_string()
+        };
+        let name = format!("{base}_{attr}");
+        let t = Tensor::from_i64(&name, &[a.ints.len() as i64], &a.ints);
+        let v = g.add_initializer(t);
+        g.set_input(n, 1, Some(v));
     }
 }

@@ -405,3 +405,178 @@ fn absorb_bias_is_exact_on_calibration_data() {
         assert_close(&run(&m, &s), &run(&after, &s), 1e-5);
     }
 }
+
+/// Output error energy of `q` against `m` on the first `n` samples of
+/// `data`.
+fn error_energy(m: &Model, q: &Model, data: &onnxq::calib::data::DataSet, n: usize) -> f64 {
+    let specs = onnxq::calib::data::input_specs(m);
+    let mut e = 0.0;
+    for i in 0..n {
+        let s = data
+            .load(i, &specs, &Default::default())
+            .expect("random sample");
+        for ((_, a), (_, b)) in run(m, &s).iter().zip(&run(q, &s)) {
+            let (HostTensor::F32(a), HostTensor::F32(b)) = (a, b) else {
+                panic!("float outputs")
+            };
+            e += a
+                .iter()
+                .zip(b.iter())
+                .map(|(x, y)| ((x - y) as f64).powi(2))
+                .sum::<f64>();
+        }
+    }
+    e
+}
+
+/// A model whose layers read correlated inputs (a smooth image through two
+/// 3×3 Convs, one of them grouped, then a Gemm), quantized with and
+/// without `round-weights`, at `threads`.
+fn rounded_pair(threads: usize) -> (Model, Model, Model) {
+    use onnxq::calib::data::DataSet;
+    use onnxq::calib::CalibOptions;
+    use onnxq::passes::context::Inputs;
+    let mut r = Lcg(21);
+    let src = format!(
+        "{HEADER}\ng (float[1,4,8,8] X) => (float[1,5] Y)\n<float[8,4,3,3] Wa = {}, float[8] Ba = {}, float[8,2,3,3] Wb = {}, float[8] Bb = {}, float[5,8] Wc = {}, float[5] Bc = {}, int64[2] S = {{1, 8}}>\n{{\n  A = Conv <pads = [1,1,1,1]> (X, Wa, Ba)\n  R = Relu (A)\n  B = Conv <pads = [1,1,1,1], group = 4> (R, Wb, Bb)\n  P = GlobalAveragePool (B)\n  F = Reshape (P, S)\n  Y = Gemm <transB = 1> (F, Wc, Bc)\n}}\n",
+        lit(&r.vec(8 * 4 * 9, -0.4, 0.4)),
+        lit(&r.vec(8, -0.2, 0.2)),
+        lit(&r.vec(8 * 2 * 9, -0.4, 0.4)),
+        lit(&r.vec(8, -0.2, 0.2)),
+        lit(&r.vec(5 * 8, -1.0, 1.0)),
+        lit(&r.vec(5, -0.2, 0.2)),
+    );
+    let m = parse(&src);
+    let quantize = |pipeline: &str| {
+        let mut q = m.clone();
+        let mut cx = PassContext::with_inputs(Inputs {
+            calib_data: Some(DataSet::random(6, 5)),
+            calib_options: CalibOptions {
+                threads,
+                progress: false,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let mut pm = PassManager::new(Pipeline::parse(pipeline).expect("pipeline parses"));
+        pm.verify_each = true;
+        pm.run(&mut q, &mut cx).expect("pipeline runs");
+        (q, cx)
+    };
+    let base = "shape-inference,calibrate,fold-calibration{method=minmax}";
+    let tail = "insert-qdq{per-channel=false,target=portable,bias-correction=false},dce";
+    let (nearest, _) = quantize(&format!("{base},{tail}"));
+    let (learned, cx) = quantize(&format!(
+        "{base},round-weights{{per-channel=false,target=portable}},{tail}"
+    ));
+    let remark = cx
+        .remarks()
+        .iter()
+        .find(|r| r.pass == "round-weights" && r.node == "<model>")
+        .map(|r| r.message.clone())
+        .unwrap_or_default();
+    assert!(remark.contains("learned rounding on"), "{remark}");
+    (m, nearest, learned)
+}
+
+/// Learned rounding lowers the output error on the data it learned from,
+/// keeps every scale (only codes move), and its output does not depend on
+/// the thread count.
+#[test]
+fn round_weights_lowers_output_error_and_keeps_scales() {
+    let (m, nearest, learned) = rounded_pair(1);
+    let data = onnxq::calib::data::DataSet::random(6, 5);
+    let (en, el) = (
+        error_energy(&m, &nearest, &data, 6),
+        error_energy(&m, &learned, &data, 6),
+    );
+    assert!(el < en, "learned {el} against nearest {en}");
+    let scales = |q: &Model| -> Vec<(String, Vec<u8>)> {
+        q.graph
+            .value_ids()
+            .filter(|&v| q.graph.name(v).ends_with("_scale"))
+            .filter_map(|v| {
+                let t = q.graph.constant(v)?;
+                Some((q.graph.name(v).to_string(), t.raw_bytes().ok()?.to_vec()))
+            })
+            .collect()
+    };
+    assert_eq!(scales(&nearest), scales(&learned));
+    assert!(!scales(&learned).is_empty());
+    let (_, _, again) = rounded_pair(2);
+    assert_eq!(
+        onnxq::onnx::export::to_bytes(&learned),
+        onnxq::onnx::export::to_bytes(&again)
+    );
+}
+
+/// A `[k, n]` float literal of `Lcg` values for the text IR.
+fn weight_literal(r: &mut Lcg, k: usize, n: usize) -> String {
+    lit(&r.vec(k * n, -1.0, 1.0))
+}
+
+/// Weight-only 4-bit weights (blocked DequantizeLinear at opset 21, and
+/// MatMulNBits) load in tract through the validation lowering and stay
+/// within the 4-bit grid's error of the float model.
+#[test]
+fn weight_only_4bit_runs_in_tract_through_the_lowering() {
+    let mut r = Lcg(21);
+    let w = weight_literal(&mut r, 64, 16);
+    let src = format!(
+        "<ir_version: 10, opset_import: [\"\" : 21]>\n\
+         g (float[2,64] X) => (float[2,16] Y)\n\
+         <float[64,16] W = {w}>\n\
+         {{\n  [mm] Y = MatMul (X, W)\n}}"
+    );
+    let m = parse(&src);
+    let inputs = [input("X", &[2, 64], &mut r)];
+    let float = run(&m, &inputs);
+    for form in ["qdq", "qoperator"] {
+        let q = transform(
+            &m,
+            &format!("quantize-weights{{bits=4,block-size=32,format={form},min-elements=16}},dce"),
+        );
+        assert!(
+            ops(&q)
+                .iter()
+                .any(|o| o == "DequantizeLinear" || o == "MatMulNBits"),
+            "{form}: {:?}",
+            ops(&q)
+        );
+        let runner = Runner::new(&q, &RunOptions::default()).expect("lowered for tract");
+        assert!(runner.lowered().any(), "{form}: nothing lowered");
+        let out = runner.run(&inputs).expect("runs");
+        // 16 levels a block: |error| per weight ≤ range/30; summed over 64
+        // inputs of |x| ≤ 2 it stays well under a tenth of the output.
+        assert_close(&float, &out, 0.1);
+    }
+}
+
+/// A 4-bit embedding table gathers what its 16-level blocks hold: every
+/// value within one step of the float table, for ids of any shape
+/// (negative ids included).
+#[test]
+fn quantize_gather_4bit_stays_within_a_step() {
+    let mut r = Lcg(7);
+    let t = weight_literal(&mut r, 40, 64);
+    let src = format!(
+        "{HEADER}\n\
+         g (int64[2,3] ids) => (float[2,3,64] E)\n\
+         <float[40,64] T = {t}>\n\
+         {{\n  [tok] E = Gather (T, ids)\n}}"
+    );
+    let m = parse(&src);
+    let q = transform(
+        &m,
+        "quantize-gather{bits=4,block-size=32,min-elements=16},dce",
+    );
+    assert!(ops(&q).iter().any(|o| o == "Floor"), "{:?}", ops(&q));
+    let ids = ndarray::ArrayD::from_shape_vec(vec![2, 3], vec![0i64, 39, 7, -1, 12, 7])
+        .expect("shape fits");
+    let inputs = [("ids".to_string(), HostTensor::I64(ids))];
+    // Values in [-1, 1): a block's step is at most 2/15.
+    let (a, b) = (run(&m, &inputs), run(&q, &inputs));
+    assert_close(&a, &b, 2.0 / 15.0);
+    // Not the float table by accident: 4 bits cannot hold it exactly.
+    assert_ne!(a[0].1.to_f32(), b[0].1.to_f32());
+}

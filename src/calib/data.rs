@@ -172,6 +172,20 @@ impl DataSet {
     }
 
     /// A subset (for validating on part of the calibration data).
+    /// `n` samples spread evenly over `start..` (all of them when fewer):
+    /// files sorted by name come in runs of one kind, and a check on a
+    /// run would judge that kind alone.
+    pub fn spread(&self, start: usize, n: usize) -> DataSet {
+        let avail = self.sources.len().saturating_sub(start);
+        let n = n.min(avail);
+        DataSet {
+            root: self.root.clone(),
+            sources: (0..n)
+                .map(|j| self.sources[start + j * avail / n].clone())
+                .collect(),
+        }
+    }
+
     pub fn take(&self, n: usize) -> DataSet {
         DataSet {
             root: self.root.clone(),

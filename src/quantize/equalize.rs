@@ -126,13 +126,13 @@ pub fn apply(
         keep(m, cx, tm, tcx);
         return Ok(Some(printed));
     }
-    let Some((reference, samples)) = method::reference(m, cx, opts)? else {
+    let Some((reference, samples)) = method::reference(m, cx, opts, false)? else {
         keep(m, cx, tm, tcx);
         return Ok(Some(printed));
     };
     let (Some(plain), Some(eq)) = (
-        method::score_placed(m, cx, opts, &reference)?,
-        method::score_placed(&tm, &tcx, opts, &reference)?,
+        method::score_placed(m, cx, opts, &reference, chosen, false)?,
+        method::score_placed(&tm, &tcx, opts, &reference, chosen, false)?,
     ) else {
         keep(m, cx, tm, tcx);
         return Ok(Some(printed));

@@ -141,6 +141,7 @@ pub fn reference(
     m: &Model,
     cx: &PassContext,
     opts: &QuantizeOptions,
+    held: bool,
 ) -> Result<Option<(Reference, usize)>, QuantizeError> {
     let outputs = &cx.analyses.calib_outputs;
     let Some(data) = cx.inputs().calib_data.as_ref() else {
@@ -153,7 +154,17 @@ pub fn reference(
     let wanted = VALUES
         .div_ceil(per_sample.max(1))
         .clamp(MIN_SAMPLES, SAMPLES);
-    let k = outputs.len().min(wanted).min(data.len());
+    let mut k = outputs.len().min(wanted).min(data.len());
+    if held && cx.analyses.held_out > 0 {
+        // Per-tensor choices are many and each is kept on a small gain:
+        // they are checked on twice the samples, all of them held out.
+        k = cx
+            .analyses
+            .held_out
+            .min(2 * wanted)
+            .min(data.len())
+            .min(outputs.len());
+    }
     if k == 0 {
         return Ok(None);
     }
@@ -168,19 +179,41 @@ pub fn reference(
     Ok(Some((reference, k)))
 }
 
-/// The mean capped output SQNR ([`score`]) of the model the tail builds
-/// from `m` with the ranges and selection already in `cx` (after
-/// `fold-calibration` and any `select-speed`), against `reference`.
+/// The mean capped output SQNR ([`score`]) of the model `choice` (the
+/// `fold-calibration{…}[,select-speed{nodes=[…]}]` part of a pipeline)
+/// and the tail build from `m` calibrated in `cx`, against `reference`;
+/// `held`: ranges are folded from the held-out statistics
+/// ([`for_scoring`]), for a `reference` on the held-out samples.
 pub fn score_placed(
     m: &Model,
     cx: &PassContext,
     opts: &QuantizeOptions,
     reference: &Reference,
+    choice: &str,
+    held: bool,
 ) -> Result<Option<f64>, QuantizeError> {
     let mut q = m.clone();
-    let mut c = PassContext::resume(Inputs::default(), cx.analyses.clone());
-    PassManager::new(pipeline::tail(&pipeline::insert_options(opts))).run(&mut q, &mut c)?;
+    let analyses = if held {
+        for_scoring(cx)
+    } else {
+        cx.analyses.clone()
+    };
+    let mut c = PassContext::resume(Inputs::default(), analyses);
+    let mut p = Pipeline::parse(choice)?;
+    p.append(pipeline::tail(&pipeline::insert_options(opts)));
+    PassManager::new(p).run(&mut q, &mut c)?;
     Ok(score(&reference.score(&q)?))
+}
+
+/// `cx`'s analyses with the held-out statistics in place of the full ones
+/// (when calibration kept them): what candidates are folded from when
+/// they are scored on the held-out samples.
+pub fn for_scoring(cx: &PassContext) -> crate::passes::context::Analyses {
+    let mut a = cx.analyses.clone();
+    if let Some(h) = &a.holdout_stats {
+        a.stats = Some(h.clone());
+    }
+    a
 }
 
 /// Chooses the method for `m` (prepared and calibrated in `cx`) among
@@ -192,7 +225,7 @@ pub fn choose(
     opts: &QuantizeOptions,
     methods: &[Method],
 ) -> Result<Option<Choice>, QuantizeError> {
-    let Some((reference, k)) = reference(m, cx, opts)? else {
+    let Some((reference, k)) = reference(m, cx, opts, false)? else {
         return Ok(None);
     };
     let insert = pipeline::insert_options(opts);

@@ -30,6 +30,7 @@ pub mod fallback;
 pub mod inputs;
 pub mod method;
 pub mod pipeline;
+pub mod ranges;
 pub mod selection;
 pub mod smooth;
 
@@ -108,6 +109,11 @@ pub struct QuantizeOptions {
     pub fidelity: Option<FidelityTarget>,
     /// Correct biases for the mean shift weight rounding causes.
     pub bias_correction: bool,
+    /// How weights round to their codes.
+    pub rounding: Rounding,
+    /// With [`Mode::Weights`]: bits, blocks, symmetry and form of the
+    /// weights (`method` follows [`Self::rounding`]).
+    pub weights_only: crate::passes::quantize_weights::Options,
     /// Cost-aware selection: quantize the fewest Conv/MatMul/Gemm that
     /// cover this fraction of the compute ops' measured time.
     pub coverage: Option<f64>,
@@ -160,6 +166,8 @@ impl Default for QuantizeOptions {
             threads: None,
             fidelity: None,
             bias_correction: true,
+            rounding: Rounding::Nearest,
+            weights_only: Default::default(),
             coverage: None,
             detailed_report: false,
             target: crate::target::Target::OrtCpu,
@@ -220,6 +228,16 @@ impl Smooth {
     }
 }
 
+/// How weights round to their int8 codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rounding {
+    /// Each weight to its nearest code.
+    Nearest,
+    /// Learned from the inputs each layer sees on calibration data
+    /// (`round-weights`, GPTQ).
+    Adaptive,
+}
+
 /// How activations are quantized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -227,6 +245,9 @@ pub enum Mode {
     Static,
     /// Ranges computed on every run (`quantize-dynamic`).
     Dynamic,
+    /// Weights only, activations stay float (`quantize-weights`,
+    /// `quantize-gather`); [`QuantizeOptions::weights_only`] says how.
+    Weights,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -329,6 +350,15 @@ pub fn quantize_model(
         pipeline: calibrated.pipeline_with(&built),
         method: match (opts.mode, opts.method) {
             (Mode::Dynamic, _) => "dynamic (run-time ranges)".into(),
+            (Mode::Weights, _) => format!(
+                "weights only: {}, {}",
+                opts.weights_only.describe(),
+                if opts.rounding == Rounding::Adaptive {
+                    "GPTQ rounding"
+                } else {
+                    "round to nearest"
+                }
+            ),
             (_, Some(m)) => m.to_string(),
             (_, None) => format!("auto: {}", calibrated.method),
         },
@@ -342,7 +372,9 @@ pub fn quantize_model(
         profile: None,
         quantized_mac_share: None,
         tensor_errors: vec![],
+        diagnoses: vec![],
         activations: vec![],
+        ranges: calibrated.analyses.range_choices.clone(),
         seconds: Timings {
             prepare: calibrated.seconds.0,
             calibrate: calibrated.seconds.1,
@@ -389,8 +421,12 @@ pub fn quantize_file(
         report.fallback = Some(fb);
         report.seconds.fallback = t.elapsed().as_secs_f64();
     }
-    report.quantized_mac_share = accounting::mac_share(&calibrated.prepared, &report.nodes);
-    if report.nodes.is_empty() && calibrated.dynamic.is_none() {
+    // Weight-only files compute in float (or onnxruntime's MatMulNBits):
+    // no share of MACs runs on quantized activations.
+    if opts.mode != Mode::Weights {
+        report.quantized_mac_share = accounting::mac_share(&calibrated.prepared, &report.nodes);
+    }
+    if report.nodes.is_empty() && calibrated.dynamic.is_none() && opts.mode != Mode::Weights {
         report.warnings.push("nothing in this model is a quantization candidate (no Conv, MatMul, Gemm or other op on float data onnxq quantizes): the output is the float model after clean-up".into());
     }
     report
@@ -431,6 +467,17 @@ pub fn quantize_file(
             None => Reference::new(&float, val, threads, &opts.input_shapes)?,
         };
         report.validation = Some(reference.score(&written)?);
+        if let Some((_, l)) = crate::runtime::lower::for_tract(&written) {
+            report.remarks.push(crate::passes::context::Remark {
+                pass: "validate".into(),
+                node: "<model>".into(),
+                message: format!(
+                    "tract cannot load this file's 4-bit/16-bit or blocked weights: validated through an equivalent lowering ({} DequantizeLinear folded to float weights, {} MatMulNBits run as MatMul); onnxruntime runs the file as written",
+                    l.dequantized, l.matmul_nbits
+                ),
+                level: crate::passes::context::Level::Note,
+            });
+        }
         if let Some(w) = low_fidelity_hint(report.validation.as_ref(), opts) {
             report.warnings.push(w);
         }
@@ -598,6 +645,14 @@ fn detail_report(
             val,
             &opts.input_shapes,
         )?;
+        if let Some(stats) = &calibrated.analyses.stats {
+            report.diagnoses = crate::report::diagnose::diagnose(
+                &report.tensor_errors,
+                stats,
+                calibrated.act_params(),
+                &built.quantized_tensors,
+            );
+        }
         let specs = crate::calib::data::input_specs(float);
         let first = val.load(0, &specs, &opts.input_shapes)?;
         report.profile = crate::analysis::profile::measure(&calibrated.prepared, &first, 5).ok();

@@ -8,7 +8,7 @@
 //! calibrate  [profile-hotspots{runs=5},select-coverage{coverage=C},]
 //!            calibrate,[smooth-quant{…},calibrate,]
 //!            [equalize{…},dce,calibrate,[absorb-bias,calibrate,]]
-//!            fold-calibration{…}[,select-speed{target=T,…}]
+//!            fold-calibration{…}[,select-speed{target=T,…}][,round-weights{…}]
 //! tail       insert-qdq{…},[quantize-gather,]dce,
 //!            [lower-qdq,drop-fake-quant,dce,]restore-interface
 //! ```
@@ -78,8 +78,8 @@ pub fn collect(opts: &QuantizeOptions) -> String {
 
 /// The choice of activation ranges by `method`, then of where int8 pays
 /// (runtime targets, unless speed selection is off).
-pub fn choose(opts: &QuantizeOptions, method: Method) -> String {
-    let mut s = fold_calibration(opts, method);
+pub fn choose(opts: &QuantizeOptions, method: Method, ranges: &[String]) -> String {
+    let mut s = fold_calibration_with(opts, method, ranges);
     if opts.speed_select && opts.target != crate::target::Target::Portable {
         s.push(',');
         s.push_str(&select_speed(opts).to_string());
@@ -107,8 +107,33 @@ fn select_speed(opts: &QuantizeOptions) -> Pipeline {
     p
 }
 
+/// `round-weights` with the placement options of the `insert-qdq` after it.
+pub fn round_weights(opts: &QuantizeOptions) -> Pipeline {
+    let o = crate::passes::round_weights::Options {
+        per_channel: opts.per_channel,
+        weights: qtype_name(opts.weights).into(),
+        reduce_range: opts.reduce_range,
+        exclude: opts.exclude.clone(),
+        op_types: opts.op_types.clone(),
+        target: opts.target.name().into(),
+        ..Default::default()
+    };
+    let mut p = Pipeline::default();
+    p.push(Box::new(
+        crate::passes::round_weights::RoundWeights::new(o)
+            .expect("invariant: options built from parsed types"),
+    ));
+    p
+}
+
 /// `fold-calibration` with `method` and the options' activation types.
 pub fn fold_calibration(opts: &QuantizeOptions, method: Method) -> String {
+    fold_calibration_with(opts, method, &[])
+}
+
+/// `fold-calibration` with `method`, per-tensor exceptions `ranges`
+/// (`TENSOR=METHOD`) and the options' activation types.
+pub fn fold_calibration_with(opts: &QuantizeOptions, method: Method, ranges: &[String]) -> String {
     let (method, p) = match method {
         Method::Percentile { p } => ("percentile".to_string(), Some(p)),
         m => (m.to_string(), None),
@@ -123,6 +148,13 @@ pub fn fold_calibration(opts: &QuantizeOptions, method: Method) -> String {
     }
     if let Some(sym) = opts.symmetric_activations {
         parts.push(format!("symmetric={sym}"));
+    }
+    if !ranges.is_empty() {
+        let quoted: Vec<String> = ranges
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("invariant: strings serialize"))
+            .collect();
+        parts.push(format!("ranges=[{}]", quoted.join(",")));
     }
     format!("fold-calibration{{{}}}", parts.join(","))
 }
@@ -162,6 +194,54 @@ pub fn dynamic_options(opts: &QuantizeOptions) -> crate::passes::quantize_dynami
             opts.op_types.clone()
         },
     }
+}
+
+/// Weight-only quantization of the MatMul/Gemm weights as the options
+/// say (GPTQ when `--rounding adaptive`), run where the calibration data
+/// is; and the `quantize-gather` options for the embedding tables (4-bit
+/// in the same blocks for 4-bit weights, else int8 per row).
+pub fn weights_only(opts: &QuantizeOptions) -> (Pipeline, crate::passes::quantize_gather::Options) {
+    let mut w = opts.weights_only.clone();
+    w.method = if opts.rounding == super::Rounding::Adaptive {
+        "gptq".into()
+    } else {
+        "nearest".into()
+    };
+    w.exclude.extend(opts.exclude.iter().cloned());
+    let mut p = Pipeline::default();
+    p.push(Box::new(
+        crate::passes::quantize_weights::QuantizeWeights::from_options(
+            serde_json::to_value(&w).expect("invariant: options serialize"),
+        )
+        .expect("invariant: options checked when parsed"),
+    ));
+    let d = crate::passes::quantize_gather::Options::default();
+    let gather = crate::passes::quantize_gather::Options {
+        bits: w.bits,
+        block_size: if w.block_size > 0 {
+            w.block_size
+        } else {
+            d.block_size
+        },
+        exclude: opts.exclude.clone(),
+        ..d
+    };
+    (p, gather)
+}
+
+/// The tail of weight-only quantization: embedding tables, clean-up,
+/// interface.
+pub fn weights_tail(gather: &crate::passes::quantize_gather::Options) -> Pipeline {
+    let mut p = Pipeline::default();
+    p.push(Box::new(
+        crate::passes::quantize_gather::QuantizeGather::from_options(
+            serde_json::to_value(gather).expect("invariant: options serialize"),
+        )
+        .expect("invariant: options checked when parsed"),
+    ));
+    p.push(Box::new(crate::passes::dce::Dce));
+    p.push(Box::new(crate::passes::restore_interface::RestoreInterface));
+    p
 }
 
 /// The tail of dynamic quantization: the rewrite, clean-up, interface.

@@ -187,16 +187,23 @@ fn auto(
                 .as_ref()
                 .expect("invariant: calibrated"),
         ));
+        // The same for the held-out statistics choices are scored with.
+        let held = match (&cx.analyses.holdout_stats, &all.cx.analyses.holdout_stats) {
+            (Some(p), Some(s)) => Some(std::sync::Arc::new(merged(p, s))),
+            _ => None,
+        };
         for name in &names {
             let mut s2 = skip.clone();
             s2.push(name.clone());
             let mut tm = m.clone();
             let mut tcx = PassContext::resume(cx.inputs().clone(), cx.analyses.clone());
             tcx.analyses.stats = Some(stats.clone());
+            tcx.analyses.holdout_stats = held.clone();
             let p = smooth_pipeline(Smooth::AUTO_ALPHA, &s2);
             let p = p.trim_end_matches(",calibrate");
             build::run(&mut tm, &mut tcx, Pipeline::parse(p)?)?;
             tcx.analyses.stats = Some(stats.clone());
+            tcx.analyses.holdout_stats = held.clone();
             let Some(c) = method::choose(&tm, &tcx, opts, &[all_choice.method])? else {
                 break;
             };

@@ -2,6 +2,7 @@
 //! ([`quantize`]: the JSON a build pipeline reads and the terminal summary)
 //! and its HTML rendering ([`html`]).
 
+pub mod diagnose;
 pub mod html;
 pub mod quantize;
 

@@ -38,7 +38,14 @@ pub struct QuantizeReport {
     /// run quantized (`None` when shapes are unknown).
     pub quantized_mac_share: Option<f64>,
     pub tensor_errors: Vec<TensorError>,
+    /// Why the worst quantized tensors' error stays large, and the remedy
+    /// for each cause (detailed reports).
+    pub diagnoses: Vec<crate::report::diagnose::Diagnosis>,
     pub activations: Vec<ActivationSummary>,
+    /// Per tensor, the clip rule `--method auto` kept and the readers'
+    /// measured error under each rule tried (empty when a method was
+    /// given).
+    pub ranges: Vec<crate::passes::context::TensorChoice>,
     pub seconds: Timings,
     pub warnings: Vec<String>,
     /// What speed selection measured in the target's runtime: the
@@ -123,14 +130,19 @@ impl QuantizeReport {
     /// A human summary for the terminal.
     pub fn summary(&self) -> String {
         let q = self.nodes.iter().filter(|d| d.quantized).count();
+        // Weight-only runs decide per weight, not per node (their remarks
+        // below say what became of each).
+        let nodes = if self.nodes.is_empty() && self.method.starts_with("weights only") {
+            "activations stay float".to_string()
+        } else {
+            format!("{q} of {} candidate nodes quantized", self.nodes.len())
+        };
         let mut s = format!(
-            "onnxq quantize: {} -> {}\n  method {}, {} calibration sample(s); {} of {} candidate nodes quantized\n  size {} -> {} bytes ({:.3}x)\n",
+            "onnxq quantize: {} -> {}\n  method {}, {} calibration sample(s); {nodes}\n  size {} -> {} bytes ({:.3}x)\n",
             self.input,
             self.output,
             self.method,
             self.calibration_samples,
-            q,
-            self.nodes.len(),
             self.float_bytes,
             self.quantized_bytes,
             self.quantized_bytes as f64 / self.float_bytes.max(1) as f64
@@ -144,10 +156,20 @@ impl QuantizeReport {
         }
         // What speed selection measured (or why it could not), and the
         // method `--method auto` chose: the two measured choices; and the
-        // inputs read as constants, which change what the model does.
+        // inputs read as constants, which change what the model does; and
+        // what learned rounding did.
         for r in self.remarks.iter().filter(|r| {
-            r.node == "<model>"
-                && matches!(r.pass.as_str(), "select-speed" | "quantize" | "fix-inputs")
+            (r.node == "<model>"
+                && matches!(
+                    r.pass.as_str(),
+                    "select-speed"
+                        | "quantize"
+                        | "fix-inputs"
+                        | "round-weights"
+                        | "quantize-weights"
+                        | "validate"
+                ))
+                || r.pass == "quantize-gather"
         }) {
             s.push_str(&format!("  {}: {}\n", r.pass, r.message));
         }
@@ -156,6 +178,18 @@ impl QuantizeReport {
         }
         for w in &self.warnings {
             s.push_str(&format!("  warning: {w}\n"));
+        }
+        for d in self
+            .diagnoses
+            .iter()
+            .filter(|d| !d.causes.is_empty())
+            .take(3)
+        {
+            let c = &d.causes[0];
+            s.push_str(&format!(
+                "  why {} ({}) is at {:.1} dB: {}; remedy: {}\n",
+                d.tensor, d.op, d.sqnr_db, c.detail, c.remedy
+            ));
         }
         if let Some(v) = &self.validation {
             s.push_str(&v.table());

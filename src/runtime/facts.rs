@@ -99,6 +99,8 @@ fn facts(
     model_name: &str,
 ) -> Result<BTreeMap<String, Fact>, RuntimeError> {
     let load = super::load::load_error(model_name);
+    let lowering = super::lower::for_tract(model);
+    let model = lowering.as_ref().map_or(model, |(m, _)| m);
     let (mut im, input_names, _) =
         super::load::load_inference(model, true, &super::load::FLOAT_TYPES).map_err(&load)?;
     for (name, shape) in input_shapes {

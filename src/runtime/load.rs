@@ -48,6 +48,8 @@ pub(super) struct Typed {
     /// Constant DequantizeLinear nodes folded
     /// ([`RunOptions::fold_weight_dequantize`]).
     pub folded_dq: usize,
+    /// What [`super::lower::for_tract`] rewrote first.
+    pub lowered: super::lower::Lowered,
 }
 
 /// Loads `model` into tract as `opts` ask, up to the typed (and, if asked,
@@ -59,6 +61,11 @@ pub(super) fn typed_model(
     model_name: &str,
 ) -> Result<Typed, RuntimeError> {
     let load = load_error(model_name);
+    let lowering = super::lower::for_tract(model);
+    let (model, lowered) = match &lowering {
+        Some((m, l)) => (m, *l),
+        None => (model, super::lower::Lowered::default()),
+    };
     let ignore_vi = opts
         .ignore_value_info
         .unwrap_or(!opts.input_shapes.is_empty());
@@ -74,6 +81,7 @@ pub(super) fn typed_model(
         output_names,
         fused_qdq,
         folded_dq,
+        lowered,
     })
 }
 

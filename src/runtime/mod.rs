@@ -52,6 +52,7 @@ mod cache;
 pub mod fake_quant;
 mod guard;
 mod load;
+pub mod lower;
 mod runner;
 mod timing;
 pub mod weights;

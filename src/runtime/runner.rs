@@ -53,6 +53,7 @@ pub struct Runner {
     /// Constant DequantizeLinear nodes folded
     /// ([`RunOptions::fold_weight_dequantize`]).
     folded_dq: usize,
+    lowered: super::lower::Lowered,
     model_name: String,
     inputs: Vec<InputSlot>,
     outputs: Vec<String>,
@@ -67,6 +68,7 @@ struct Planned {
     output_names: Vec<String>,
     fused_qdq: usize,
     folded_dq: usize,
+    lowered: super::lower::Lowered,
     plan: Arc<TypedSimplePlan>,
     visit_plan: Arc<TypedSimplePlan>,
     watch: HashMap<(usize, usize), Vec<usize>>,
@@ -83,6 +85,7 @@ impl Runner {
             output_names,
             fused_qdq,
             folded_dq,
+            lowered,
             plan,
             visit_plan,
             watch,
@@ -105,6 +108,7 @@ impl Runner {
             n_graph: model.graph.outputs().len(),
             fused_qdq,
             folded_dq,
+            lowered,
             model_name,
             inputs,
             outputs: output_names,
@@ -133,6 +137,7 @@ impl Runner {
             output_names: built.output_names,
             fused_qdq: built.fused_qdq,
             folded_dq: built.folded_dq,
+            lowered: built.lowered,
             plan,
             visit_plan,
             watch,
@@ -188,6 +193,12 @@ impl Runner {
     /// ([`RunOptions::fold_weight_dequantize`]).
     pub fn folded_dq(&self) -> usize {
         self.folded_dq
+    }
+
+    /// What was rewritten before the hand-over because tract cannot load
+    /// it ([`super::lower`]).
+    pub fn lowered(&self) -> super::lower::Lowered {
+        self.lowered
     }
 
     /// Runtime input names, in the model's order.

@@ -210,6 +210,37 @@ pub(super) fn layer_errors(r: &QuantizeReport) -> String {
         }
         s.push_str("</tbody>\n</table>\n</details>\n");
     }
+    if !r.diagnoses.is_empty() {
+        s.push_str(
+            "<h3>Why the worst tensors stay poor</h3>\n<table class=\"narrow\">\n<thead><tr>\
+             <th>Tensor</th><th>Op</th><th class=\"n\">SQNR dB</th><th>Cause</th><th>Remedy</th></tr></thead>\n<tbody>\n",
+        );
+        for d in &r.diagnoses {
+            if d.causes.is_empty() {
+                put!(
+                    s,
+                    "<tr><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td colspan=\"2\">\
+                     no cause the statistics show</td></tr>\n",
+                    esc(&d.tensor),
+                    esc(&d.op),
+                    num(d.sqnr_db, 4)
+                );
+            }
+            for c in &d.causes {
+                put!(
+                    s,
+                    "<tr><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td>{}: {}</td><td>{}</td></tr>\n",
+                    esc(&d.tensor),
+                    esc(&d.op),
+                    num(d.sqnr_db, 4),
+                    esc(&c.kind),
+                    esc(&c.detail),
+                    esc(&c.remedy)
+                );
+            }
+        }
+        s.push_str("</tbody>\n</table>\n");
+    }
     if let Some(fb) = r.fallback.as_ref().filter(|f| !f.sensitivity.is_empty()) {
         s.push_str(&sensitivity(fb));
     }

@@ -1,0 +1,380 @@
+//! Lowering for what tract 0.23.9 cannot load: an equivalent graph it
+//! runs, built before the hand-over.
+//!
+//! tract refuses int4/uint4 and 16-bit tensors, and ignores
+//! DequantizeLinear's `block_size` (opset 21); it loads
+//! `com.microsoft.MatMulNBits` but computes it in float from the packed
+//! bytes on every run. Weight-only models (`quantize --mode weights`) are
+//! made of exactly these, always on constant weights, so the lowering
+//! dequantizes them here, in f32 as onnxruntime does, and hands tract a
+//! float weight:
+//! * `DequantizeLinear` of a constant with 4- or 16-bit codes, or blocked
+//!   scales, becomes its float result (an initializer);
+//! * `MatMulNBits` becomes `MatMul` (then `Add` of its bias) on the
+//!   dequantized `[K, N]` weight.
+//!
+//! The result computes what the original file computes (up to float
+//! summation order); the report says when validation ran through it.
+
+use crate::ir::{At, Graph, Model, NodeId, Tensor, ValueId};
+use crate::proto::tensor_proto::DataType;
+use crate::proto::{AttributeProto, NodeProto};
+
+/// A default-domain node of `op_type` with `attrs`.
+fn new_node(op_type: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        op_type: Some(op_type.into()),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+/// What [`for_tract`] rewrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lowered {
+    /// Constant DequantizeLinear nodes folded to float weights.
+    pub dequantized: usize,
+    /// MatMulNBits nodes turned into MatMul.
+    pub matmul_nbits: usize,
+}
+
+impl Lowered {
+    pub fn any(&self) -> bool {
+        self.dequantized + self.matmul_nbits > 0
+    }
+}
+
+/// A DequantizeLinear tract cannot load: 4- or 16-bit codes, or blocks.
+fn needs_lowering_dq(g: &Graph, n: NodeId) -> bool {
+    let node = g.node(n);
+    if !node.is("DequantizeLinear") {
+        return false;
+    }
+    let narrow = node
+        .input(0)
+        .and_then(|v| g.constant(v))
+        .map(|t| {
+            matches!(
+                DataType::try_from(t.dtype()),
+                Ok(DataType::Int4 | DataType::Uint4 | DataType::Int16 | DataType::Uint16)
+            )
+        })
+        .unwrap_or(false);
+    narrow || node.attr_i("block_size").unwrap_or(0) != 0
+}
+
+fn is_matmul_nbits(g: &Graph, n: NodeId) -> bool {
+    let node = g.node(n);
+    node.domain() == "com.microsoft" && node.op_type() == "MatMulNBits"
+}
+
+/// The model rewritten so tract can load it, or `None` when it already
+/// can (nothing to lower, or a form this lowering does not know, which
+/// tract then reports as it loads).
+pub fn for_tract(model: &Model) -> Option<(Model, Lowered)> {
+    let g = &model.graph;
+    if !g
+        .ops()
+        .into_iter()
+        .any(|n| needs_lowering_dq(g, n) || is_matmul_nbits(g, n))
+    {
+        return None;
+    }
+    let mut m = model.clone();
+    let mut done = Lowered::default();
+    let todo: Vec<NodeId> = m.graph.ops();
+    for n in todo {
+        if needs_lowering_dq(&m.graph, n) {
+            if let Some(w) = dequantize_constant(&m.graph, n) {
+                let g = &mut m.graph;
+                let y = g.node(n).output();
+                let name = g.name(y).to_string();
+                let v = g.add_initializer(Tensor::from_f32(&format!("{name}_lowered"), &w));
+                replace(g, n, y, v);
+                done.dequantized += 1;
+            }
+        } else if is_matmul_nbits(&m.graph, n) && lower_matmul_nbits(&mut m.graph, n) {
+            done.matmul_nbits += 1;
+        }
+    }
+    if !done.any() {
+        return None;
+    }
+    // The codes, scales and zero points nothing reads now: tract would
+    // still parse them (and refuse a 4-bit one).
+    let g = &mut m.graph;
+    for n in g.initializer_nodes() {
+        let v = g.node(n).output();
+        if g.users(v).is_empty() && g.output_ports(v).is_empty() {
+            g.remove_node(n);
+        }
+    }
+    Some((m, done))
+}
+
+/// Points every reader (and graph output) of `y`, node `n`'s output, at
+/// `v` and removes `n`.
+fn replace(g: &mut Graph, n: NodeId, y: ValueId, v: ValueId) {
+    g.replace_all_uses(y, v);
+    for i in g.output_ports(y) {
+        g.redirect_output(i, v);
+    }
+    g.remove_node(n);
+}
+
+/// DequantizeLinear's result on constant operands, as ONNX defines it
+/// (opset 21): `(x − zp) · scale` with the scale (and zero point) of the
+/// element's block along `axis` — the whole tensor for a scalar scale,
+/// one per index of `axis` for a 1-D one, `block_size` consecutive
+/// indices for a blocked one (same rank as `x`).
+fn dequantize_constant(g: &Graph, n: NodeId) -> Option<ndarray::ArrayD<f32>> {
+    let node = g.node(n);
+    let x = g.constant(node.input(0)?)?.to_f32().ok()?;
+    let s = g.constant(node.input(1)?)?;
+    if s.dtype() != DataType::Float as i32 {
+        return None;
+    }
+    let s = s.to_f32().ok()?;
+    let zp = match node.input(2) {
+        Some(z) => Some(g.constant(z)?.to_f32().ok()?),
+        None => None,
+    };
+    let dims = x.shape().to_vec();
+    let rank = dims.len() as i64;
+    let axis = node.attr_i("axis").unwrap_or(1);
+    let axis = if axis < 0 { axis + rank } else { axis };
+    let bs = node.attr_i("block_size").unwrap_or(0).max(0) as usize;
+    // Map an element index to its scale index.
+    let strides: Vec<usize> = (0..dims.len())
+        .map(|d| dims[d + 1..].iter().product())
+        .collect();
+    let sdims = s.shape().to_vec();
+    let kind = if s.len() == 1 {
+        0
+    } else if bs == 0 && sdims.len() == 1 && (0..rank).contains(&axis) {
+        1
+    } else if bs > 0 && sdims.len() == dims.len() && (0..rank).contains(&axis) {
+        2
+    } else {
+        return None;
+    };
+    let a = axis.max(0) as usize;
+    if kind == 1 && sdims[0] != dims[a] {
+        return None;
+    }
+    if kind == 2
+        && (0..dims.len()).any(|d| {
+            sdims[d]
+                != if d == a {
+                    dims[a].div_ceil(bs)
+                } else {
+                    dims[d]
+                }
+        })
+    {
+        return None;
+    }
+    let sstrides: Vec<usize> = (0..sdims.len())
+        .map(|d| sdims[d + 1..].iter().product())
+        .collect();
+    let sv: Vec<f32> = s.iter().copied().collect();
+    let zv: Option<Vec<f32>> = zp.map(|z| z.iter().copied().collect());
+    if zv.as_ref().is_some_and(|z| z.len() != sv.len()) {
+        return None;
+    }
+    let out: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &q)| {
+            let si = match kind {
+                0 => 0,
+                1 => (i / strides[a]) % dims[a],
+                _ => (0..dims.len())
+                    .map(|d| {
+                        let c = (i / strides[d]) % dims[d];
+                        let c = if d == a { c / bs } else { c };
+                        c * sstrides[d]
+                    })
+                    .sum(),
+            };
+            let z = zv.as_ref().map_or(0.0, |z| z[si]);
+            (q - z) * sv[si]
+        })
+        .collect();
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&dims), out).ok()
+}
+
+/// Rewrites one MatMulNBits on constant operands into MatMul (+ Add of
+/// its bias) on the dequantized weight. Returns false (nothing changed)
+/// for a form it does not know (act-order `g_idx`, non-constant weights).
+fn lower_matmul_nbits(g: &mut Graph, n: NodeId) -> bool {
+    let node = g.node(n);
+    let (Some(k), Some(nn), Some(bs)) = (
+        node.attr_i("K"),
+        node.attr_i("N"),
+        node.attr_i("block_size"),
+    ) else {
+        return false;
+    };
+    let bits = node.attr_i("bits").unwrap_or(4);
+    if !matches!(bits, 2 | 4 | 8) || k <= 0 || nn <= 0 || bs <= 0 || node.input(4).is_some() {
+        return false;
+    }
+    let (k, nn, bs, bits) = (k as usize, nn as usize, bs as usize, bits as usize);
+    let kb = k.div_ceil(bs);
+    let blob = bs * bits / 8;
+    let Some(a) = node.input(0) else { return false };
+    let Some(b) = node.input(1).and_then(|v| g.constant(v)) else {
+        return false;
+    };
+    let Some(s) = node.input(2).and_then(|v| g.constant(v)) else {
+        return false;
+    };
+    if s.dtype() != DataType::Float as i32 || b.dtype() != DataType::Uint8 as i32 {
+        return false;
+    }
+    let (Ok(braw), Ok(scales)) = (b.raw_bytes(), s.to_f32()) else {
+        return false;
+    };
+    let scales: Vec<f32> = scales.iter().copied().collect();
+    if braw.len() != nn * kb * blob || scales.len() != nn * kb {
+        return false;
+    }
+    let per_byte = 8 / bits;
+    let mask = (1u32 << bits) - 1;
+    let code = |bytes: &[u8], i: usize| -> f32 {
+        let byte = bytes[i / per_byte] as u32;
+        ((byte >> ((i % per_byte) * bits)) & mask) as f32
+    };
+    // Zero points: packed like B (per row of N, `kb` codes), or float.
+    let default_zp = (1u32 << (bits - 1)) as f32;
+    let zp: Vec<f32> = match node.input(3) {
+        None => vec![default_zp; nn * kb],
+        Some(z) => {
+            let Some(zt) = g.constant(z) else {
+                return false;
+            };
+            if zt.dtype() == DataType::Uint8 as i32 {
+                let Ok(raw) = zt.raw_bytes() else {
+                    return false;
+                };
+                let row = kb.div_ceil(per_byte);
+                if raw.len() != nn * row {
+                    return false;
+                }
+                (0..nn * kb)
+                    .map(|i| code(&raw[(i / kb) * row..(i / kb + 1) * row], i % kb))
+                    .collect()
+            } else {
+                match zt.to_f32() {
+                    Ok(z) if z.len() == nn * kb => z.iter().copied().collect(),
+                    _ => return false,
+                }
+            }
+        }
+    };
+    let mut w = vec![0f32; k * nn];
+    for col in 0..nn {
+        for blk in 0..kb {
+            let bytes = &braw[(col * kb + blk) * blob..(col * kb + blk + 1) * blob];
+            let (sc, z) = (scales[col * kb + blk], zp[col * kb + blk]);
+            for j in 0..bs {
+                let row = blk * bs + j;
+                if row < k {
+                    w[row * nn + col] = (code(bytes, j) - z) * sc;
+                }
+            }
+        }
+    }
+    let bias = node.input(5);
+    let y = node.output();
+    let name = g.name(y).to_string();
+    let w = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[k, nn]), w)
+        .expect("invariant: k × n values");
+    let wv = g.add_initializer(Tensor::from_f32(&format!("{name}_weight_lowered"), &w));
+    let (mm, out) = g.add_op(
+        new_node("MatMul", vec![]),
+        &[Some(a), Some(wv)],
+        &[&format!("{name}_lowered")],
+        At::Before(n),
+    );
+    g.take_label(n, mm);
+    let out = match bias {
+        Some(bv) => {
+            g.add_op(
+                new_node("Add", vec![]),
+                &[Some(out[0]), Some(bv)],
+                &[&format!("{name}_lowered_bias")],
+                At::Before(n),
+            )
+            .1[0]
+        }
+        None => out[0],
+    };
+    replace(g, n, y, out);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int_attr(name: &str, v: i64) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(crate::proto::attribute_proto::AttributeType::Int as i32),
+            i: Some(v),
+            ..Default::default()
+        }
+    }
+
+    /// A blocked uint4 DequantizeLinear folds to `(q − zp) · scale` with
+    /// each element's block's scale and zero point.
+    #[test]
+    fn blocked_dequantize_folds_to_its_float_weight() {
+        // x: uint4 [4, 2], blocks of 2 rows along axis 0: scales [2, 2].
+        let codes = [1, 15, 2, 14, 3, 13, 4, 12];
+        let pack = |c: &[i32]| -> Vec<u8> {
+            c.chunks(2)
+                .map(|p| (p[0] as u8) | ((p.get(1).copied().unwrap_or(0) as u8) << 4))
+                .collect()
+        };
+        let mut g = Graph::default();
+        let q = g.add_initializer(Tensor::from_raw(
+            "w_q",
+            DataType::Uint4 as i32,
+            &[4, 2],
+            bytes::Bytes::from(pack(&codes)),
+        ));
+        let scales = [0.5f32, 0.25, 2.0, 1.0];
+        let s = g.add_initializer(Tensor::from_f32(
+            "w_s",
+            &ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[2, 2]), scales.to_vec()).unwrap(),
+        ));
+        let zps = [8, 7, 0, 1];
+        let z = g.add_initializer(Tensor::from_raw(
+            "w_zp",
+            DataType::Uint4 as i32,
+            &[2, 2],
+            bytes::Bytes::from(pack(&zps)),
+        ));
+        let attrs = vec![int_attr("axis", 0), int_attr("block_size", 2)];
+        let (dq, _) = g.add_op(
+            new_node("DequantizeLinear", attrs),
+            &[Some(q), Some(s), Some(z)],
+            &["w_dq"],
+            At::End,
+        );
+        assert!(needs_lowering_dq(&g, dq));
+        let got = dequantize_constant(&g, dq).expect("folds");
+        assert_eq!(got.shape(), &[4, 2]);
+        let want: Vec<f32> = (0..8)
+            .map(|i| {
+                let (r, c) = (i / 2, i % 2);
+                let b = (r / 2) * 2 + c;
+                (codes[i] - zps[b]) as f32 * scales[b]
+            })
+            .collect();
+        assert_eq!(got.iter().copied().collect::<Vec<_>>(), want);
+    }
+}
