@@ -604,3 +604,110 @@ fn closed_stdout_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
     assert_eq!(out.status.code(), Some(141), "stderr: {stderr}");
 }
+
+/// `y = x · W` with a 64×64 weight: large enough for weight-only
+/// quantization's defaults.
+fn matmul_model() -> ModelProto {
+    let w: Vec<u8> = (0..64 * 64)
+        .flat_map(|i: i32| (((i * 37 % 101) as f32 / 50.0 - 1.0) * 0.1).to_le_bytes())
+        .collect();
+    let mut m = model(GraphProto {
+        name: Some("g".into()),
+        node: vec![node("MatMul", "mm", &["x", "w"], &["y"])],
+        initializer: vec![TensorProto {
+            name: Some("w".into()),
+            data_type: Some(DataType::Float as i32),
+            dims: vec![64, 64],
+            raw_data: Some(w.into()),
+            ..Default::default()
+        }],
+        input: vec![vi("x", &[1, 64])],
+        output: vec![vi("y", &[1, 64])],
+        ..Default::default()
+    });
+    m.opset_import[0].version = Some(13);
+    m
+}
+
+/// Weight-only 4-bit: the opset goes to 21, the weight to a blocked
+/// DequantizeLinear, and validation (tract cannot load 4-bit tensors) runs
+/// through the lowering and says so.
+#[test]
+fn weight_only_4bit_is_written_and_validated_through_the_lowering() {
+    let s = Scratch::new();
+    s.write_model("m.onnx", &matmul_model());
+    let out = onnxq(
+        &[
+            "quantize",
+            "m.onnx",
+            "-o",
+            "q.onnx",
+            "--mode",
+            "weights",
+            "--bits",
+            "4",
+            "--calib-random",
+            "2",
+        ],
+        &s.dir,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("validated through an equivalent lowering"),
+        "{stderr}"
+    );
+    let q = ModelProto::decode(
+        std::fs::read(s.dir.join("q.onnx"))
+            .expect("written")
+            .as_slice(),
+    )
+    .expect("decodes");
+    assert_eq!(
+        q.opset_import
+            .iter()
+            .find(|o| o.domain() == "")
+            .and_then(|o| o.version),
+        Some(21)
+    );
+    let g = q.graph.expect("graph");
+    let dq = g
+        .node
+        .iter()
+        .find(|n| n.op_type() == "DequantizeLinear")
+        .expect("a DequantizeLinear");
+    assert!(dq
+        .attribute
+        .iter()
+        .any(|a| a.name() == "block_size" && a.i == Some(32)));
+    let codes = g
+        .initializer
+        .iter()
+        .find(|t| t.name() == dq.input[0])
+        .expect("codes");
+    assert_eq!(codes.data_type, Some(DataType::Uint4 as i32));
+}
+
+/// Weight-only options without `--mode weights` are refused, not ignored.
+#[test]
+fn weight_only_options_need_mode_weights() {
+    let s = Scratch::new();
+    s.write_model("m.onnx", &matmul_model());
+    let out = onnxq(
+        &[
+            "quantize",
+            "m.onnx",
+            "-o",
+            "q.onnx",
+            "--bits",
+            "4",
+            "--calib-random",
+            "2",
+        ],
+        &s.dir,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("--mode weights"), "{stderr}");
+    assert!(!s.dir.join("q.onnx").exists());
+}

@@ -199,7 +199,7 @@ pub fn dynamic_options(opts: &QuantizeOptions) -> crate::passes::quantize_dynami
 /// Weight-only quantization of the MatMul/Gemm weights as the options
 /// say (GPTQ when `--rounding adaptive`), run where the calibration data
 /// is; and the `quantize-gather` options for the embedding tables (4-bit
-/// in the same blocks for 4-bit weights, else int8 per row).
+/// in blocks of 32 for 4-bit weights, else int8 per row).
 pub fn weights_only(opts: &QuantizeOptions) -> (Pipeline, crate::passes::quantize_gather::Options) {
     let mut w = opts.weights_only.clone();
     w.method = if opts.rounding == super::Rounding::Adaptive {
@@ -218,11 +218,9 @@ pub fn weights_only(opts: &QuantizeOptions) -> (Pipeline, crate::passes::quantiz
     let d = crate::passes::quantize_gather::Options::default();
     let gather = crate::passes::quantize_gather::Options {
         bits: w.bits,
-        block_size: if w.block_size > 0 {
-            w.block_size
-        } else {
-            d.block_size
-        },
+        // Embedding rows are gathered, not multiplied: their block size
+        // costs no speed, so they keep the default's finer blocks.
+        block_size: d.block_size,
         exclude: opts.exclude.clone(),
         ..d
     };
