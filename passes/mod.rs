@@ -29,6 +29,7 @@ use crate::ir::{Model, Violation};
 pub mod absorb_bias;
 pub mod calibrate;
 pub mod context;
+pub mod convert_float;
 pub mod dce;
 pub mod drop_fake_quant;
 pub mod eliminate_identity;
@@ -301,8 +302,15 @@ static REGISTRY: &[PassInfo] = &[
         example: "bits=4,block-size=32,method=gptq",
     },
     PassInfo {
+        name: "convert-float",
+        summary: "float32 to float16 compute and weights, ops whose calibration range would overflow fp16 kept float32 (or storage-only: half weights cast back)",
+        changes_numerics: true,
+        make: |o| Ok(Box::new(convert_float::ConvertFloat::from_options(o)?)),
+        example: "storage-only=true,min-elements=1024",
+    },
+    PassInfo {
         name: "quantize-gather",
-        summary: "store large embedding tables as int8 per row, dequantizing only the gathered rows",
+        summary: "store large embedding tables as int8 per row (or 4-bit in blocks), dequantizing only the gathered rows",
         changes_numerics: true,
         make: |o| Ok(Box::new(quantize_gather::QuantizeGather::from_options(o)?)),
         example: "min-elements=1024,exclude=[\"pos*\"]",

@@ -7,7 +7,8 @@
 //! the file users deploy: graph inputs and outputs get back the types they
 //! were declared with when the pipeline started (dynamic dims included),
 //! and `value_info` entries are dropped, except for the values that had
-//! one then, which get it back as it was.
+//! one then, which get it back as it was — shapes as they were, element
+//! types as passes left them (`convert-float` changes precisions).
 //!
 //! # Example
 //! ```text
@@ -58,16 +59,18 @@ impl Pass for RestoreInterface {
         let mut changed = false;
         for i in 0..g.inputs().len() {
             if let Some(orig) = iface.ports.get(g.inputs()[i].info.name()) {
-                if g.inputs()[i].info.r#type != orig.r#type {
-                    g.set_input_type(i, orig.r#type.clone());
+                let ty = keep_elem(&g.inputs()[i].info.r#type, &orig.r#type);
+                if g.inputs()[i].info.r#type != ty {
+                    g.set_input_type(i, ty);
                     changed = true;
                 }
             }
         }
         for i in 0..g.outputs().len() {
             if let Some(orig) = iface.ports.get(g.outputs()[i].info.name()) {
-                if g.outputs()[i].info.r#type != orig.r#type {
-                    g.set_output_type(i, orig.r#type.clone());
+                let ty = keep_elem(&g.outputs()[i].info.r#type, &orig.r#type);
+                if g.outputs()[i].info.r#type != ty {
+                    g.set_output_type(i, ty);
                     changed = true;
                 }
             }
@@ -83,7 +86,9 @@ impl Pass for RestoreInterface {
                     changed = true;
                 }
                 Some(orig) if *orig != info => {
-                    g.set_value_info(v, Some(orig.clone()));
+                    let mut back = orig.clone();
+                    back.r#type = keep_elem(&info.r#type, &orig.r#type);
+                    g.set_value_info(v, Some(back));
                     changed = true;
                 }
                 Some(_) => {}
@@ -91,4 +96,27 @@ impl Pass for RestoreInterface {
         }
         Ok(Changed::from_bool(changed))
     }
+}
+
+/// The declared type `orig` with the element type a pass gave the value
+/// (`now`): a precision change (`convert-float`) is kept, the shape the
+/// model came with restored.
+fn keep_elem(
+    now: &Option<crate::proto::TypeProto>,
+    orig: &Option<crate::proto::TypeProto>,
+) -> Option<crate::proto::TypeProto> {
+    use crate::ir::types::elem_type;
+    use crate::proto::type_proto;
+    let (Some(n), Some(o)) = (now, orig) else {
+        return orig.clone();
+    };
+    let e = elem_type(n);
+    if e == 0 || e == elem_type(o) {
+        return orig.clone();
+    }
+    let mut out = o.clone();
+    if let Some(type_proto::Value::TensorType(t)) = &mut out.value {
+        t.elem_type = Some(e);
+    }
+    Some(out)
 }

@@ -711,3 +711,61 @@ fn weight_only_options_need_mode_weights() {
     assert!(stderr.contains("--mode weights"), "{stderr}");
     assert!(!s.dir.join("q.onnx").exists());
 }
+
+/// `--mode f16`: float16 weights and compute, float32 at the interface;
+/// `--storage-only` without a half-precision mode is refused.
+#[test]
+fn float16_mode_writes_half_weights_and_keeps_the_interface() {
+    let s = Scratch::new();
+    s.write_model("m.onnx", &matmul_model());
+    let out = onnxq(
+        &[
+            "quantize",
+            "m.onnx",
+            "-o",
+            "h.onnx",
+            "--mode",
+            "f16",
+            "--calib-random",
+            "2",
+        ],
+        &s.dir,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    let q = ModelProto::decode(
+        std::fs::read(s.dir.join("h.onnx"))
+            .expect("written")
+            .as_slice(),
+    )
+    .expect("decodes");
+    let g = q.graph.expect("graph");
+    let w = g
+        .initializer
+        .iter()
+        .find(|t| t.name() == "w")
+        .expect("weight");
+    assert_eq!(w.data_type, Some(DataType::Float16 as i32));
+    let elem = |p: &ValueInfoProto| match p.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => t.elem_type,
+        _ => None,
+    };
+    assert_eq!(elem(&g.input[0]), Some(DataType::Float as i32));
+    assert_eq!(elem(&g.output[0]), Some(DataType::Float as i32));
+    assert_eq!(g.output[0].name(), "y");
+
+    let out = onnxq(
+        &[
+            "quantize",
+            "m.onnx",
+            "-o",
+            "x.onnx",
+            "--storage-only",
+            "--calib-random",
+            "2",
+        ],
+        &s.dir,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--mode f16"));
+}

@@ -157,7 +157,36 @@ def concat_resize_maxpool(rng):
     return _model("concat_resize_maxpool", nodes, [_vi("x", [1, 3, 16, 16])], [_vi("y", [1, 2, 16, 16])], inits)
 
 
-BUILT = [conv_relu_matmul, conv_transpose, gemm_bias, concat_resize_maxpool]
+def mlp(rng):
+    """Two wide layers (a MatMul and a transposed-weight Gemm) with a GELU-like
+    Erf between: the weights weight-only and float16 modes rewrite."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("Add", ["h", "b1"], ["hb"], name="bias1"),
+        helper.make_node("Erf", ["hb"], ["e"], name="erf"),
+        helper.make_node("Mul", ["hb", "e"], ["g"], name="gate"),
+        helper.make_node("Gemm", ["g", "w2", "b2"], ["y"], name="fc2", transB=1),
+    ]
+    inits = [
+        _init(rng, "w1", (128, 96)),
+        _init(rng, "b1", (96,), 0.1),
+        _init(rng, "w2", (64, 96)),  # [N, K], read transposed
+        _init(rng, "b2", (64,), 0.1),
+    ]
+    return _model("mlp", nodes, [_vi("x", [16, 128])], [_vi("y", [16, 64])], inits)
+
+
+BUILT = [conv_relu_matmul, conv_transpose, gemm_bias, concat_resize_maxpool, mlp]
+
+# Precision modes (weight-only, float16) and what each file must hold.
+PRECISIONS = {
+    "w8": (("--mode", "weights"), "DequantizeLinear"),
+    "w4": (("--mode", "weights", "--bits", "4"), "DequantizeLinear"),
+    "w4_gptq": (("--mode", "weights", "--bits", "4", "--rounding", "adaptive"), "DequantizeLinear"),
+    "w4_nbits": (("--mode", "weights", "--bits", "4", "--format", "qoperator"), "MatMulNBits"),
+    "f16": (("--mode", "f16"), "float16"),
+    "f16_storage": (("--mode", "f16", "--storage-only"), "float16"),
+}
 
 
 # ------------------------------------------------------------------- cases
@@ -210,6 +239,11 @@ def make_cases(work: Path, only: str | None) -> list[Case]:
         random_samples(m, d / "calib", 8, seed=2000 + i)
         inputs = random_samples(m, d / "inputs", 3, seed=3000 + i)
         cases.append(Case(name, d / "model.onnx", d / "calib", inputs))
+        if build is mlp:
+            # mlp only exercises the precision modes below.
+            for tag, (args, _) in PRECISIONS.items():
+                cases.append(Case(f"{name}.{tag}", d / "model.onnx", d / "calib", inputs, args))
+            continue
         if build is conv_relu_matmul:
             # Symmetric int8 activations: ORT's s8s8 kernels.
             cases.append(Case(name + ".s8", d / "model.onnx", d / "calib", inputs, ("--activations", "s8")))
@@ -218,6 +252,9 @@ def make_cases(work: Path, only: str | None) -> list[Case]:
     # nowhere), and dynamic quantization where there is a MatMul/Gemm.
     expanded = []
     for c in cases:
+        if "--mode" in c.args and c.args[c.args.index("--mode") + 1] in ("weights", "f16"):
+            expanded.append(c)
+            continue
         expanded.append(Case(c.name, c.model, c.calib, c.inputs, tuple(c.args) + ("--no-speed-select",)))
         # (tract has no Gemm kernel: gemm_bias stays float there.)
         if c.name in ("ppocr_cls", "conv_relu_matmul", "concat_resize_maxpool"):
@@ -266,9 +303,15 @@ def check(case: Case, onnxq: str, work: Path) -> str:
 
     q = onnx.load(q_path)
     onnx.checker.check_model(q, full_check=True)
-    n_q = sum(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") for n in q.graph.node)
+    precision = next((want for tag, (_, want) in PRECISIONS.items() if case.name.endswith("." + tag)), None)
+    if precision == "float16":
+        n_q = sum(i.data_type == TensorProto.FLOAT16 for i in q.graph.initializer)
+    elif precision is not None:
+        n_q = sum(n.op_type == precision for n in q.graph.node)
+    else:
+        n_q = sum(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") for n in q.graph.node)
     if n_q == 0:
-        raise RuntimeError("the quantized model has no QuantizeLinear or DynamicQuantizeLinear")
+        raise RuntimeError(f"the file has no {precision or 'QuantizeLinear or DynamicQuantizeLinear'}")
 
     sess = ort.InferenceSession(str(q_path), providers=["CPUExecutionProvider"])
     fsess = ort.InferenceSession(str(case.model), providers=["CPUExecutionProvider"])
@@ -296,11 +339,15 @@ def check(case: Case, onnxq: str, work: Path) -> str:
             f"{name}: max|ORT-tract| {diff:.3g} = {diff / step:.2f} step (step {step:.3g}, {why}); "
             f"SQNR vs float: ORT {sqnr_db(f, a):.1f} dB, tract {sqnr_db(f, b):.1f} dB"
         )
-        allowed = 2 if why == "DequantizeLinear scale" else 1
+        # onnxruntime runs weight-only MatMuls as MatMulNBits, quantizing
+        # the activations to int8 on the fly; tract computes them in float.
+        allowed = 2 if why == "DequantizeLinear scale" or precision not in (None, "float16") else 1
         if not diff <= allowed * step * (1 + 1e-5):
             raise RuntimeError(f"outputs disagree beyond {allowed} step(s): " + "; ".join(notes))
-    ops = sorted({n.op_type for n in q.graph.node if "Quant" in n.op_type or n.op_type.startswith(("QLinear", "MatMulInteger"))})
-    return f"{n_q} quantizer(s) [{', '.join(ops)}]; " + "; ".join(notes)
+    ops = sorted({n.op_type for n in q.graph.node
+                  if "uant" in n.op_type or n.op_type.startswith(("QLinear", "MatMulInteger", "MatMulNBits"))})
+    what = "float16 weight(s)" if precision == "float16" else "quantizer(s)"
+    return f"{n_q} {what} [{', '.join(ops)}]; " + "; ".join(notes)
 
 
 def main() -> int:

@@ -580,3 +580,66 @@ fn quantize_gather_4bit_stays_within_a_step() {
     // Not the float table by accident: 4 bits cannot hold it exactly.
     assert_ne!(a[0].1.to_f32(), b[0].1.to_f32());
 }
+
+/// A model whose activations pass fp16's 65504 (a sum of squares, as in a
+/// norm): with calibration data, `convert-float` keeps that region in
+/// float32 and the output stays finite and close; converted blindly (no
+/// data) the same region overflows to inf.
+#[test]
+fn convert_float_keeps_overflowing_regions_float32() {
+    use onnxq::calib::data::DataSet;
+    use onnxq::calib::CalibOptions;
+    use onnxq::passes::context::Inputs;
+    let mut r = Lcg(16);
+    let w = weight_literal(&mut r, 8, 8);
+    let src = format!(
+        "{HEADER}\n\
+         g (float[1,8] X) => (float[1,8] Y)\n\
+         <float[8,8] W = {w}, float K = {{300.0}}>\n\
+         {{\n  M = MatMul (X, W)\n  B = Mul (M, K)\n  Q = Mul (B, B)\n  S = ReduceSum <keepdims: int = 1> (Q)\n  R = Sqrt (S)\n  Y = Div (B, R)\n}}"
+    );
+    let m = parse(&src);
+    let convert = |data: Option<DataSet>| {
+        let mut out = m.clone();
+        let mut cx = PassContext::with_inputs(Inputs {
+            calib_data: data,
+            calib_options: CalibOptions {
+                threads: 1,
+                progress: false,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let mut pm = PassManager::new(
+            Pipeline::parse("shape-inference,convert-float,dce").expect("pipeline parses"),
+        );
+        pm.verify_each = true;
+        pm.run(&mut out, &mut cx).expect("pipeline runs");
+        out
+    };
+    let inputs = [input("X", &[1, 8], &mut r)];
+    let float = run(&m, &inputs);
+    let guarded = convert(Some(DataSet::random(4, 3)));
+    let g = &guarded.graph;
+    let elem = |name: &str| {
+        g.value_ids()
+            .find(|&v| g.name(v) == name)
+            .map(|v| g.elem_type(v))
+    };
+    // The sum of squares stays float32 (1); the MatMul before it is fp16 (10).
+    assert_eq!(elem("S"), Some(1));
+    assert_eq!(elem("M"), Some(10));
+    let out = run(&guarded, &inputs);
+    assert!(out[0].1.to_f32().iter().all(|v| v.is_finite()));
+    assert_close(&float, &out, 5e-3);
+    let blind = run(&convert(None), &inputs);
+    assert!(
+        blind[0]
+            .1
+            .to_f32()
+            .iter()
+            .any(|v| !v.is_finite() || *v == 0.0),
+        "without data the fp16 sum of squares should overflow: {:?}",
+        blind[0].1.to_f32()
+    );
+}

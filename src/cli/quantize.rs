@@ -27,9 +27,17 @@ pub struct QuantizeArgs {
     /// dynamic: int8 weights, activations quantized at run time
     /// (MatMul/Gemm only; --calib is then optional and used to validate);
     /// weights: weight-only (MatMul/Gemm weights and embedding tables,
-    /// activations stay float; see --bits, --block-size, --format).
-    #[arg(long, default_value = "static", value_parser = ["static", "dynamic", "weights"])]
+    /// activations stay float; see --bits, --block-size, --format);
+    /// f16: float16 compute and weights, ops whose calibration ranges would
+    /// overflow kept float32 (for GPUs); bf16: bfloat16 weights (with
+    /// --storage-only).
+    #[arg(long, default_value = "static", value_parser = ["static", "dynamic", "weights", "f16", "bf16"])]
     pub mode: String,
+    /// --mode f16|bf16: store the weights in half precision and cast them
+    /// back to float32 where read: half the file, float32 compute (for CPU
+    /// runtimes, where fp16 compute is slower).
+    #[arg(long)]
+    pub storage_only: bool,
     /// --mode weights: 8 (per output channel by default) or 4 (in blocks).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(4..=8))]
     pub bits: u32,
@@ -229,8 +237,45 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
     o.mode = match a.mode.as_str() {
         "dynamic" => crate::quantize::Mode::Dynamic,
         "weights" => crate::quantize::Mode::Weights,
+        "f16" | "bf16" => crate::quantize::Mode::Half,
         _ => crate::quantize::Mode::Static,
     };
+    if o.mode == crate::quantize::Mode::Half {
+        o.float16 = crate::passes::convert_float::Options {
+            to: a.mode.clone(),
+            storage_only: a.storage_only,
+            ..Default::default()
+        };
+        crate::passes::convert_float::ConvertFloat::from_options(
+            serde_json::to_value(&o.float16).expect("invariant: options serialize"),
+        )
+        .map_err(|e| {
+            Failure::bad_input(
+                e.to_string()
+                    .replace("to=bf16", "--mode bf16")
+                    .replace("storage-only=true", "--storage-only"),
+            )
+        })?;
+        if let Some(flag) = [
+            (a.target_sqnr.is_some(), "--target-sqnr"),
+            (a.target_cosine.is_some(), "--target-cosine"),
+            (a.selection.is_some(), "--selection"),
+            (a.coverage.is_some(), "--coverage"),
+        ]
+        .iter()
+        .find_map(|(set, f)| set.then_some(*f))
+        {
+            return Err(Failure::bad_input(format!(
+                "{flag} is not available with --mode {}; use --exclude NODE to keep a layer float32",
+                a.mode
+            )));
+        }
+    } else if a.storage_only {
+        return Err(Failure::bad_input(
+            "--storage-only stores half-precision weights: add --mode f16 or --mode bf16"
+                .to_string(),
+        ));
+    }
     if o.mode == crate::quantize::Mode::Weights {
         o.weights_only = weights_only(a)?;
     } else if a.bits != 8 || a.block_size.is_some() || a.symmetric || a.format != "qdq" {

@@ -41,6 +41,9 @@ pub struct Calibrated {
     /// weights were quantized while calibrating, where GPTQ has its data;
     /// `insert` is unused and there are no statistics).
     pub weights_only: Option<crate::passes::quantize_gather::Options>,
+    /// The mode is float16 (converted while calibrating, where the range
+    /// check has its data): the tail only cleans up.
+    pub half: bool,
     /// The calibration method the ranges came from (what `--method auto`
     /// chose, or the one asked for).
     pub method: Method,
@@ -103,7 +106,10 @@ fn quantize_inputs(float: &Model, opts: &QuantizeOptions) -> Result<Inputs, Quan
         model_hash: opts.save_stats.is_some(),
     };
     let inputs = pass_inputs(float, &opts.data_options(), keep)?;
-    let dynamic = matches!(opts.mode, super::Mode::Dynamic | super::Mode::Weights);
+    let dynamic = matches!(
+        opts.mode,
+        super::Mode::Dynamic | super::Mode::Weights | super::Mode::Half
+    );
     if !dynamic && inputs.stats.is_none() && inputs.calib_data.is_none() {
         return Err(QuantizeError::Calib(crate::calib::CalibError::NoData));
     }
@@ -191,15 +197,21 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
             insert: pipeline::insert_options(opts),
             dynamic: Some(pipeline::dynamic_options(opts)),
             weights_only: None,
+            half: false,
             method: Method::Minmax,
             samples: 0,
             float_outputs: vec![],
             seconds: (t_prep, 0.0),
         });
     }
-    if opts.mode == super::Mode::Weights {
+    if matches!(opts.mode, super::Mode::Weights | super::Mode::Half) {
         let t1 = Instant::now();
-        let (w, gather) = pipeline::weights_only(opts);
+        let (w, gather) = if opts.mode == super::Mode::Weights {
+            let (w, gather) = pipeline::weights_only(opts);
+            (w, Some(gather))
+        } else {
+            (pipeline::half(opts), None)
+        };
         let done = run(&mut m, &mut cx, w)?;
         let samples = cx.inputs().calib_data.as_ref().map_or(0, |d| d.len());
         let (_, analyses, mut remarks) = cx.into_parts();
@@ -211,12 +223,17 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
             remarks,
             insert: pipeline::insert_options(opts),
             dynamic: None,
-            weights_only: Some(gather),
+            half: gather.is_none(),
+            weights_only: gather,
             method: Method::Minmax,
-            samples: if opts.rounding == super::Rounding::Adaptive {
-                samples.min(opts.weights_only.samples)
-            } else {
-                0
+            samples: match opts.mode {
+                super::Mode::Weights if opts.rounding == super::Rounding::Adaptive => {
+                    samples.min(opts.weights_only.samples)
+                }
+                super::Mode::Half if !opts.float16.storage_only => {
+                    samples.min(opts.float16.samples)
+                }
+                _ => 0,
             },
             float_outputs: vec![],
             seconds: (t_prep, t1.elapsed().as_secs_f64()),
@@ -285,6 +302,7 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
         insert: pipeline::insert_options(opts),
         dynamic: None,
         weights_only: None,
+        half: false,
         method,
         samples: stats.samples,
         float_outputs,
@@ -511,6 +529,7 @@ impl Calibrated {
                 pipeline::dynamic_tail(&d)
             }
             (None, Some(gather)) => pipeline::weights_tail(gather),
+            (None, None) if self.half => pipeline::clean_tail(),
             (None, None) => pipeline::tail(&insert),
         };
         let tail = run(&mut m, &mut cx, p)?;

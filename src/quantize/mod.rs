@@ -114,6 +114,8 @@ pub struct QuantizeOptions {
     /// With [`Mode::Weights`]: bits, blocks, symmetry and form of the
     /// weights (`method` follows [`Self::rounding`]).
     pub weights_only: crate::passes::quantize_weights::Options,
+    /// With [`Mode::Half`]: `convert-float` options.
+    pub float16: crate::passes::convert_float::Options,
     /// Cost-aware selection: quantize the fewest Conv/MatMul/Gemm that
     /// cover this fraction of the compute ops' measured time.
     pub coverage: Option<f64>,
@@ -168,6 +170,7 @@ impl Default for QuantizeOptions {
             bias_correction: true,
             rounding: Rounding::Nearest,
             weights_only: Default::default(),
+            float16: Default::default(),
             coverage: None,
             detailed_report: false,
             target: crate::target::Target::OrtCpu,
@@ -248,6 +251,9 @@ pub enum Mode {
     /// Weights only, activations stay float (`quantize-weights`,
     /// `quantize-gather`); [`QuantizeOptions::weights_only`] says how.
     Weights,
+    /// Float16/bfloat16 compute or storage (`convert-float`);
+    /// [`QuantizeOptions::float16`] says how.
+    Half,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -350,6 +356,19 @@ pub fn quantize_model(
         pipeline: calibrated.pipeline_with(&built),
         method: match (opts.mode, opts.method) {
             (Mode::Dynamic, _) => "dynamic (run-time ranges)".into(),
+            (Mode::Half, _) => format!(
+                "{} {}",
+                if opts.float16.to == "bf16" {
+                    "bfloat16"
+                } else {
+                    "float16"
+                },
+                if opts.float16.storage_only {
+                    "weights, float32 compute (storage only)"
+                } else {
+                    "compute and weights, float32 where calibration ranges would overflow"
+                }
+            ),
             (Mode::Weights, _) => format!(
                 "weights only: {}, {}",
                 opts.weights_only.describe(),
@@ -423,10 +442,13 @@ pub fn quantize_file(
     }
     // Weight-only files compute in float (or onnxruntime's MatMulNBits):
     // no share of MACs runs on quantized activations.
-    if opts.mode != Mode::Weights {
+    if !matches!(opts.mode, Mode::Weights | Mode::Half) {
         report.quantized_mac_share = accounting::mac_share(&calibrated.prepared, &report.nodes);
     }
-    if report.nodes.is_empty() && calibrated.dynamic.is_none() && opts.mode != Mode::Weights {
+    if report.nodes.is_empty()
+        && calibrated.dynamic.is_none()
+        && !matches!(opts.mode, Mode::Weights | Mode::Half)
+    {
         report.warnings.push("nothing in this model is a quantization candidate (no Conv, MatMul, Gemm or other op on float data onnxq quantizes): the output is the float model after clean-up".into());
     }
     report
@@ -472,8 +494,8 @@ pub fn quantize_file(
                 pass: "validate".into(),
                 node: "<model>".into(),
                 message: format!(
-                    "tract cannot load this file's 4-bit/16-bit or blocked weights: validated through an equivalent lowering ({} DequantizeLinear folded to float weights, {} MatMulNBits run as MatMul); onnxruntime runs the file as written",
-                    l.dequantized, l.matmul_nbits
+                    "tract cannot load (or would re-expand on every run) this file's 4-bit/16-bit, blocked or half-precision weights: validated through an equivalent lowering ({} DequantizeLinear folded to float weights, {} MatMulNBits run as MatMul, {} half weights cast once); onnxruntime runs the file as written",
+                    l.dequantized, l.matmul_nbits, l.half_casts
                 ),
                 level: crate::passes::context::Level::Note,
             });

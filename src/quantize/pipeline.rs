@@ -227,6 +227,29 @@ pub fn weights_only(opts: &QuantizeOptions) -> (Pipeline, crate::passes::quantiz
     (p, gather)
 }
 
+/// Float16 conversion as the options say (run where the calibration data
+/// is, for the range check).
+pub fn half(opts: &QuantizeOptions) -> Pipeline {
+    let mut o = opts.float16.clone();
+    o.exclude.extend(opts.exclude.iter().cloned());
+    let mut p = Pipeline::default();
+    p.push(Box::new(
+        crate::passes::convert_float::ConvertFloat::from_options(
+            serde_json::to_value(&o).expect("invariant: options serialize"),
+        )
+        .expect("invariant: options checked when parsed"),
+    ));
+    p
+}
+
+/// Clean-up and interface only.
+pub fn clean_tail() -> Pipeline {
+    let mut p = Pipeline::default();
+    p.push(Box::new(crate::passes::dce::Dce));
+    p.push(Box::new(crate::passes::restore_interface::RestoreInterface));
+    p
+}
+
 /// The tail of weight-only quantization: embedding tables, clean-up,
 /// interface.
 pub fn weights_tail(gather: &crate::passes::quantize_gather::Options) -> Pipeline {

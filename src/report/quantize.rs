@@ -134,6 +134,8 @@ impl QuantizeReport {
         // below say what became of each).
         let nodes = if self.nodes.is_empty() && self.method.starts_with("weights only") {
             "activations stay float".to_string()
+        } else if self.nodes.is_empty() && self.method.contains("float16") {
+            "no integer quantization".to_string()
         } else {
             format!("{q} of {} candidate nodes quantized", self.nodes.len())
         };
@@ -167,6 +169,7 @@ impl QuantizeReport {
                         | "fix-inputs"
                         | "round-weights"
                         | "quantize-weights"
+                        | "convert-float"
                         | "validate"
                 ))
                 || r.pass == "quantize-gather"

@@ -11,7 +11,10 @@
 //! * `DequantizeLinear` of a constant with 4- or 16-bit codes, or blocked
 //!   scales, becomes its float result (an initializer);
 //! * `MatMulNBits` becomes `MatMul` (then `Add` of its bias) on the
-//!   dequantized `[K, N]` weight.
+//!   dequantized `[K, N]` weight;
+//! * a `Cast` to float of a float16/bfloat16 weight becomes the float
+//!   weight (tract folds it only under its 4 MiB budget, and otherwise
+//!   re-casts it on every run).
 //!
 //! The result computes what the original file computes (up to float
 //! summation order); the report says when validation ran through it.
@@ -36,11 +39,13 @@ pub struct Lowered {
     pub dequantized: usize,
     /// MatMulNBits nodes turned into MatMul.
     pub matmul_nbits: usize,
+    /// Casts of float16/bfloat16 weights folded to float weights.
+    pub half_casts: usize,
 }
 
 impl Lowered {
     pub fn any(&self) -> bool {
-        self.dequantized + self.matmul_nbits > 0
+        self.dequantized + self.matmul_nbits + self.half_casts > 0
     }
 }
 
@@ -63,6 +68,19 @@ fn needs_lowering_dq(g: &Graph, n: NodeId) -> bool {
     narrow || node.attr_i("block_size").unwrap_or(0) != 0
 }
 
+/// A Cast to float of a constant float16/bfloat16 weight
+/// (`convert-float{storage-only=true}`): tract folds it only while the
+/// result fits its 4 MiB constant-folding budget, and otherwise casts the
+/// whole weight on every run.
+fn is_half_weight_cast(g: &Graph, n: NodeId) -> bool {
+    let node = g.node(n);
+    node.is("Cast")
+        && node.attr_i("to") == Some(DataType::Float as i64)
+        && node.input(0).and_then(|v| g.constant(v)).is_some_and(|t| {
+            t.dtype() == DataType::Float16 as i32 || t.dtype() == DataType::Bfloat16 as i32
+        })
+}
+
 fn is_matmul_nbits(g: &Graph, n: NodeId) -> bool {
     let node = g.node(n);
     node.domain() == "com.microsoft" && node.op_type() == "MatMulNBits"
@@ -76,7 +94,7 @@ pub fn for_tract(model: &Model) -> Option<(Model, Lowered)> {
     if !g
         .ops()
         .into_iter()
-        .any(|n| needs_lowering_dq(g, n) || is_matmul_nbits(g, n))
+        .any(|n| needs_lowering_dq(g, n) || is_matmul_nbits(g, n) || is_half_weight_cast(g, n))
     {
         return None;
     }
@@ -95,6 +113,20 @@ pub fn for_tract(model: &Model) -> Option<(Model, Lowered)> {
             }
         } else if is_matmul_nbits(&m.graph, n) && lower_matmul_nbits(&mut m.graph, n) {
             done.matmul_nbits += 1;
+        } else if is_half_weight_cast(&m.graph, n) {
+            let g = &mut m.graph;
+            let w = g
+                .node(n)
+                .input(0)
+                .and_then(|v| g.constant(v))
+                .and_then(|t| t.to_f32().ok());
+            if let Some(w) = w {
+                let y = g.node(n).output();
+                let name = g.name(y).to_string();
+                let v = g.add_initializer(Tensor::from_f32(&format!("{name}_lowered"), &w));
+                replace(g, n, y, v);
+                done.half_casts += 1;
+            }
         }
     }
     if !done.any() {
