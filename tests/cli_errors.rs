@@ -657,6 +657,11 @@ fn weight_only_4bit_is_written_and_validated_through_the_lowering() {
         stderr.contains("validated through an equivalent lowering"),
         "{stderr}"
     );
+    // The summary says where the compute sits by precision.
+    assert!(
+        stderr.contains("compute 4-bit weights (DequantizeLinear), float activations: 1 ops"),
+        "{stderr}"
+    );
     let q = ModelProto::decode(
         std::fs::read(s.dir.join("q.onnx"))
             .expect("written")

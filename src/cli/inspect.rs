@@ -46,120 +46,10 @@ pub struct Inspection {
     pub external_tensors: usize,
     /// Compute ops (Conv, MatMul, Gemm and their quantized forms) by the
     /// precision they run in.
-    pub compute_by_precision: BTreeMap<String, PrecisionShare>,
+    pub compute_by_precision: BTreeMap<String, crate::report::precision::PrecisionShare>,
     pub inputs: Vec<PortInfo>,
     pub outputs: Vec<PortInfo>,
     pub metadata: BTreeMap<String, String>,
-}
-
-/// The compute ops of one precision.
-#[derive(serde::Serialize, Default)]
-pub struct PrecisionShare {
-    pub ops: usize,
-    /// Bytes of their constant weights (codes, scales and zero points
-    /// included).
-    pub weight_bytes: u64,
-    /// Their multiply-accumulates, where every one's shapes are known.
-    pub macs: Option<u64>,
-}
-
-/// The precision a compute op runs in, as a runtime sees the file: its
-/// own type for QOperator and integer ops, the codes behind a
-/// DequantizeLinear weight (and activation) for QDQ, else its output type.
-fn precision(g: &crate::ir::Graph, n: crate::ir::NodeId) -> Option<String> {
-    use crate::proto::tensor_proto::DataType;
-    let node = g.node(n);
-    let op = node.op_type();
-    if node.domain() == "com.microsoft" && op == "MatMulNBits" {
-        return Some(format!(
-            "{}-bit weights (MatMulNBits)",
-            node.attr_i("bits").unwrap_or(4)
-        ));
-    }
-    if !node.domain().is_empty() {
-        return None;
-    }
-    match op {
-        "QLinearConv" | "QLinearMatMul" | "ConvInteger" | "MatMulInteger" => {
-            return Some("int8 compute (QOperator/integer)".into())
-        }
-        "Conv" | "ConvTranspose" | "MatMul" | "Gemm" => {}
-        _ => return None,
-    }
-    let dq_codes = |slot: usize| -> Option<i32> {
-        let v = node.input(slot)?;
-        let p = g.producer_node(v);
-        if !p.is("DequantizeLinear") {
-            return None;
-        }
-        let x = p.input(0)?;
-        Some(g.elem_type(x))
-    };
-    let bits = |t: i32| match DataType::try_from(t) {
-        Ok(DataType::Int4 | DataType::Uint4) => "4",
-        Ok(DataType::Int16 | DataType::Uint16) => "16",
-        _ => "8",
-    };
-    match (dq_codes(0), dq_codes(1)) {
-        (Some(a), Some(w)) => Some(format!(
-            "{}-bit activations, {}-bit weights (QDQ)",
-            bits(a),
-            bits(w)
-        )),
-        (None, Some(w)) => Some(format!("{}-bit weights, float compute", bits(w))),
-        _ => {
-            // The output's declared type, else the weights' (a converted
-            // file often declares no intermediate types).
-            let declared = g.elem_type(node.output());
-            let weight = node
-                .inputs()
-                .iter()
-                .flatten()
-                .filter_map(|v| g.constant(*v))
-                .map(|t| t.dtype())
-                .next()
-                .unwrap_or(0);
-            let t = if declared != 0 { declared } else { weight };
-            Some(match DataType::try_from(t) {
-                Ok(DataType::Float16) => "float16".into(),
-                Ok(DataType::Bfloat16) => "bfloat16".into(),
-                _ => "float32".into(),
-            })
-        }
-    }
-}
-
-/// Bytes of the constants node `n` reads (initializers or Constant
-/// nodes), directly or through a DequantizeLinear or Cast of constants.
-fn weight_bytes(g: &crate::ir::Graph, n: crate::ir::NodeId) -> u64 {
-    let constant = |v: crate::ir::ValueId| -> Option<u64> {
-        if let Some(t) = g.constant(v) {
-            return Some(t.nbytes() as u64);
-        }
-        let p = g.producer_node(v);
-        if !p.is("Constant") {
-            return None;
-        }
-        let t = p.attr("value")?.t.clone()?;
-        Some(crate::ir::Tensor::from_proto(t).nbytes() as u64)
-    };
-    let mut total = 0;
-    for &v in g.node(n).inputs().iter().flatten() {
-        if let Some(b) = constant(v) {
-            total += b;
-            continue;
-        }
-        let p = g.producer_node(v);
-        if p.is("DequantizeLinear") || p.is("Cast") {
-            total += p
-                .inputs()
-                .iter()
-                .flatten()
-                .filter_map(|&x| constant(x))
-                .sum::<u64>();
-        }
-    }
-    total
 }
 
 #[derive(serde::Serialize)]
@@ -209,29 +99,7 @@ pub fn inspect(path: &Path, m: &Model) -> Inspection {
             visit_tensors(p, &mut constants);
         }
     }
-    let mut compute: BTreeMap<String, PrecisionShare> = BTreeMap::new();
-    for n in g.ops() {
-        let Some(p) = precision(g, n) else { continue };
-        let node = g.node(n);
-        let macs = if node.domain() == "com.microsoft" {
-            // MatMulNBits: rows of A × K × N.
-            (|| {
-                let (k, nn) = (node.attr_i("K")?, node.attr_i("N")?);
-                let a = g.static_shape(node.input(0)?)?;
-                let rows: usize = a[..a.len().saturating_sub(1)].iter().product();
-                Some(rows as u64 * k as u64 * nn as u64)
-            })()
-        } else {
-            crate::analysis::cost::node_cost(g, n).macs
-        };
-        let e = compute.entry(p).or_insert_with(|| PrecisionShare {
-            macs: Some(0),
-            ..Default::default()
-        });
-        e.ops += 1;
-        e.weight_bytes += weight_bytes(g, n);
-        e.macs = e.macs.zip(macs).map(|(a, b)| a + b);
-    }
+    let compute = crate::report::precision::compute_by_precision(m);
     Inspection {
         file: path.display().to_string(),
         file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),

@@ -390,6 +390,7 @@ pub fn quantize_model(
         fallback: None,
         profile: None,
         quantized_mac_share: None,
+        compute_by_precision: Default::default(),
         tensor_errors: vec![],
         diagnoses: vec![],
         activations: vec![],
@@ -477,6 +478,10 @@ pub fn quantize_file(
     )?;
     report.input = input.display().to_string();
     report.output = output.display().to_string();
+    report.compute_by_precision = crate::report::precision::compute_by_precision_with(
+        &built.model,
+        &accounting::node_macs(&calibrated.prepared),
+    );
     report.float_bytes = accounting::file_size_with_data(input);
     report.quantized_bytes =
         summary.model_bytes + summary.external.as_ref().map(|e| e.1).unwrap_or(0);

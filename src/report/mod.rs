@@ -4,6 +4,7 @@
 
 pub mod diagnose;
 pub mod html;
+pub mod precision;
 pub mod quantize;
 
 pub use quantize::{ActivationSummary, Fallback, FidelityTarget, QuantizeReport, Timings};

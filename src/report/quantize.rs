@@ -37,6 +37,9 @@ pub struct QuantizeReport {
     /// Share of the Conv/ConvTranspose/MatMul/Gemm multiply-accumulates that
     /// run quantized (`None` when shapes are unknown).
     pub quantized_mac_share: Option<f64>,
+    /// The written file's compute ops by the precision they run in, with
+    /// their weight bytes and MACs (counted at the calibration shapes).
+    pub compute_by_precision: std::collections::BTreeMap<String, super::precision::PrecisionShare>,
     pub tensor_errors: Vec<TensorError>,
     /// Why the worst quantized tensors' error stays large, and the remedy
     /// for each cause (detailed reports).
@@ -150,6 +153,14 @@ impl QuantizeReport {
             self.quantized_bytes as f64 / self.float_bytes.max(1) as f64
         );
         self.summarize_skipped(&mut s);
+        for (p, c) in &self.compute_by_precision {
+            s.push_str(&format!(
+                "  compute {p}: {} ops, {} weight bytes{}\n",
+                c.ops,
+                c.weight_bytes,
+                c.macs.map(|m| format!(", {m} MACs")).unwrap_or_default()
+            ));
+        }
         if let Some(share) = self.quantized_mac_share {
             s.push_str(&format!(
                 "  {:.1}% of the Conv/MatMul/Gemm/LSTM/GRU multiply-accumulates run quantized (subgraphs included)\n",
