@@ -106,10 +106,7 @@ pub struct ConvertFloat {
 impl ConvertFloat {
     pub fn from_options(o: serde_json::Value) -> Result<Self, PassError> {
         let opts: Options = super::parse_options(NAME, o)?;
-        let bad = |message: String| PassError::Options {
-            pass: NAME.into(),
-            message,
-        };
+        let bad = super::options_error(NAME);
         match opts.to.as_str() {
             "f16" => {}
             "bf16" if opts.storage_only => {}

@@ -354,6 +354,15 @@ pub(crate) fn node_proto(
 }
 
 /// An integer attribute.
+/// A pass's bad-options error with `message`, for option checks beyond
+/// what deserializing catches.
+pub(crate) fn options_error(pass: &'static str) -> impl Fn(String) -> PassError {
+    move |message| PassError::Options {
+        pass: pass.into(),
+        message,
+    }
+}
+
 pub(crate) fn int_attr(name: &str, v: i64) -> crate::proto::AttributeProto {
     crate::proto::AttributeProto {
         name: Some(name.into()),

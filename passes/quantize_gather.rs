@@ -61,7 +61,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Changed, Pass, PassContext, PassError};
-use crate::ir::{At, Graph, Model, NodeId, Tensor};
+use crate::ir::{At, Graph, Model, NodeId, Tensor, ValueId};
 use crate::plan::glob_match;
 use crate::proto::tensor_proto::DataType;
 
@@ -94,10 +94,7 @@ pub struct QuantizeGather {
 impl QuantizeGather {
     pub fn from_options(o: serde_json::Value) -> Result<Self, PassError> {
         let opts: Options = super::parse_options(NAME, o)?;
-        let bad = |message: String| PassError::Options {
-            pass: NAME.into(),
-            message,
-        };
+        let bad = super::options_error(NAME);
         if !matches!(opts.bits, 4 | 8) {
             return Err(bad(format!("bits={}: expected 4 or 8", opts.bits)));
         }
@@ -183,22 +180,52 @@ impl QuantizeGather {
     }
 }
 
+/// What a rewrite reads of an eligible Gather.
+struct Table {
+    /// The float table `[rows, cols]`, and its values.
+    tv: ValueId,
+    rows: usize,
+    cols: usize,
+    data: Vec<f32>,
+    /// The indices and the gathered result.
+    idx: ValueId,
+    y: ValueId,
+}
+
+impl Table {
+    fn read(g: &Graph, n: NodeId) -> Table {
+        let node = g.node(n);
+        let (tv, idx) = (
+            node.input(0).expect("invariant: checked"),
+            node.input(1).expect("invariant: checked"),
+        );
+        let t = g.constant(tv).expect("invariant: checked");
+        Table {
+            tv,
+            idx,
+            y: node.output(),
+            rows: t.dims()[0] as usize,
+            cols: t.dims()[1] as usize,
+            data: t
+                .to_f32()
+                .expect("invariant: float table")
+                .iter()
+                .copied()
+                .collect(),
+        }
+    }
+}
+
 /// Rewrites one Gather; returns the table's bytes before and after.
 fn rewrite(g: &mut Graph, n: NodeId) -> (usize, usize) {
-    let node = g.node(n);
-    let (tv, idx) = (
-        node.input(0).expect("invariant: checked"),
-        node.input(1).expect("invariant: checked"),
-    );
-    let y = node.output();
-    let t = g.constant(tv).expect("invariant: checked");
-    let (rows, cols) = (t.dims()[0] as usize, t.dims()[1] as usize);
-    let data: Vec<f32> = t
-        .to_f32()
-        .expect("invariant: float table")
-        .iter()
-        .copied()
-        .collect();
+    let Table {
+        tv,
+        idx,
+        y,
+        rows,
+        cols,
+        data,
+    } = Table::read(g, n);
     let tname = g.name(tv).to_string();
     let base = g.name(y).to_string();
     let wq = crate::quant::quantize_weights(&data, &[rows, cols], Some(0), false);
@@ -237,10 +264,7 @@ fn rewrite(g: &mut Graph, n: NodeId) -> (usize, usize) {
         At::Before(n),
     );
     g.take_label(n, gq);
-    g.replace_all_uses(y, out[0]);
-    for i in g.output_ports(y) {
-        g.redirect_output(i, out[0]);
-    }
+    g.replace_value(y, out[0]);
     g.remove_node(n);
     (rows * cols * 4, rows * cols + rows * 4)
 }
@@ -250,20 +274,14 @@ fn rewrite(g: &mut Graph, n: NodeId) -> (usize, usize) {
 /// table's bytes before and after.
 fn rewrite4(g: &mut Graph, n: NodeId, bs: usize) -> (usize, usize) {
     use crate::quant::blockwise::{self, Spec};
-    let node = g.node(n);
-    let (tv, idx) = (
-        node.input(0).expect("invariant: checked"),
-        node.input(1).expect("invariant: checked"),
-    );
-    let y = node.output();
-    let t = g.constant(tv).expect("invariant: checked");
-    let (rows, cols) = (t.dims()[0] as usize, t.dims()[1] as usize);
-    let data: Vec<f32> = t
-        .to_f32()
-        .expect("invariant: float table")
-        .iter()
-        .copied()
-        .collect();
+    let Table {
+        tv,
+        idx,
+        y,
+        rows,
+        cols,
+        data,
+    } = Table::read(g, n);
     // Blocks run along a row: quantize the transposed table [D, V].
     let mut wt = vec![0f32; rows * cols];
     for (i, &x) in data.iter().enumerate() {
@@ -421,10 +439,7 @@ fn rewrite4(g: &mut Graph, n: NodeId, bs: usize) -> (usize, usize) {
         "shape",
     );
     let out = add(g, "Reshape", vec![], &[Some(deq), Some(oshape)], "deq");
-    g.replace_all_uses(y, out);
-    for i in g.output_ports(y) {
-        g.redirect_output(i, out);
-    }
+    g.replace_value(y, out);
     g.remove_node(n);
     (
         rows * cols * 4,
@@ -432,4 +447,4 @@ fn rewrite4(g: &mut Graph, n: NodeId, bs: usize) -> (usize, usize) {
     )
 }
 
-type ValueIdOpt = Option<crate::ir::ValueId>;
+type ValueIdOpt = Option<ValueId>;

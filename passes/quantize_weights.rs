@@ -138,10 +138,7 @@ pub struct QuantizeWeights {
 impl QuantizeWeights {
     pub fn from_options(o: serde_json::Value) -> Result<Self, PassError> {
         let opts: Options = super::parse_options(NAME, o)?;
-        let bad = |message: String| PassError::Options {
-            pass: NAME.into(),
-            message,
-        };
+        let bad = super::options_error(NAME);
         if !matches!(opts.bits, 4 | 8) {
             return Err(bad(format!("bits={}: expected 4 or 8", opts.bits)));
         }
@@ -673,10 +670,7 @@ fn rewrite_nbits(g: &mut Graph, c: &Candidate, q: &Blocked) -> usize {
             At::Before(r),
         );
         g.take_label(r, mm);
-        g.replace_all_uses(y, out[0]);
-        for i in g.output_ports(y) {
-            g.redirect_output(i, out[0]);
-        }
+        g.replace_value(y, out[0]);
         g.remove_node(r);
     }
     bytes

@@ -349,12 +349,10 @@ pub fn upgrade(m: &mut Model, target: i64) -> Result<usize, String> {
         ));
     }
     if target == TARGET_BLOCKED {
-        // Checked before anything changes: both steps must be safe.
+        // Checked before anything changes; `upgrade_to_13` changes nothing
+        // either when it refuses, and the 7→13 rewrites make none of the
+        // ops this checks.
         check_13_to_21(m, from.max(TARGET))?;
-        if from < TARGET {
-            let mut probe = m.clone();
-            upgrade_to_13(&mut probe)?;
-        }
     }
     let mut count = 0;
     if from < TARGET {

@@ -25,6 +25,20 @@ impl Lcg {
     }
 }
 
+/// A pass context with calibration data (`None`: without), run on
+/// `threads` workers and no progress bar.
+fn with_data(data: Option<onnxq::calib::data::DataSet>, threads: usize) -> PassContext {
+    PassContext::with_inputs(onnxq::passes::context::Inputs {
+        calib_data: data,
+        calib_options: onnxq::calib::CalibOptions {
+            threads,
+            progress: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
 /// A float tensor literal for the textual IR.
 fn lit(v: &[f32]) -> String {
     let items: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
@@ -249,8 +263,6 @@ fn shape_inference_keeps_outputs() {
 #[test]
 fn smooth_quant_keeps_float_outputs() {
     use onnxq::calib::data::DataSet;
-    use onnxq::calib::CalibOptions;
-    use onnxq::passes::context::Inputs;
     let mut r = Lcg(11);
     let mut gamma = r.vec(16, 0.5, 1.5);
     gamma[3] = 30.0; // an outlier channel, as transformers have
@@ -264,15 +276,7 @@ fn smooth_quant_keeps_float_outputs() {
     );
     let m = parse(&src);
     let mut after = m.clone();
-    let mut cx = PassContext::with_inputs(Inputs {
-        calib_data: Some(DataSet::random(2, 7)),
-        calib_options: CalibOptions {
-            threads: 1,
-            progress: false,
-            ..Default::default()
-        },
-        ..Default::default()
-    });
+    let mut cx = with_data(Some(DataSet::random(2, 7)), 1);
     let mut pm = PassManager::new(
         Pipeline::parse("shape-inference,calibrate,smooth-quant,calibrate,dce")
             .expect("pipeline parses"),
@@ -355,8 +359,6 @@ fn equalize_keeps_outputs_and_balances_channels() {
 #[test]
 fn absorb_bias_is_exact_on_calibration_data() {
     use onnxq::calib::data::DataSet;
-    use onnxq::calib::CalibOptions;
-    use onnxq::passes::context::Inputs;
     let mut r = Lcg(9);
     let c = 6;
     let mut ba = r.vec(c, -0.5, 0.5);
@@ -374,15 +376,7 @@ fn absorb_bias_is_exact_on_calibration_data() {
     );
     let m = parse(&src);
     let mut after = m.clone();
-    let mut cx = PassContext::with_inputs(Inputs {
-        calib_data: Some(DataSet::random(2, 3)),
-        calib_options: CalibOptions {
-            threads: 1,
-            progress: false,
-            ..Default::default()
-        },
-        ..Default::default()
-    });
+    let mut cx = with_data(Some(DataSet::random(2, 3)), 1);
     let mut pm = PassManager::new(
         Pipeline::parse("shape-inference,calibrate,absorb-bias,calibrate,dce")
             .expect("pipeline parses"),
@@ -434,8 +428,6 @@ fn error_energy(m: &Model, q: &Model, data: &onnxq::calib::data::DataSet, n: usi
 /// without `round-weights`, at `threads`.
 fn rounded_pair(threads: usize) -> (Model, Model, Model) {
     use onnxq::calib::data::DataSet;
-    use onnxq::calib::CalibOptions;
-    use onnxq::passes::context::Inputs;
     let mut r = Lcg(21);
     let src = format!(
         "{HEADER}\ng (float[1,4,8,8] X) => (float[1,5] Y)\n<float[8,4,3,3] Wa = {}, float[8] Ba = {}, float[8,2,3,3] Wb = {}, float[8] Bb = {}, float[5,8] Wc = {}, float[5] Bc = {}, int64[2] S = {{1, 8}}>\n{{\n  A = Conv <pads = [1,1,1,1]> (X, Wa, Ba)\n  R = Relu (A)\n  B = Conv <pads = [1,1,1,1], group = 4> (R, Wb, Bb)\n  P = GlobalAveragePool (B)\n  F = Reshape (P, S)\n  Y = Gemm <transB = 1> (F, Wc, Bc)\n}}\n",
@@ -449,15 +441,7 @@ fn rounded_pair(threads: usize) -> (Model, Model, Model) {
     let m = parse(&src);
     let quantize = |pipeline: &str| {
         let mut q = m.clone();
-        let mut cx = PassContext::with_inputs(Inputs {
-            calib_data: Some(DataSet::random(6, 5)),
-            calib_options: CalibOptions {
-                threads,
-                progress: false,
-                ..Default::default()
-            },
-            ..Default::default()
-        });
+        let mut cx = with_data(Some(DataSet::random(6, 5)), threads);
         let mut pm = PassManager::new(Pipeline::parse(pipeline).expect("pipeline parses"));
         pm.verify_each = true;
         pm.run(&mut q, &mut cx).expect("pipeline runs");
@@ -588,8 +572,6 @@ fn quantize_gather_4bit_stays_within_a_step() {
 #[test]
 fn convert_float_keeps_overflowing_regions_float32() {
     use onnxq::calib::data::DataSet;
-    use onnxq::calib::CalibOptions;
-    use onnxq::passes::context::Inputs;
     let mut r = Lcg(16);
     let w = weight_literal(&mut r, 8, 8);
     let src = format!(
@@ -601,15 +583,7 @@ fn convert_float_keeps_overflowing_regions_float32() {
     let m = parse(&src);
     let convert = |data: Option<DataSet>| {
         let mut out = m.clone();
-        let mut cx = PassContext::with_inputs(Inputs {
-            calib_data: data,
-            calib_options: CalibOptions {
-                threads: 1,
-                progress: false,
-                ..Default::default()
-            },
-            ..Default::default()
-        });
+        let mut cx = with_data(data, 1);
         let mut pm = PassManager::new(
             Pipeline::parse("shape-inference,convert-float,dce").expect("pipeline parses"),
         );

@@ -160,17 +160,23 @@ pub struct QuantizeArgs {
     pub print_pipeline: bool,
 }
 
-/// The `quantize-weights` options of `--mode weights`, checked.
-fn weights_only(a: &QuantizeArgs) -> Result<crate::passes::quantize_weights::Options, Failure> {
-    if let Some(flag) = [
+/// The first flag given that chooses what stays float by measuring
+/// (fallback, selection file, coverage): the weight-only and float16 modes
+/// have no such search.
+fn fallback_flag(a: &QuantizeArgs) -> Option<&'static str> {
+    [
         (a.target_sqnr.is_some(), "--target-sqnr"),
         (a.target_cosine.is_some(), "--target-cosine"),
         (a.selection.is_some(), "--selection"),
         (a.coverage.is_some(), "--coverage"),
     ]
-    .iter()
-    .find_map(|(set, f)| set.then_some(*f))
-    {
+    .into_iter()
+    .find_map(|(set, f)| set.then_some(f))
+}
+
+/// The `quantize-weights` options of `--mode weights`, checked.
+fn weights_only(a: &QuantizeArgs) -> Result<crate::passes::quantize_weights::Options, Failure> {
+    if let Some(flag) = fallback_flag(a) {
         return Err(Failure::bad_input(format!(
             "{flag} is not available with --mode weights (weight-only quantization has no per-layer fallback yet); use --exclude NODE to keep a layer float"
         )));
@@ -256,15 +262,7 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
                     .replace("storage-only=true", "--storage-only"),
             )
         })?;
-        if let Some(flag) = [
-            (a.target_sqnr.is_some(), "--target-sqnr"),
-            (a.target_cosine.is_some(), "--target-cosine"),
-            (a.selection.is_some(), "--selection"),
-            (a.coverage.is_some(), "--coverage"),
-        ]
-        .iter()
-        .find_map(|(set, f)| set.then_some(*f))
-        {
+        if let Some(flag) = fallback_flag(a) {
             return Err(Failure::bad_input(format!(
                 "{flag} is not available with --mode {}; use --exclude NODE to keep a layer float32",
                 a.mode

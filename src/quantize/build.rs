@@ -357,12 +357,7 @@ fn per_tensor_ranges(
     let fitted = match cx.inputs().calib_data.as_ref() {
         Some(data) if cx.analyses.held_out > 0 && data.len() > cx.analyses.held_out => {
             let threads = opts.threads.unwrap_or_else(crate::runtime::default_threads);
-            let per_sample: usize = cx
-                .analyses
-                .calib_outputs
-                .first()
-                .map(|o| o.iter().map(|(_, t)| t.len()).sum())
-                .unwrap_or(1);
+            let per_sample = output_values_per_sample(cx);
             let k = (FIT_VALUES / per_sample.max(1)).clamp(samples, FIT_SAMPLES.max(samples));
             let spread = data.spread(cx.analyses.held_out, k);
             Some((
@@ -466,12 +461,7 @@ fn learned_rounding_pays(
     let Some(data) = cx.inputs().calib_data.clone() else {
         return Ok(true);
     };
-    let per_sample: usize = cx
-        .analyses
-        .calib_outputs
-        .first()
-        .map(|o| o.iter().map(|(_, t)| t.len()).sum())
-        .unwrap_or(1);
+    let per_sample = output_values_per_sample(cx);
     // Up to [`ROUNDING_SAMPLES`]: small outputs are scored on many
     // samples (on Magika, 32 of 100 said +0.8 dB where all 100 say −0.7).
     let k = (FIT_VALUES / per_sample.max(1)).clamp(4, ROUNDING_SAMPLES);
@@ -502,6 +492,16 @@ fn learned_rounding_pays(
         cx.analyses.rounded = rounded;
     }
     Ok(pays)
+}
+
+/// Values in one calibration sample's graph outputs (1 when none were
+/// kept): how many samples a measured choice needs for a stable score.
+fn output_values_per_sample(cx: &PassContext) -> usize {
+    cx.analyses
+        .calib_outputs
+        .first()
+        .map(|o| o.iter().map(|(_, t)| t.len()).sum())
+        .unwrap_or(1)
 }
 
 impl Calibrated {

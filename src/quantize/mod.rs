@@ -494,7 +494,9 @@ pub fn quantize_file(
             None => Reference::new(&float, val, threads, &opts.input_shapes)?,
         };
         report.validation = Some(reference.score(&written)?);
-        if let Some((_, l)) = crate::runtime::lower::for_tract(&written) {
+        // Counted, not lowered again: the validation runner did that.
+        let l = crate::runtime::lower::count(&written);
+        if l.any() {
             report.remarks.push(crate::passes::context::Remark {
                 pass: "validate".into(),
                 node: "<model>".into(),

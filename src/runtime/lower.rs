@@ -86,6 +86,23 @@ fn is_matmul_nbits(g: &Graph, n: NodeId) -> bool {
     node.domain() == "com.microsoft" && node.op_type() == "MatMulNBits"
 }
 
+/// What [`for_tract`] would rewrite in `model`, counted without rewriting
+/// it (for a report about a model validated through the lowering).
+pub fn count(model: &Model) -> Lowered {
+    let g = &model.graph;
+    let mut l = Lowered::default();
+    for n in g.ops() {
+        if needs_lowering_dq(g, n) {
+            l.dequantized += 1;
+        } else if is_matmul_nbits(g, n) {
+            l.matmul_nbits += 1;
+        } else if is_half_weight_cast(g, n) {
+            l.half_casts += 1;
+        }
+    }
+    l
+}
+
 /// The model rewritten so tract can load it, or `None` when it already
 /// can (nothing to lower, or a form this lowering does not know, which
 /// tract then reports as it loads).
@@ -147,10 +164,7 @@ pub fn for_tract(model: &Model) -> Option<(Model, Lowered)> {
 /// Points every reader (and graph output) of `y`, node `n`'s output, at
 /// `v` and removes `n`.
 fn replace(g: &mut Graph, n: NodeId, y: ValueId, v: ValueId) {
-    g.replace_all_uses(y, v);
-    for i in g.output_ports(y) {
-        g.redirect_output(i, v);
-    }
+    g.replace_value(y, v);
     g.remove_node(n);
 }
 

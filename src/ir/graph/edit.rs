@@ -333,6 +333,16 @@ impl Graph {
         self.replace_uses_where(old, new, |_, _| true)
     }
 
+    /// [`Self::replace_all_uses`], and every graph output showing `old`
+    /// shows `new` under the output's name ([`Self::redirect_output`]):
+    /// what a rewrite does before removing the node that made `old`.
+    pub fn replace_value(&mut self, old: ValueId, new: ValueId) {
+        self.replace_all_uses(old, new);
+        for i in self.output_ports(old) {
+            self.redirect_output(i, new);
+        }
+    }
+
     /// Like [`Graph::replace_all_uses`] but only for uses where `pred(node, slot)`.
     pub fn replace_uses_where(
         &mut self,
