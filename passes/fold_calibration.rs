@@ -16,9 +16,10 @@
 //! # Options
 //! * `method`: `minmax`, `percentile`, `entropy` or `mse` (default); the
 //!   percentile is set with `percentile=99.99`.
-//! * `activations`: `u8` (asymmetric, default) or `s8`.
-//! * `symmetric`: force a symmetric range (default: true for s8, false
-//!   for u8).
+//! * `activations`: `u8` (asymmetric, default) or `s8`; `u16`/`s16` for
+//!   16-bit activations (opset 21; for accuracy and NPU targets).
+//! * `symmetric`: force a symmetric range (default: true for the signed
+//!   types, false for the unsigned ones).
 //! * `reduce-range`: 7-bit activations.
 //! * `ranges`: per-tensor exceptions, `"TENSOR=METHOD"` (`METHOD` as
 //!   `--method` spells it: `percentile{p=99.9}`), what `--method auto`
@@ -108,11 +109,11 @@ impl FoldCalibration {
         };
         let qtype = QType::parse(&opts.activations).ok_or_else(|| {
             bad(format!(
-                "activations '{}': expected u8 or s8",
+                "activations '{}': expected u8, s8, u16 or s16",
                 opts.activations
             ))
         })?;
-        let symmetric = opts.symmetric.unwrap_or(qtype == QType::S8);
+        let symmetric = opts.symmetric.unwrap_or(qtype.is_signed());
         // Resolved, so the canonical pipeline spells it out (`symmetric=false`
         // parses back; an unset option would print as `null`, which does not).
         let opts = Options {
@@ -142,11 +143,7 @@ impl FoldCalibration {
         let opts = Options {
             method,
             percentile,
-            activations: if cfg.qtype == QType::U8 {
-                "u8".into()
-            } else {
-                "s8".into()
-            },
+            activations: cfg.qtype.name().into(),
             symmetric: Some(cfg.symmetric),
             reduce_range: cfg.reduce_range,
             ranges: vec![],

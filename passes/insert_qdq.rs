@@ -33,6 +33,11 @@
 //!   causes back into Conv/Gemm biases (needs calibrated channel means).
 //! * `keep-float`: node labels a fallback search keeps in float; the
 //!   placement of every other node stays as if they were quantized.
+//! * `promote`: node labels whose activation inputs take 16-bit codes
+//!   (u16, or s16 where the activations are signed) over their whole
+//!   observed range, instead of float: the mixed 8/16 fallback
+//!   (`--promote 16`). A tensor tied to a promoted one (through data
+//!   movement) is promoted with it; the file needs opset 21.
 //!
 //! Compute ops chosen by `select-coverage` (an analysis in the context)
 //! restrict the quantized Conv/MatMul/Gemm further.
@@ -82,6 +87,8 @@ pub struct Options {
     /// would be with them quantized, so that one node's effect can be
     /// measured in isolation.
     pub keep_float: Vec<String>,
+    /// Node labels whose activation inputs are quantized to 16 bits.
+    pub promote: Vec<String>,
     /// The runtime the file is for (`ort-cpu`, `tract`, `portable`): which
     /// groups it runs as integer kernels decides the placement.
     pub target: String,
@@ -97,6 +104,7 @@ impl Default for Options {
             op_types: vec![],
             bias_correction: true,
             keep_float: vec![],
+            promote: vec![],
             target: "ort-cpu".into(),
         }
     }
@@ -115,10 +123,12 @@ impl InsertQdq {
     }
 
     pub fn new(opts: Options) -> Result<Self, PassError> {
-        let wtype = QType::parse(&opts.weights).ok_or_else(|| PassError::Options {
-            pass: "insert-qdq".into(),
-            message: format!("weights '{}': expected s8 or u8", opts.weights),
-        })?;
+        let wtype = QType::parse(&opts.weights)
+            .filter(|q| !q.is_wide())
+            .ok_or_else(|| PassError::Options {
+                pass: "insert-qdq".into(),
+                message: format!("weights '{}': expected s8 or u8", opts.weights),
+            })?;
         let target =
             crate::target::Target::parse(&opts.target).ok_or_else(|| PassError::Options {
                 pass: "insert-qdq".into(),
@@ -179,9 +189,10 @@ fn use_rounded(
 /// around 128, so [1, 255].
 fn weight_bounds(wtype: QType, reduce: bool) -> (i32, i32) {
     let (lo, hi) = wtype.bounds(true, reduce);
-    match wtype {
-        QType::U8 => (lo + 1, hi),
-        QType::S8 => (lo, hi),
+    if wtype.is_signed() {
+        (lo, hi)
+    } else {
+        (lo + 1, hi)
     }
 }
 
@@ -259,6 +270,49 @@ fn check_opset(m: &Model, p: &Placement) -> Result<(), PassError> {
 
 const PASS: &str = "insert-qdq";
 
+/// 16-bit Q/DQ are opset 21's.
+fn check_wide_opset(m: &Model, act: &[(ValueId, ActParams)]) -> Result<(), PassError> {
+    let have = m.opset("").unwrap_or(1);
+    if have >= 21 || !act.iter().any(|(_, a)| a.qtype.is_wide()) {
+        return Ok(());
+    }
+    Err(PassError::Precondition {
+        pass: PASS.into(),
+        message: format!(
+            "the model imports opset {have}; 16-bit QuantizeLinear/DequantizeLinear need opset 21: run `upgrade-opset{{min=21}}` before this pass"
+        ),
+    })
+}
+
+/// Gives the activations the `promote` nodes read (and every tensor tied
+/// to them) 16-bit codes over their observed range: at 16 bits rounding
+/// costs 256× less than at 8, so clipping never pays.
+fn promote(
+    g: &crate::ir::Graph,
+    p: &Placement,
+    labels: &[String],
+    act: &mut [(ValueId, ActParams)],
+) {
+    if labels.is_empty() {
+        return;
+    }
+    let labels: std::collections::BTreeSet<&str> = labels.iter().map(|s| s.as_str()).collect();
+    let sources: std::collections::BTreeSet<ValueId> = act
+        .iter()
+        .filter(|(v, _)| {
+            g.users(*v)
+                .iter()
+                .any(|(reader, _)| labels.contains(g.label(*reader)))
+        })
+        .map(|(v, _)| p.param_source(*v))
+        .collect();
+    for (v, ap) in act.iter_mut() {
+        if !ap.qtype.is_wide() && sources.contains(&p.param_source(*v)) {
+            *ap = ap.widened();
+        }
+    }
+}
+
 /// The statistics-derived parameters of every activation the placement
 /// quantizes, looked up before the graph changes.
 fn activation_params(
@@ -311,9 +365,15 @@ impl InsertQdq {
         p: &Placement,
         params: &BTreeMap<String, ActParams>,
     ) -> Result<(), PassError> {
-        let act = activation_params(&m.graph, p, params, cx.analyses.stats.as_deref())?;
-        // Constants quantized like activations take the activations' type.
-        let act_qtype = act.first().map(|(_, a)| a.qtype).unwrap_or(QType::U8);
+        let mut act = activation_params(&m.graph, p, params, cx.analyses.stats.as_deref())?;
+        promote(&m.graph, p, &self.opts.promote, &mut act);
+        check_wide_opset(m, &act)?;
+        // Constants quantized like activations take the activations' type,
+        // in 8 bits (their codes are written as bytes).
+        let act_qtype = act
+            .first()
+            .map(|(_, a)| a.qtype.narrow())
+            .unwrap_or(QType::U8);
         let mut weights = self.weight_scales(&m.graph, p, act_qtype)?;
         let n_learned = use_rounded(&m.graph, &cx.analyses.rounded, &mut weights);
         let (biases, mut n_corrected) =
@@ -344,8 +404,9 @@ impl InsertQdq {
             PASS,
             "<model>",
             format!(
-                "{} activations, {} weights ({} with learned rounding) and {} biases quantized ({} bias-corrected); {} of {} candidate nodes quantized",
+                "{} activations ({} at 16 bits), {} weights ({} with learned rounding) and {} biases quantized ({} bias-corrected); {} of {} candidate nodes quantized",
                 n_act,
+                act.iter().filter(|(_, a)| a.qtype.is_wide()).count(),
                 weights.len(),
                 n_learned,
                 biases.len(),
@@ -392,9 +453,10 @@ impl InsertQdq {
             // Keep in step with `round-weights`, which learns codes on
             // these grids and is only used where they match.
             let (_, hi) = self.wtype.bounds(true, self.opts.reduce_range);
-            let half = match self.wtype {
-                QType::S8 => hi as f32,
-                QType::U8 => (hi - 128) as f32,
+            let half = if self.wtype.is_signed() {
+                hi as f32
+            } else {
+                (hi - 128) as f32
             };
             let scales: Vec<f32> = amax
                 .iter()
@@ -598,11 +660,7 @@ impl InsertQdq {
             let dims_i: Vec<i64> = qw.dims.iter().map(|&d| d as i64).collect();
             let zps: Vec<i32> = vec![qw.zp; qw.scales.len()];
             let q = requantize(&qw.data, &qw.dims, qw.axis, &qw.scales, qw.zp, wlo, whi);
-            let dtype = match qw.qtype {
-                QType::S8 => crate::proto::tensor_proto::DataType::Int8,
-                QType::U8 => crate::proto::tensor_proto::DataType::Uint8,
-            };
-            let qt = Tensor::from_raw(&format!("{name}_q"), dtype as i32, &dims_i, q.into());
+            let qt = Tensor::from_raw(&format!("{name}_q"), qw.qtype.onnx(), &dims_i, q.into());
             let pdims: Vec<i64> = if axis.is_some() {
                 vec![qw.scales.len() as i64]
             } else {

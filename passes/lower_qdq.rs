@@ -111,6 +111,14 @@ impl Pass for LowerQdq {
     }
 }
 
+/// A constant zero point of 8-bit codes (QOperator ops take no other; a
+/// 16-bit one stays QDQ).
+fn eight_bit(g: &Graph, z: ValueId) -> bool {
+    use crate::proto::tensor_proto::DataType;
+    g.constant(z)
+        .is_some_and(|t| t.dtype() == DataType::Int8 as i32 || t.dtype() == DataType::Uint8 as i32)
+}
+
 /// The constant scalar behind `v`, if it is one.
 fn scalar(g: &Graph, v: ValueId) -> bool {
     g.constant(v).is_some_and(|t| t.len() == 1)
@@ -141,6 +149,14 @@ fn find_group(g: &Graph, n: NodeId) -> Result<Group, Option<String>> {
     let operands: Vec<Dq> = data.iter().filter_map(|&v| dequantized(g, v)).collect();
     if operands.len() != 2 {
         return Err(None);
+    }
+    if operands
+        .iter()
+        .any(|d| d.zp.is_some_and(|z| !eight_bit(g, z)))
+    {
+        return Err(Some(
+            "an operand has 16-bit codes: QOperator ops are 8-bit".into(),
+        ));
     }
     for d in &operands {
         if !scalar(g, d.scale) || d.zp.is_some_and(|z| !scalar(g, z)) {
@@ -175,6 +191,11 @@ fn find_group(g: &Graph, n: NodeId) -> Result<Group, Option<String>> {
     if !qn.input(1).is_some_and(|s| scalar(g, s)) || !qn.input(2).is_some_and(|z| scalar(g, z)) {
         return Err(Some(
             "its output QuantizeLinear has no constant scalar scale and zero point".into(),
+        ));
+    }
+    if qn.input(2).is_some_and(|z| !eight_bit(g, z)) {
+        return Err(Some(
+            "its result is quantized to 16 bits: QOperator ops are 8-bit".into(),
         ));
     }
     Ok(Group {

@@ -247,6 +247,10 @@ def make_cases(work: Path, only: str | None) -> list[Case]:
         if build is conv_relu_matmul:
             # Symmetric int8 activations: ORT's s8s8 kernels.
             cases.append(Case(name + ".s8", d / "model.onnx", d / "calib", inputs, ("--activations", "s8")))
+            # 16-bit activations (opset 21): onnxruntime runs the file as
+            # written, tract through the validation lowering.
+            for t in ("u16", "s16"):
+                cases.append(Case(f"{name}.{t}", d / "model.onnx", d / "calib", inputs, ("--activations", t)))
     # Every target's placement, timing-free (the default run keeps int8
     # only where it measures a speed-up, which on these small nets may be
     # nowhere), and dynamic quantization where there is a MatMul/Gemm.

@@ -22,6 +22,16 @@ pub(super) fn zp_tensor(name: &str, qt: QType, zps: &[i32], dims: &[i64]) -> Ten
             dims,
             &zps.iter().map(|&z| z as i8).collect::<Vec<_>>(),
         ),
+        // 16-bit codes as little-endian raw data, two's complement for s16.
+        QType::U16 | QType::S16 => Tensor::from_raw(
+            name,
+            qt.onnx(),
+            dims,
+            zps.iter()
+                .flat_map(|&z| (z as u16).to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+        ),
     }
 }
 
@@ -40,7 +50,7 @@ pub(super) fn scale_tensor(name: &str, scales: &[f32], dims: &[i64]) -> Tensor {
 /// constant's own range (widened to include 0).
 pub(super) fn constant_as_activation(data: Vec<f32>, dims: Vec<usize>, qtype: QType) -> QWeight {
     let (lo, hi, _) = crate::calib::hist::finite_range(&data);
-    let symmetric = qtype == QType::S8;
+    let symmetric = qtype.is_signed();
     let a = crate::quant::affine_for_range(lo as f64, hi as f64, qtype, symmetric, false);
     let (qlo, qhi) = qtype.bounds(symmetric, false);
     QWeight {

@@ -99,7 +99,9 @@ pub struct QuantizeArgs {
     #[arg(long)]
     pub per_channel: bool,
     /// Activation type: u8 (asymmetric) or s8 (symmetric); default: what
-    /// the target's integer kernels want.
+    /// the target's integer kernels want. u16/s16: 16-bit activations
+    /// (opset 21) with 8-bit weights, for accuracy and NPU targets (A16W8);
+    /// no CPU runtime has integer kernels for them, so they run in float.
     #[arg(long)]
     pub activations: Option<String>,
     /// Weight type: s8 or u8 (both symmetric).
@@ -146,6 +148,11 @@ pub struct QuantizeArgs {
     /// Automatic fallback on mean cosine similarity (e.g. 0.995).
     #[arg(long, value_name = "C")]
     pub target_cosine: Option<f64>,
+    /// With --target-sqnr/--target-cosine: give the most sensitive nodes
+    /// 16-bit activations instead of keeping them in float (mixed 8/16, for
+    /// NPU targets; opset 21). The only width is 16.
+    #[arg(long, value_name = "BITS")]
+    pub promote: Option<u32>,
     /// Keep the nodes of a selection file (written by --save-selection) in
     /// float instead of searching.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["target_sqnr", "target_cosine"])]
@@ -318,17 +325,20 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
     o.ort_library = a.ort_lib.clone();
     let spec = target.spec();
     o.activations = match &a.activations {
-        Some(s) => QType::parse(s)
-            .ok_or_else(|| Failure::bad_input(format!("--activations '{s}': expected u8 or s8")))?,
+        Some(s) => QType::parse(s).ok_or_else(|| {
+            Failure::bad_input(format!("--activations '{s}': expected u8, s8, u16 or s16"))
+        })?,
         None => spec.activations,
     };
     if a.activations.is_none() && spec.symmetric_activations {
         o.symmetric_activations = Some(true);
     }
     o.activations_by_model = a.activations.is_none();
-    o.weights = QType::parse(&a.weights).ok_or_else(|| {
-        Failure::bad_input(format!("--weights '{}': expected s8 or u8", a.weights))
-    })?;
+    o.weights = QType::parse(&a.weights)
+        .filter(|q| !q.is_wide())
+        .ok_or_else(|| {
+            Failure::bad_input(format!("--weights '{}': expected s8 or u8", a.weights))
+        })?;
     o.per_channel = if a.per_tensor {
         false
     } else {
@@ -373,6 +383,29 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
         o.val_values = None;
     }
     o.external_data = a.write.external_data;
+    if let Some(bits) = a.promote {
+        if bits != 16 {
+            return Err(Failure::bad_input(format!(
+                "--promote {bits}: the only width to promote to is 16"
+            )));
+        }
+        if a.target_sqnr.is_none() && a.target_cosine.is_none() {
+            return Err(Failure::bad_input(
+                "--promote 16 chooses which nodes to promote by the automatic fallback: give --target-sqnr DB or --target-cosine C",
+            ));
+        }
+        if a.save_selection.is_some() {
+            return Err(Failure::bad_input(
+                "--save-selection pins nodes kept in float; with --promote 16 the pipeline printed by --print-pipeline (insert-qdq's promote) replays the choice",
+            ));
+        }
+        o.promote16 = true;
+    }
+    if (o.activations.is_wide() || o.promote16) && target == crate::target::Target::Tract {
+        return Err(Failure::bad_input(
+            "16-bit activations are for NPU targets and accuracy: tract has no 16-bit kernels and would run them as float; use --target portable (or ort-cpu)",
+        ));
+    }
     if a.target_sqnr.is_some() || a.target_cosine.is_some() {
         o.fidelity = Some(crate::quantize::FidelityTarget {
             min_sqnr_db: a.target_sqnr,

@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 pub enum QType {
     U8,
     S8,
+    /// 16-bit activations (opset 21): for accuracy and for NPU targets
+    /// (A16W8); no CPU runtime has integer kernels for them.
+    U16,
+    S16,
 }
 
 impl QType {
@@ -25,19 +29,53 @@ impl QType {
         match self {
             QType::U8 => crate::proto::tensor_proto::DataType::Uint8 as i32,
             QType::S8 => crate::proto::tensor_proto::DataType::Int8 as i32,
+            QType::U16 => crate::proto::tensor_proto::DataType::Uint16 as i32,
+            QType::S16 => crate::proto::tensor_proto::DataType::Int16 as i32,
+        }
+    }
+
+    /// 16-bit codes (Q/DQ of these need opset 21).
+    pub fn is_wide(self) -> bool {
+        matches!(self, QType::U16 | QType::S16)
+    }
+
+    /// The 8-bit type of the same signedness.
+    pub fn narrow(self) -> QType {
+        if self.is_signed() {
+            QType::S8
+        } else {
+            QType::U8
+        }
+    }
+
+    /// Signed codes.
+    pub fn is_signed(self) -> bool {
+        matches!(self, QType::S8 | QType::S16)
+    }
+
+    /// The option spelling (`u8`, `s8`, `u16`, `s16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            QType::U8 => "u8",
+            QType::S8 => "s8",
+            QType::U16 => "u16",
+            QType::S16 => "s16",
         }
     }
 
     /// Representable integer range, optionally reduced to 7 bits (for
     /// runtimes whose int8 kernels can overflow on 8-bit operands), and with
     /// -128 dropped for symmetric signed tensors so that +x and -x quantize
-    /// to opposite values.
+    /// to opposite values. 16-bit types have no reduced range (no runtime
+    /// has integer kernels for them to overflow).
     pub fn bounds(self, symmetric: bool, reduce_range: bool) -> (i32, i32) {
         match (self, reduce_range) {
             (QType::U8, false) => (0, 255),
             (QType::U8, true) => (0, 127),
             (QType::S8, false) => (if symmetric { -127 } else { -128 }, 127),
             (QType::S8, true) => (if symmetric { -63 } else { -64 }, 63),
+            (QType::U16, _) => (0, 65535),
+            (QType::S16, _) => (if symmetric { -32767 } else { -32768 }, 32767),
         }
     }
 
@@ -45,6 +83,8 @@ impl QType {
         match s {
             "u8" | "uint8" => Some(QType::U8),
             "s8" | "i8" | "int8" => Some(QType::S8),
+            "u16" | "uint16" => Some(QType::U16),
+            "s16" | "i16" | "int16" => Some(QType::S16),
             _ => None,
         }
     }
@@ -78,10 +118,12 @@ pub fn affine_for_range(
         let amax = lo.abs().max(hi.abs());
         let half = ((qmax - qmin) as f64) / 2.0;
         let scale = if amax < MIN_RANGE { 1.0 } else { amax / half };
-        // Symmetric u8 centres on 128 (a signed range stored unsigned).
-        let zp = match qt {
-            QType::S8 => 0,
-            QType::U8 => (qmin + qmax + 1) / 2,
+        // Symmetric unsigned centres on 128 / 32768 (a signed range stored
+        // unsigned).
+        let zp = if qt.is_signed() {
+            0
+        } else {
+            (qmin + qmax + 1) / 2
         };
         return Affine {
             scale: scale as f32,
@@ -89,10 +131,7 @@ pub fn affine_for_range(
         };
     }
     if hi - lo < MIN_RANGE {
-        let zp = match qt {
-            QType::U8 => qmin,
-            QType::S8 => 0,
-        };
+        let zp = if qt.is_signed() { 0 } else { qmin };
         return Affine {
             scale: 1.0,
             zero_point: zp,
@@ -291,6 +330,36 @@ mod tests {
                 assert!(a.scale.is_finite() && a.scale > 0.0);
             }
         }
+    }
+
+    /// 16-bit types: the full code range, unsigned symmetric centred on
+    /// 32768, and 256 times finer steps than 8 bits over the same range.
+    #[test]
+    fn sixteen_bit_types_cover_their_codes() {
+        assert_eq!(QType::U16.bounds(false, true), (0, 65535));
+        assert_eq!(QType::S16.bounds(true, false), (-32767, 32767));
+        assert_eq!(QType::parse("int16"), Some(QType::S16));
+        assert_eq!(QType::U16.narrow(), QType::U8);
+        let u = affine_for_range(-1.0, 1.0, QType::U16, true, false);
+        assert_eq!(u.zero_point, 32768);
+        let a8 = affine_for_range(-0.5, 3.0, QType::U8, false, false);
+        let a16 = affine_for_range(-0.5, 3.0, QType::U16, false, false);
+        let ratio = a8.scale / a16.scale;
+        assert!((ratio - 65535.0 / 255.0).abs() < 1e-3, "{ratio}");
+        let q = quantize(0.0, a16, 0, 65535);
+        assert_eq!(dequantize(q, a16), 0.0);
+        // Widening keeps the observed range whole and the signedness.
+        let p = params::ActParams {
+            qtype: QType::S8,
+            affine: affine_for_range(-2.0, 2.0, QType::S8, true, false),
+            clip: (-1.0, 1.0),
+            observed: (-2.0, 1.5),
+        };
+        let w = p.widened();
+        assert_eq!(w.qtype, QType::S16);
+        assert_eq!(w.affine.zero_point, 0);
+        assert_eq!(w.clip, (-2.0, 1.5));
+        assert!((w.affine.scale - 2.0 / 32767.0).abs() < 1e-9);
     }
 
     #[test]

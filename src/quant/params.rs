@@ -25,6 +25,25 @@ pub struct ActParams {
     pub observed: (f32, f32),
 }
 
+impl ActParams {
+    /// The same tensor in 16 bits of the same signedness (symmetric where
+    /// these parameters are signed and centred), over its whole observed
+    /// range.
+    pub fn widened(&self) -> ActParams {
+        let (qtype, symmetric) = match self.qtype {
+            QType::S8 | QType::S16 => (QType::S16, self.affine.zero_point == 0),
+            QType::U8 | QType::U16 => (QType::U16, false),
+        };
+        let (lo, hi) = (self.observed.0 as f64, self.observed.1 as f64);
+        ActParams {
+            qtype,
+            affine: affine_for_range(lo, hi, qtype, symmetric, false),
+            clip: (lo.min(0.0), hi.max(0.0)),
+            observed: self.observed,
+        }
+    }
+}
+
 /// Folds one tensor's histogram into parameters.
 pub fn fold(h: &FloatHist, cfg: &ActConfig) -> ActParams {
     let (lo, hi) = clip_range(h, cfg.method, cfg.qtype, cfg.symmetric, cfg.reduce_range);

@@ -60,6 +60,10 @@ impl std::fmt::Display for Method {
 }
 
 /// The clip range for a tensor. Always finite, `lo <= 0 <= hi` not implied.
+///
+/// Entropy compares 8-bit quantized distributions; for 16-bit codes it
+/// gives mse's range, which weighs clipping against the rounding of the
+/// actual number of levels.
 pub fn clip_range(
     h: &FloatHist,
     method: Method,
@@ -74,6 +78,7 @@ pub fn clip_range(
     match method {
         Method::Minmax => (min, max),
         Method::Percentile { p } => percentile(h, p),
+        Method::Entropy if qt.is_wide() => mse(h, qt, symmetric, reduce_range),
         Method::Entropy if symmetric => entropy(h, qt, symmetric),
         Method::Entropy => entropy_asymmetric(h),
         Method::Mse => mse(h, qt, symmetric, reduce_range),

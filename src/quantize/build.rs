@@ -177,6 +177,9 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
         } else {
             w.min_opset()
         })
+    } else if opts.activations.is_wide() || opts.promote16 {
+        // 16-bit QuantizeLinear/DequantizeLinear are opset 21's.
+        pipeline::prepare_for(crate::passes::upgrade_opset::TARGET_BLOCKED)
     } else {
         pipeline::prepare(opts.per_channel || opts.target.spec().folds_weight_dq.is_some())
     };
@@ -516,7 +519,19 @@ impl Calibrated {
     /// Runs the tail with these node labels (added to the options' own)
     /// kept in float.
     pub fn build(&self, keep_float: &[String]) -> Result<Built, QuantizeError> {
+        self.build_with(keep_float, &[])
+    }
+
+    /// Runs the tail with `keep_float` kept in float and the activations
+    /// `promote` reads quantized to 16 bits.
+    pub fn build_with(
+        &self,
+        keep_float: &[String],
+        promote: &[String],
+    ) -> Result<Built, QuantizeError> {
         let mut insert = self.insert.clone();
+        insert.promote = promote.to_vec();
+        insert.promote.sort();
         insert.keep_float.extend(keep_float.iter().cloned());
         insert.keep_float.sort();
         insert.keep_float.dedup();

@@ -1,5 +1,6 @@
 //! Automatic fallback: keep the most sensitive nodes in float until a
-//! fidelity target is met.
+//! fidelity target is met (or, with `--promote 16`, give their
+//! activations 16-bit codes: the mixed 8/16 form NPU targets run).
 //!
 //! Every quantized node's isolated sensitivity is measured (the model with
 //! only that node quantized), nodes are ranked by the error they add per
@@ -29,6 +30,7 @@ pub fn search(
     full: &Built,
     reference: &Reference,
     target: &FidelityTarget,
+    promote: bool,
     progress: bool,
 ) -> Result<Outcome, QuantizeError> {
     let v0 = reference.score(&full.model)?;
@@ -39,6 +41,7 @@ pub fn search(
         sensitivity: vec![],
         trials: vec![(0, v0.min_sqnr(), v0.min_cosine())],
         speed_ratio: None,
+        promoted: promote,
     };
     let quantized: Vec<String> = full
         .decisions
@@ -55,7 +58,11 @@ pub fn search(
     let sens = sensitivities(cal, full, &quantized, reference, progress)?;
     let ranked = rank(cal, &sens);
     let try_k = |k: usize| -> Result<(Built, Validation), QuantizeError> {
-        let built = cal.build(&ranked[..k])?;
+        let built = if promote {
+            cal.build_with(&[], &ranked[..k])?
+        } else {
+            cal.build(&ranked[..k])?
+        };
         let v = reference.score(&built.model)?;
         Ok((built, v))
     };

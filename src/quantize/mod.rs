@@ -107,6 +107,9 @@ pub struct QuantizeOptions {
     /// Automatic fallback: keep the most sensitive nodes in float until the
     /// validation data meets this.
     pub fidelity: Option<FidelityTarget>,
+    /// The fallback gives the most sensitive nodes 16-bit activations
+    /// instead of float (`--promote 16`; opset 21).
+    pub promote16: bool,
     /// Correct biases for the mean shift weight rounding causes.
     pub bias_correction: bool,
     /// How weights round to their codes.
@@ -167,6 +170,7 @@ impl Default for QuantizeOptions {
             progress: true,
             threads: None,
             fidelity: None,
+            promote16: false,
             bias_correction: true,
             rounding: Rounding::Nearest,
             weights_only: Default::default(),
@@ -427,7 +431,14 @@ pub fn quantize_file(
             reference = Some(Reference::new(&float, val, threads, &opts.input_shapes)?);
         }
         let reference = reference.as_ref().expect("invariant: set above");
-        let outcome = fallback::search(&calibrated, &built, reference, target, opts.progress)?;
+        let outcome = fallback::search(
+            &calibrated,
+            &built,
+            reference,
+            target,
+            opts.promote16,
+            opts.progress,
+        )?;
         if let Some(kept) = outcome.built {
             report.pipeline = calibrated.pipeline_with(&kept);
             report.nodes = kept.decisions.clone();
@@ -501,8 +512,8 @@ pub fn quantize_file(
                 pass: "validate".into(),
                 node: "<model>".into(),
                 message: format!(
-                    "tract cannot load (or would re-expand on every run) this file's 4-bit/16-bit, blocked or half-precision weights: validated through an equivalent lowering ({} DequantizeLinear folded to float weights, {} MatMulNBits run as MatMul, {} half weights cast once); onnxruntime runs the file as written",
-                    l.dequantized, l.matmul_nbits, l.half_casts
+                    "tract cannot load (or would re-expand on every run) this file's 4-bit/16-bit, blocked or half-precision weights or 16-bit activations: validated through an equivalent lowering ({} DequantizeLinear folded to float weights, {} MatMulNBits run as MatMul, {} half weights cast once, {} 16-bit activation QuantizeLinear/DequantizeLinear run as their float ops); onnxruntime runs the file as written",
+                    l.dequantized, l.matmul_nbits, l.half_casts, l.wide_qdq
                 ),
                 level: crate::passes::context::Level::Note,
             });

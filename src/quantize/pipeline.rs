@@ -77,10 +77,15 @@ pub fn collect(opts: &QuantizeOptions) -> String {
 }
 
 /// The choice of activation ranges by `method`, then of where int8 pays
-/// (runtime targets, unless speed selection is off).
+/// (runtime targets, unless speed selection is off; never for 16-bit
+/// activations, which no CPU runtime runs as integer kernels: they are
+/// asked for accuracy or for an NPU, not for speed here).
 pub fn choose(opts: &QuantizeOptions, method: Method, ranges: &[String]) -> String {
     let mut s = fold_calibration_with(opts, method, ranges);
-    if opts.speed_select && opts.target != crate::target::Target::Portable {
+    if opts.speed_select
+        && opts.target != crate::target::Target::Portable
+        && !opts.activations.is_wide()
+    {
         s.push(',');
         s.push_str(&select_speed(opts).to_string());
     }
@@ -160,10 +165,7 @@ pub fn fold_calibration_with(opts: &QuantizeOptions, method: Method, ranges: &[S
 }
 
 fn qtype_name(q: QType) -> &'static str {
-    match q {
-        QType::U8 => "u8",
-        QType::S8 => "s8",
-    }
+    q.name()
 }
 
 /// The `insert-qdq` options the quantize options ask for (before any
@@ -177,6 +179,7 @@ pub fn insert_options(opts: &QuantizeOptions) -> insert_qdq::Options {
         op_types: opts.op_types.clone(),
         bias_correction: opts.bias_correction,
         keep_float: opts.keep_float.clone(),
+        promote: vec![],
         target: opts.target.name().into(),
     }
 }

@@ -116,7 +116,7 @@ pub fn choose(
         qtype: opts.activations,
         symmetric: opts
             .symmetric_activations
-            .unwrap_or(opts.activations == crate::quant::QType::S8),
+            .unwrap_or(opts.activations.is_signed()),
         reduce_range: opts.reduce_range,
     };
     let threads = opts.threads.unwrap_or_else(crate::runtime::default_threads);

@@ -24,7 +24,8 @@
 //!   layers before it.
 //!
 //! Keeping float is always `--keep-float NODE` or the automatic fallback
-//! (`--target-sqnr DB`), which finds such nodes by measurement.
+//! (`--target-sqnr DB`), which finds such nodes by measurement; with
+//! `--promote 16` the fallback gives them 16-bit activations instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -97,7 +98,7 @@ pub fn diagnose(
 
 fn causes(e: &TensorError, stats: &Stats, p: Option<&ActParams>) -> Vec<Cause> {
     let mut out = Vec::new();
-    let keep = "keep its reader float (--keep-float, or --target-sqnr for the automatic fallback)"
+    let keep = "keep its reader float (--keep-float, or --target-sqnr for the automatic fallback), or give it 16 bits (--target-sqnr with --promote 16)"
         .to_string();
     if let Some(cm) = stats.means.get(&e.tensor) {
         let mut mags: Vec<f64> = cm

@@ -41,29 +41,38 @@ fn precision(g: &Graph, n: NodeId) -> Option<String> {
         "Conv" | "ConvTranspose" | "MatMul" | "Gemm" => {}
         _ => return None,
     }
-    let dq_codes = |slot: usize| -> Option<i32> {
+    // Each operand: the bits behind its DequantizeLinear, and whether it
+    // dequantizes a constant (a weight) or an activation.
+    let operand = |slot: usize| -> Option<(&'static str, bool)> {
         let v = node.input(slot)?;
         let p = g.producer_node(v);
         if !p.is("DequantizeLinear") {
             return None;
         }
         let x = p.input(0)?;
-        Some(g.elem_type(x))
+        // The zero point's type when there is one (a value made by a pass
+        // may carry no declared type), else the codes'.
+        let t = match p.input(2).and_then(|z| g.constant(z)) {
+            Some(z) => z.dtype(),
+            None => g.elem_type(x),
+        };
+        let bits = match DataType::try_from(t) {
+            Ok(DataType::Int4 | DataType::Uint4) => "4",
+            Ok(DataType::Int16 | DataType::Uint16) => "16",
+            _ => "8",
+        };
+        Some((bits, g.constant(x).is_some()))
     };
-    let bits = |t: i32| match DataType::try_from(t) {
-        Ok(DataType::Int4 | DataType::Uint4) => "4",
-        Ok(DataType::Int16 | DataType::Uint16) => "16",
-        _ => "8",
-    };
-    match (dq_codes(0), dq_codes(1)) {
-        (Some(a), Some(w)) => Some(format!(
-            "{}-bit activations, {}-bit weights (QDQ)",
-            bits(a),
-            bits(w)
+    match (operand(0), operand(1)) {
+        (Some((a, false)), Some((w, true))) => {
+            Some(format!("{a}-bit activations, {w}-bit weights (QDQ)"))
+        }
+        (Some((a, false)), Some((b, false))) => Some(format!(
+            "{}-bit activations on both operands (QDQ)",
+            if a == "16" || b == "16" { "16" } else { a }
         )),
-        (None, Some(w)) => Some(format!(
-            "{}-bit weights (DequantizeLinear), float activations",
-            bits(w)
+        (None, Some((w, true))) => Some(format!(
+            "{w}-bit weights (DequantizeLinear), float activations"
         )),
         _ => {
             // The output's declared type, else the weights' (a converted

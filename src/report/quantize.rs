@@ -103,8 +103,13 @@ pub struct Fallback {
     pub target: FidelityTarget,
     pub reached: bool,
     /// Nodes kept in float, most sensitive first (the `keep-float` option
-    /// of `insert-qdq` in the printed pipeline).
+    /// of `insert-qdq` in the printed pipeline); with `promoted`, the nodes
+    /// whose activations went to 16 bits instead (its `promote` option).
     pub excluded: Vec<String>,
+    /// The fallback promoted activations to 16 bits instead of keeping
+    /// nodes in float (`--promote 16`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub promoted: bool,
     /// Isolated sensitivity of every quantized node, worst first.
     pub sensitivity: Vec<NodeSensitivity>,
     /// (number excluded, worst output SQNR, worst mean cosine) per trial.
@@ -239,6 +244,11 @@ fn summarize_fallback(fb: &Fallback, s: &mut String) {
         s.push_str(&format!(
             "  fallback: {goal} met with everything quantized\n"
         ));
+    } else if fb.reached && fb.promoted {
+        s.push_str(&format!(
+            "  fallback: {goal} met by giving {} node(s) 16-bit activations (insert-qdq's promote in the pipeline)\n",
+            fb.excluded.len(),
+        ));
     } else if fb.reached {
         s.push_str(&format!(
             "  fallback: {goal} met by keeping {} node(s) in float (insert-qdq's keep-float in the pipeline; --save-selection FILE pins them)\n",
@@ -251,6 +261,14 @@ fn summarize_fallback(fb: &Fallback, s: &mut String) {
         ));
     }
     if !fb.reached {
-        s.push_str(&format!("  fallback: {goal} NOT reached even with every node in float (best kept: {} excluded)\n", fb.excluded.len()));
+        let how = if fb.promoted {
+            "at 16 bits"
+        } else {
+            "in float"
+        };
+        s.push_str(&format!(
+            "  fallback: {goal} NOT reached even with every node {how} (best kept: {} excluded)\n",
+            fb.excluded.len()
+        ));
     }
 }

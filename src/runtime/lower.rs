@@ -14,7 +14,13 @@
 //!   dequantized `[K, N]` weight;
 //! * a `Cast` to float of a float16/bfloat16 weight becomes the float
 //!   weight (tract folds it only under its 4 MiB budget, and otherwise
-//!   re-casts it on every run).
+//!   re-casts it on every run);
+//! * 16-bit activation `QuantizeLinear` / `DequantizeLinear`
+//!   (`--activations u16|s16`, `--promote 16`) become the float ops ONNX
+//!   defines them by — `Clip(Round(x / s) + zp, qmin, qmax)` and
+//!   `(q − zp) · s`, `Round` half to even in both runtimes — so the codes
+//!   travel as exact small integers in f32 and the result is what the
+//!   16-bit file computes.
 //!
 //! The result computes what the original file computes (up to float
 //! summation order); the report says when validation ran through it.
@@ -41,12 +47,88 @@ pub struct Lowered {
     pub matmul_nbits: usize,
     /// Casts of float16/bfloat16 weights folded to float weights.
     pub half_casts: usize,
+    /// 16-bit activation QuantizeLinear/DequantizeLinear run as float ops.
+    pub wide_qdq: usize,
 }
 
 impl Lowered {
     pub fn any(&self) -> bool {
-        self.dequantized + self.matmul_nbits + self.half_casts > 0
+        self.dequantized + self.matmul_nbits + self.half_casts + self.wide_qdq > 0
     }
+}
+
+/// The code range of a 16-bit zero point's type, if it is one.
+fn wide_bounds(g: &Graph, z: ValueId) -> Option<(f32, f32)> {
+    match DataType::try_from(g.constant(z)?.dtype()) {
+        Ok(DataType::Uint16) => Some((0.0, 65535.0)),
+        Ok(DataType::Int16) => Some((-32768.0, 32767.0)),
+        _ => None,
+    }
+}
+
+/// A QuantizeLinear to 16-bit codes, or a DequantizeLinear of 16-bit
+/// activation codes, with one scale and zero point: run as float ops.
+fn is_wide_qdq(g: &Graph, n: NodeId) -> bool {
+    let node = g.node(n);
+    let is_q = node.is("QuantizeLinear");
+    if !(is_q || node.is("DequantizeLinear")) {
+        return false;
+    }
+    let scalar = |v: Option<ValueId>| {
+        v.and_then(|v| g.constant(v))
+            .is_some_and(|t| t.len() == 1 && t.dtype() == DataType::Float as i32)
+    };
+    let activation = is_q || node.input(0).is_some_and(|x| g.constant(x).is_none());
+    activation
+        && scalar(node.input(1))
+        && node.input(2).is_some_and(|z| wide_bounds(g, z).is_some())
+}
+
+/// Replaces 16-bit QuantizeLinear/DequantizeLinear `n` by its float ops.
+fn lower_wide_qdq(g: &mut Graph, n: NodeId) {
+    let node = g.node(n);
+    let is_q = node.is("QuantizeLinear");
+    let (x, s, z) = (
+        node.input(0).expect("invariant: checked"),
+        node.input(1).expect("invariant: checked"),
+        node.input(2).expect("invariant: checked"),
+    );
+    let (lo, hi) = wide_bounds(g, z).expect("invariant: checked");
+    let zf = g
+        .constant(z)
+        .and_then(|t| t.to_f32().ok())
+        .and_then(|a| a.iter().next().copied())
+        .unwrap_or(0.0);
+    let y = node.output();
+    let name = g.name(y).to_string();
+    let scalar = |g: &mut Graph, suffix: &str, v: f32| {
+        g.add_initializer(Tensor::from_f32(
+            &format!("{name}_{suffix}"),
+            &ndarray::arr0(v).into_dyn(),
+        ))
+    };
+    let zv = scalar(g, "zp_lowered", zf);
+    let op = |g: &mut Graph, ty: &str, ins: &[Option<ValueId>], suffix: &str| {
+        g.add_op(
+            new_node(ty, vec![]),
+            ins,
+            &[&format!("{name}_{suffix}")],
+            At::Before(n),
+        )
+        .1[0]
+    };
+    let out = if is_q {
+        let lov = scalar(g, "qmin_lowered", lo);
+        let hiv = scalar(g, "qmax_lowered", hi);
+        let d = op(g, "Div", &[Some(x), Some(s)], "div_lowered");
+        let r = op(g, "Round", &[Some(d)], "round_lowered");
+        let a = op(g, "Add", &[Some(r), Some(zv)], "zp_add_lowered");
+        op(g, "Clip", &[Some(a), Some(lov), Some(hiv)], "lowered")
+    } else {
+        let d = op(g, "Sub", &[Some(x), Some(zv)], "zp_sub_lowered");
+        op(g, "Mul", &[Some(d), Some(s)], "lowered")
+    };
+    replace(g, n, y, out);
 }
 
 /// A DequantizeLinear tract cannot load: 4- or 16-bit codes, or blocks.
@@ -98,6 +180,8 @@ pub fn count(model: &Model) -> Lowered {
             l.matmul_nbits += 1;
         } else if is_half_weight_cast(g, n) {
             l.half_casts += 1;
+        } else if is_wide_qdq(g, n) {
+            l.wide_qdq += 1;
         }
     }
     l
@@ -107,12 +191,7 @@ pub fn count(model: &Model) -> Lowered {
 /// can (nothing to lower, or a form this lowering does not know, which
 /// tract then reports as it loads).
 pub fn for_tract(model: &Model) -> Option<(Model, Lowered)> {
-    let g = &model.graph;
-    if !g
-        .ops()
-        .into_iter()
-        .any(|n| needs_lowering_dq(g, n) || is_matmul_nbits(g, n) || is_half_weight_cast(g, n))
-    {
+    if !count(model).any() {
         return None;
     }
     let mut m = model.clone();
@@ -144,6 +223,9 @@ pub fn for_tract(model: &Model) -> Option<(Model, Lowered)> {
                 replace(g, n, y, v);
                 done.half_casts += 1;
             }
+        } else if is_wide_qdq(&m.graph, n) {
+            lower_wide_qdq(&mut m.graph, n);
+            done.wide_qdq += 1;
         }
     }
     if !done.any() {

@@ -78,16 +78,18 @@ pub(super) fn fallback(fb: &Fallback) -> String {
     .flatten()
     .collect::<Vec<_>>()
     .join(" and ");
+    let how = if fb.promoted {
+        "with 16-bit activations"
+    } else {
+        "in float"
+    };
     let (class, verdict) = match (fb.reached, fb.excluded.is_empty()) {
         (true, true) => ("ok", "met with every candidate quantized".to_string()),
         (true, false) => (
             "ok",
-            format!("met by keeping {} node(s) in float", fb.excluded.len()),
+            format!("met by keeping {} node(s) {how}", fb.excluded.len()),
         ),
-        (false, _) => (
-            "bad",
-            "NOT met, even with every candidate in float".to_string(),
-        ),
+        (false, _) => ("bad", format!("NOT met, even with every candidate {how}")),
     };
     put!(
         s,
@@ -95,7 +97,7 @@ pub(super) fn fallback(fb: &Fallback) -> String {
         esc(&goal),
         esc(&verdict)
     );
-    if !fb.excluded.is_empty() {
+    if !fb.excluded.is_empty() && !fb.promoted {
         let flags = fb
             .excluded
             .iter()

@@ -5,7 +5,6 @@ use std::fmt::Write;
 
 use super::fmt::{esc, num};
 use super::svg::svg_histogram;
-use crate::quant::QType;
 use crate::report::quantize::ActivationSummary;
 
 /// The "Activation ranges" section: a grid of [`activation_card`]s.
@@ -41,10 +40,7 @@ fn activation_card(a: &ActivationSummary) -> String {
         Some(f) if f < 1e-4 => " · &lt;0.01% clipped".to_string(),
         Some(f) => format!(" · ≈{}% clipped", num(f * 100.0, 2)),
     };
-    let qtype = match a.qtype {
-        QType::U8 => "u8",
-        QType::S8 => "s8",
-    };
+    let qtype = a.qtype.name();
     format!(
         "<figure class=\"act\">{}<figcaption><div class=\"tname\" title=\"{}\">{}</div>\
          <div>observed [{}, {}] · n {}</div><div>clip [{}, {}]{}</div>\
@@ -105,7 +101,7 @@ mod tests {
             clip: (0.0, 3.5),
             scale: 1.0,
             zero_point: 0,
-            qtype: QType::U8,
+            qtype: crate::quant::QType::U8,
             bins: vec![10, 10, 10, 10],
         };
         // Half of the last bin is above 3.5: 5 of 40.

@@ -94,7 +94,15 @@ fn cards(s: &mut String, r: &QuantizeReport) {
             } else {
                 "target missed"
             },
-            &format!("{} node(s) kept in float", fb.excluded.len()),
+            &format!(
+                "{} node(s) kept {}",
+                fb.excluded.len(),
+                if fb.promoted {
+                    "with 16-bit activations"
+                } else {
+                    "in float"
+                }
+            ),
         );
     }
     card(
