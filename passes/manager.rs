@@ -77,6 +77,15 @@ impl PassManager {
         // pipeline run on this context received it.
         if cx.analyses.interface.is_none() {
             cx.analyses.interface = Some(Interface::of(m));
+            // The input as read: an error here is the file's, not a pass's.
+            if self.verify_each {
+                m.graph
+                    .verify()
+                    .map_err(|violations| PassError::InvalidInput {
+                        rendered: m.graph.render_violations(&violations),
+                        violations,
+                    })?;
+            }
         }
         let total = self.pipeline.passes.len();
         for (i, pass) in self.pipeline.passes.iter_mut().enumerate() {

@@ -112,6 +112,11 @@ pub enum PassError {
     },
     #[error("{pass}: {message}")]
     Failed { pass: String, message: String },
+    #[error("the model is invalid before any pass ran (fix the exporter's output; `python -m onnx.checker` often names the same problem):\n{rendered}")]
+    InvalidInput {
+        violations: Vec<Violation>,
+        rendered: String,
+    },
     #[error("{pass}: the IR is invalid after this pass:\n{rendered}")]
     Verify {
         pass: String,

@@ -220,30 +220,55 @@ impl Pass for QuantizeWeights {
         }
         let spec = o.spec();
         let threads = cx.inputs().calib_options.threads.max(1);
-        let weights: Vec<Vec<f32>> = cands
-            .iter()
-            .map(|c| weight_kn(&m.graph, c))
-            .collect::<Result<_, _>>()?;
-        let mut quant: Vec<Blocked> = crate::runtime::par_map(cands.len(), threads, |i| {
-            let c = &cands[i];
-            Ok::<_, PassError>(blockwise::quantize_nearest(
-                &weights[i],
-                c.k,
-                c.n,
-                spec,
-                true,
-            ))
-        })?;
+        // Nearest rounding reads one weight per worker at a time, so a
+        // model's float weights never sit in memory together (a 3 GB model
+        // would need them all twice); GPTQ keeps them, as it revisits each
+        // with its layer's calibration inputs.
+        let kept: Option<Vec<Vec<f32>>> = if o.method == "gptq" {
+            Some(
+                cands
+                    .iter()
+                    .map(|c| weight_kn(&m.graph, c))
+                    .collect::<Result<_, _>>()?,
+            )
+        } else {
+            None
+        };
+        let graph = &m.graph;
+        let rounded: Vec<(Blocked, f64, f64)> =
+            crate::runtime::par_map(cands.len(), threads, |i| {
+                let c = &cands[i];
+                let owned;
+                let w: &[f32] = match &kept {
+                    Some(ws) => &ws[i],
+                    None => {
+                        owned = weight_kn(graph, c)?;
+                        &owned
+                    }
+                };
+                let q = blockwise::quantize_nearest(w, c.k, c.n, spec, true);
+                let energy: f64 = w.iter().map(|&x| (x as f64).powi(2)).sum();
+                let err = q.squared_error(w);
+                Ok::<_, PassError>((q, energy, err))
+            })?;
+        let mut quant: Vec<Blocked> = Vec::with_capacity(rounded.len());
+        let mut errors: Vec<(f64, f64)> = Vec::with_capacity(rounded.len());
+        for (q, energy, err) in rounded {
+            quant.push(q);
+            errors.push((energy, err));
+        }
         let mut learned: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
-        if o.method == "gptq" {
-            learned = self.gptq(m, cx, &cands, &weights, &mut quant)?;
+        if let Some(weights) = &kept {
+            learned = self.gptq(m, cx, &cands, weights, &mut quant)?;
+            for &i in learned.keys() {
+                errors[i].1 = quant[i].squared_error(&weights[i]);
+            }
         }
         let g = &mut m.graph;
         let (mut before, mut after) = (0usize, 0usize);
         for (i, (c, q)) in cands.iter().zip(&quant).enumerate() {
             let label = g.label(c.readers[0].0).to_string();
-            let err = q.squared_error(&weights[i]);
-            let energy: f64 = weights[i].iter().map(|&x| (x as f64).powi(2)).sum();
+            let (energy, err) = errors[i];
             let sqnr = 10.0 * (energy / err.max(f64::MIN_POSITIVE)).log10();
             let mut msg = format!("{} weight, SQNR {sqnr:.1} dB", o.describe());
             if let Some((near, err)) = learned.get(&i) {

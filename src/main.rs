@@ -1,5 +1,5 @@
 //! The `onnxq` binary: parses arguments and maps outcomes to exit codes
-//! (0 ok, 1 a check failed, 2 bad input or usage).
+//! (0 ok, 1 a check failed, 2 bad input or usage, 130 interrupted).
 
 use clap::Parser;
 use onnxq::cli::{self, Cli};
@@ -57,9 +57,32 @@ fn quiet_on_broken_pipe() {
     }));
 }
 
+/// Exit status after SIGINT or SIGTERM: 130, what a shell reports for
+/// Ctrl-C, for both (the brief a build pipeline checks).
+const INTERRUPTED_EXIT: i32 = 130;
+
+/// On SIGINT/SIGTERM: stop at once, remove the temporary files being
+/// written (outputs are only ever renamed into place whole), say so, and
+/// exit 130. A watcher thread takes the signal, so nothing runs in signal
+/// context.
+fn stop_cleanly_on_interrupt() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+            eprintln!("onnxq: interrupted ({name}): stopped; no output was left half-written");
+            onnxq::onnx::export::abandon_and_exit(INTERRUPTED_EXIT);
+        }
+    });
+}
+
 fn main() {
     keep_freed_memory();
     quiet_on_broken_pipe();
+    stop_cleanly_on_interrupt();
     if let Err(f) = cli::run(&Cli::parse()) {
         eprintln!("error: {}", f.message);
         std::process::exit(f.code);

@@ -317,7 +317,13 @@ impl Stats {
             path: label.clone(),
             what: e.to_string(),
         })?;
-        let f: StatsFile = serde_json::from_slice(&bytes).map_err(|e| CalibError::Read {
+        Stats::from_bytes(&bytes, &label)
+    }
+
+    /// Parses a statistics file's bytes; `label` names it in errors.
+    pub fn from_bytes(bytes: &[u8], label: &str) -> Result<Stats, CalibError> {
+        let label = label.to_string();
+        let f: StatsFile = serde_json::from_slice(bytes).map_err(|e| CalibError::Read {
             path: label.clone(),
             what: e.to_string(),
         })?;

@@ -148,6 +148,11 @@ pub struct QuantizeArgs {
     /// Automatic fallback on mean cosine similarity (e.g. 0.995).
     #[arg(long, value_name = "C")]
     pub target_cosine: Option<f64>,
+    /// Memory the model's runs in tract (calibration, validation) may take,
+    /// e.g. 8G: fewer worker threads when that fits, else a clear error
+    /// before any run. Default: 90% of the memory available at start.
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
     /// With --target-sqnr/--target-cosine: give the most sensitive nodes
     /// 16-bit activations instead of keeping them in float (mixed 8/16, for
     /// NPU targets; opset 21). The only width is 16.
@@ -225,8 +230,15 @@ fn weights_only(a: &QuantizeArgs) -> Result<crate::passes::quantize_weights::Opt
 pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
     check_output(&a.model, &a.write)?;
     let o = options(a)?;
-    let report = crate::quantize::quantize_file(&a.model, &a.write.output, &o)
-        .map_err(Failure::bad_input)?;
+    let report =
+        crate::quantize::quantize_file(&a.model, &a.write.output, &o).map_err(|e| match e {
+            // A pass's or the runtime's finding is about this model.
+            crate::quantize::QuantizeError::Pass(_)
+            | crate::quantize::QuantizeError::Validate(_) => {
+                Failure::bad_input(format!("{}: {e}", a.model.display()))
+            }
+            e => Failure::bad_input(e),
+        })?;
     eprint!("{}", report.summary());
     if a.print_pipeline {
         println!("{}", report.pipeline);
@@ -383,6 +395,12 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
         o.val_values = None;
     }
     o.external_data = a.write.external_data;
+    if let Some(m) = &a.max_memory {
+        o.max_memory = Some(
+            crate::runtime::memory::parse_size(m)
+                .map_err(|e| Failure::bad_input(format!("--max-memory {e}")))?,
+        );
+    }
     if let Some(bits) = a.promote {
         if bits != 16 {
             return Err(Failure::bad_input(format!(

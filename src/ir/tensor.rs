@@ -43,6 +43,8 @@ pub enum TensorError {
         got: usize,
         want: usize,
     },
+    #[error("tensor '{name}' has element type {code}, which ONNX does not define")]
+    UnknownType { name: String, code: i32 },
     #[error("tensor '{name}' has element type {dtype}, which onnxq cannot convert here")]
     Unsupported { name: String, dtype: &'static str },
     #[error(
@@ -181,6 +183,15 @@ impl Tensor {
                 name: self.name().into(),
             });
         }
+        match DataType::try_from(self.dtype()) {
+            Ok(DataType::Undefined) | Err(_) => {
+                return Err(TensorError::UnknownType {
+                    name: self.name().into(),
+                    code: self.dtype(),
+                })
+            }
+            Ok(_) => {}
+        }
         let Some(bits) = dtype_bits(self.dtype()) else {
             return Ok(());
         };
@@ -192,11 +203,15 @@ impl Tensor {
                     dims: self.dims().to_vec(),
                 })?;
         let got = if let Some(ext) = &self.external {
-            Some(ext.len())
+            ext.len()
+        } else if let Some(r) = &self.proto.raw_data {
+            r.len()
         } else {
-            self.proto.raw_data.as_ref().map(|r| r.len())
+            // Typed fields (float_data, int32_data, …) packed as raw data
+            // would be: a size lie there is as bad as in raw_data.
+            self.raw_bytes().map(|b| b.len()).unwrap_or(want)
         };
-        if let Some(got) = got {
+        {
             if got != want {
                 return Err(TensorError::SizeMismatch {
                     name: self.name().into(),

@@ -320,8 +320,31 @@ fn write_tensor_bytes(t: &Tensor, w: &mut dyn Write) -> std::io::Result<u64> {
     Ok(raw.len() as u64)
 }
 
+/// The temporary files being written now: what an interruption removes
+/// ([`abandon_and_exit`]). Held while a temporary file is created, renamed
+/// or removed, so that none appears or moves while the list is cleared.
+static PENDING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    // A panic elsewhere while holding it leaves the list as it was.
+    PENDING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes every temporary file being written and exits with `code`, the
+/// list locked to the end: no output is half-written, no temporary file
+/// is left, and a rename that already happened left a complete file. For
+/// a signal handler (the binary's SIGINT/SIGTERM).
+pub fn abandon_and_exit(code: i32) -> ! {
+    let list = pending();
+    for p in list.iter() {
+        let _ = std::fs::remove_file(p);
+    }
+    std::process::exit(code)
+}
+
 /// A file written under a temporary name beside its destination and renamed
-/// into place on [`TempFile::commit`]; dropped uncommitted, it is removed.
+/// into place on [`TempFile::commit`]; dropped uncommitted, or abandoned by
+/// an interruption, it is removed.
 pub struct TempFile {
     tmp: PathBuf,
     dest: PathBuf,
@@ -339,7 +362,10 @@ impl TempFile {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let mut list = pending();
         let file = File::create(&tmp)?;
+        list.push(tmp.clone());
+        drop(list);
         Ok(TempFile {
             tmp,
             dest: dest.to_path_buf(),
@@ -357,14 +383,22 @@ impl TempFile {
         let f = self.file.take().expect("invariant: file open until commit");
         f.sync_all()?;
         drop(f);
-        std::fs::rename(&self.tmp, &self.dest)
+        let mut list = pending();
+        let renamed = std::fs::rename(&self.tmp, &self.dest);
+        if renamed.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        list.retain(|p| p != &self.tmp);
+        renamed
     }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
         if self.file.is_some() {
+            let mut list = pending();
             let _ = std::fs::remove_file(&self.tmp);
+            list.retain(|p| p != &self.tmp);
         }
     }
 }

@@ -53,6 +53,7 @@ pub mod fake_quant;
 mod guard;
 mod load;
 pub mod lower;
+pub mod memory;
 mod runner;
 mod timing;
 pub mod weights;

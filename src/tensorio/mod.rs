@@ -44,7 +44,7 @@ pub use args::{parse_input_arg, read_inputs_arg};
 pub use host::HostTensor;
 pub use npy::{npy_from_bytes, npy_to_bytes, read_npy, write_npy};
 pub use npz::{npz_from_bytes, npz_to_bytes, read_npz, write_npz};
-pub use pb::{read_pb, write_pb};
+pub use pb::{pb_from_bytes, read_pb, write_pb};
 
 /// What went wrong reading or writing tensors. Every variant names the file
 /// (or command-line argument, or array) concerned.

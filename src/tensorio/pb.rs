@@ -17,14 +17,18 @@ pub fn read_pb(path: impl AsRef<Path>) -> Result<(String, HostTensor), TensorIoE
         path: show(path),
         source,
     })?;
-    let proto =
-        TensorProto::decode(bytes.as_slice()).map_err(|source| TensorIoError::NotTensorProto {
-            path: show(path),
-            source,
-        })?;
+    pb_from_bytes(&bytes, &show(path))
+}
+
+/// Parses a serialized `TensorProto`; `path` is only used in messages.
+pub fn pb_from_bytes(bytes: &[u8], path: &str) -> Result<(String, HostTensor), TensorIoError> {
+    let proto = TensorProto::decode(bytes).map_err(|source| TensorIoError::NotTensorProto {
+        path: path.to_string(),
+        source,
+    })?;
     if !proto.external_data.is_empty() {
         return Err(TensorIoError::Tensor {
-            path: show(path),
+            path: path.to_string(),
             source: TensorError::Unsupported {
                 name: proto.name().into(),
                 dtype: "external data",
@@ -32,15 +36,20 @@ pub fn read_pb(path: impl AsRef<Path>) -> Result<(String, HostTensor), TensorIoE
         });
     }
     let t = Tensor::from_proto(proto);
+    // Shape against data before anything is allocated for it.
+    t.validate().map_err(|source| TensorIoError::Tensor {
+        path: path.to_string(),
+        source,
+    })?;
     let name = t.name().to_string();
     if elem_size(t.dtype()).is_none() {
         return Err(TensorIoError::UnsupportedDtype {
-            path: show(path),
+            path: path.to_string(),
             dtype: dtype_name(t.dtype()).to_string(),
         });
     }
     let host = HostTensor::from_tensor(&t).map_err(|source| TensorIoError::Tensor {
-        path: show(path),
+        path: path.to_string(),
         source,
     })?;
     Ok((name, host))
