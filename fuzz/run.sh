@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a while: `fuzz/run.sh [SECONDS_PER_TARGET]`
-# (default 120; RUNS=N stops each after N executions instead). Needs a
+# (default 120; RUNS=N also stops each after N executions). Needs a
 # nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Seed
 # corpora come from testdata/, the tests' text IR and pipelines, and ONNX's
 # backend node tests when the CI venv has them; they are built under
-# fuzz/corpus/ (not committed). A crash is saved under fuzz/artifacts/:
-# copy it to fuzz/regressions/<target>/ so the normal suite
-# (tests/fuzz_regressions.rs) replays it from then on.
+# fuzz/corpus/ (not committed). A crash is saved under fuzz/artifacts/;
+# once fixed, it joins the bad-input catalogue (testdata/bad/), which the
+# normal suite replays. SANITIZER=none runs without AddressSanitizer
+# (several times faster; Rust code is memory-safe outside `unsafe`).
 set -euo pipefail
 cd "$(dirname "$0")"
 SECS="${1:-120}"
@@ -53,6 +54,6 @@ for t in pipeline npy stats pb npz text_ir import_model; do
     # Each target stops after SECONDS, or after RUNS executions if given.
     args=(-rss_limit_mb=2048 -max_len=1048576 -print_final_stats=1 "-max_total_time=$SECS")
     if [ -n "${RUNS:-}" ]; then args+=("-runs=$RUNS"); fi
-    cargo +nightly fuzz run --release "$t" "corpus/$t" -- "${args[@]}" >"logs/$t.log" 2>&1 || true
+    cargo +nightly fuzz run --release ${SANITIZER:+-s "$SANITIZER"} "$t" "corpus/$t" -- "${args[@]}" >"logs/$t.log" 2>&1 || true
     grep -E 'stat::number_of_executed_units|stat::peak_rss_mb|ERROR|SUMMARY' "logs/$t.log" || true
 done

@@ -155,6 +155,21 @@ impl Tensor {
                     dims: self.proto.dims.clone(),
                 })?;
         }
+        // An empty shape's other dims must multiply within range too
+        // ((0, 2^32, 2^32) holds nothing but no array can have it).
+        let nonzero = self
+            .proto
+            .dims
+            .iter()
+            .filter(|&&d| d != 0)
+            .try_fold(1usize, |a, &d| a.checked_mul(d as usize))
+            .filter(|&a| a <= isize::MAX as usize);
+        if nonzero.is_none() {
+            return Err(TensorError::Overflow {
+                name: self.name().into(),
+                dims: self.proto.dims.clone(),
+            });
+        }
         Ok(n)
     }
 

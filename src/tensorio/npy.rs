@@ -120,10 +120,20 @@ pub(super) fn parse_header(bytes: &[u8], path: &str) -> Result<NpyHeader, Tensor
         _ => return Err(unsupported()),
     } as i32;
     let size = elem_size(dtype).expect("invariant: supported dtypes have a size");
+    // The product of the non-zero dims must fit too: an array may not
+    // claim (0, 2^32, 2^32) even though it holds nothing (found by
+    // fuzzing: the array constructor refuses such a shape).
+    let overflows = || bad(&format!("shape {shape:?} overflows"));
+    shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(size, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize)
+        .ok_or_else(overflows)?;
     let data_len = shape
         .iter()
         .try_fold(size, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| bad(&format!("shape {shape:?} overflows")))?;
+        .ok_or_else(overflows)?;
     Ok(NpyHeader {
         len: end,
         descr,

@@ -80,6 +80,7 @@ def main() -> None:
     # --- models: lying sizes
     save("dims_overflow.onnx", conv_model(raw_weight([1 << 40, 1 << 40, 1, 1], b"\0" * 32)))
     save("trillion_elements.onnx", conv_model(raw_weight([1000000, 1000000, 1, 1], b"\0" * 32)))
+    save("empty_dims_overflow.onnx", conv_model(raw_weight([0, 1 << 32, 1 << 32, 1], b"")))
     save("negative_dim.onnx", conv_model(raw_weight([2, -1, 2, 2], b"\0" * 32)))
     save("raw_data_short.onnx", conv_model(raw_weight([2, 1, 2, 2], b"\0" * 12)))
     save("raw_data_long.onnx", conv_model(raw_weight([2, 1, 2, 2], b"\0" * 64)))
@@ -135,11 +136,12 @@ def main() -> None:
     qdq.graph.initializer.extend([numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0, np.uint8), "z")])
     save("already_quantized.onnx", qdq)
     # --- calibration data (for the good testdata classifier, input "x" [?,3,48,192])
-    calib_dir("calib_empty_dir", {})
     calib_dir("calib_bad_magic", {"sample.npy": b"NOTNUMPY" + b"\0" * 120})
     calib_dir("calib_npy_truncated", {"x.npy": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 3, 48, 192), }", b"\0" * 100)})
     calib_dir("calib_npy_trillion", {"x.npy": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }", b"\0" * 64)})
     calib_dir("calib_npy_shape_overflow", {"x.npy": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }", b"")})
+    # Found by fuzzing: nothing to hold, but no array can have the shape.
+    calib_dir("calib_npy_empty_overflow", {"x.npy": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4294967296, 4294967296), }", b"")})
     calib_dir("calib_npy_bad_header", {"x.npy": npy_bytes("{'descr': '<f4', 'shape': (1, oops", b"")})
     calib_dir("calib_npy_object_dtype", {"x.npy": npy_bytes("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", b"\0" * 8)})
     calib_dir("calib_npz_not_zip", {"sample.npz": b"PK\x03\x04 definitely not a zip archive"})
