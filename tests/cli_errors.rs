@@ -131,6 +131,12 @@ struct Scratch {
 }
 
 impl Scratch {
+    /// The model onnxq wrote to `name` in the model directory.
+    fn read_model(&self, name: &str) -> ModelProto {
+        let bytes = std::fs::read(self.dir.join(name)).expect("written");
+        ModelProto::decode(bytes.as_slice()).expect("decodes")
+    }
+
     fn new() -> Self {
         let root_td = tempfile::tempdir().expect("tempdir");
         let root = root_td.path().to_path_buf();
@@ -662,12 +668,7 @@ fn weight_only_4bit_is_written_and_validated_through_the_lowering() {
         stderr.contains("compute 4-bit weights (DequantizeLinear), float activations: 1 ops"),
         "{stderr}"
     );
-    let q = ModelProto::decode(
-        std::fs::read(s.dir.join("q.onnx"))
-            .expect("written")
-            .as_slice(),
-    )
-    .expect("decodes");
+    let q = s.read_model("q.onnx");
     assert_eq!(
         q.opset_import
             .iter()
@@ -738,12 +739,7 @@ fn float16_mode_writes_half_weights_and_keeps_the_interface() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
-    let q = ModelProto::decode(
-        std::fs::read(s.dir.join("h.onnx"))
-            .expect("written")
-            .as_slice(),
-    )
-    .expect("decodes");
+    let q = s.read_model("h.onnx");
     let g = q.graph.expect("graph");
     let w = g
         .initializer

@@ -224,7 +224,7 @@ impl Tensor {
         } else {
             // Typed fields (float_data, int32_data, …) packed as raw data
             // would be: a size lie there is as bad as in raw_data.
-            self.raw_bytes().map(|b| b.len()).unwrap_or(want)
+            self.typed_byte_len().unwrap_or(want)
         };
         {
             if got != want {
@@ -243,6 +243,26 @@ impl Tensor {
     /// True when the data is in `raw_data` or external (not typed fields).
     pub fn is_raw(&self) -> bool {
         self.external.is_some() || self.proto.raw_data.is_some()
+    }
+
+    /// How many bytes [`Self::raw_bytes`] makes of the typed fields
+    /// (`float_data`, `int32_data`, …), counted without converting them;
+    /// `None` for types it does not convert (string, undefined).
+    fn typed_byte_len(&self) -> Option<usize> {
+        use DataType::*;
+        let p = &self.proto;
+        Some(match DataType::try_from(self.dtype()).ok()? {
+            Float | Complex64 => p.float_data.len() * 4,
+            Double | Complex128 => p.double_data.len() * 8,
+            Int64 => p.int64_data.len() * 8,
+            Uint64 => p.uint64_data.len() * 8,
+            Uint32 => p.uint64_data.len() * 4,
+            Int32 => p.int32_data.len() * 4,
+            Int16 | Uint16 | Float16 | Bfloat16 => p.int32_data.len() * 2,
+            Int8 | Uint8 | Bool | Float8e4m3fn | Float8e4m3fnuz | Float8e5m2 | Float8e5m2fnuz
+            | Float8e8m0 | Int4 | Uint4 | Float4e2m1 | Int2 | Uint2 => p.int32_data.len(),
+            String | Undefined => return None,
+        })
     }
 
     /// The elements as packed little-endian bytes, borrowing when they
@@ -491,4 +511,37 @@ pub fn unpack4(bytes: &[u8], len: usize, signed: bool) -> Vec<i32> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size check counts typed fields exactly as `raw_bytes` packs
+    /// them, for every type it converts.
+    #[test]
+    fn typed_byte_len_matches_raw_bytes() {
+        for code in 1..=26 {
+            let Ok(dt) = DataType::try_from(code) else {
+                continue;
+            };
+            let proto = TensorProto {
+                name: Some("t".into()),
+                data_type: Some(code),
+                dims: vec![3],
+                float_data: vec![1.0, 2.0, 3.0],
+                double_data: vec![1.0, 2.0, 3.0],
+                int32_data: vec![1, 2, 3],
+                int64_data: vec![1, 2, 3],
+                uint64_data: vec![1, 2, 3],
+                ..Default::default()
+            };
+            let t = Tensor::from_proto(proto);
+            assert_eq!(
+                t.typed_byte_len(),
+                t.raw_bytes().ok().map(|b| b.len()),
+                "{dt:?}"
+            );
+        }
+    }
 }
