@@ -157,6 +157,9 @@ pub struct Analyses {
     /// The activation tensors `insert-qdq` gave a Q/DQ pair (by name in
     /// the float graph), for the report.
     pub quantized_tensors: BTreeSet<String>,
+    /// Weight values `insert-qdq{prune-db}` zeroed, and weight values in
+    /// all (`None`: no pruning asked for).
+    pub pruned: Option<(usize, usize)>,
     /// Nodes that must read float inputs and stay float (by label), from
     /// `smooth-quant`; read by `insert-qdq`.
     pub float_readers: BTreeSet<String>,

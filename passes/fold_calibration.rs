@@ -21,6 +21,10 @@
 //! * `symmetric`: force a symmetric range (default: true for the signed
 //!   types, false for the unsigned ones).
 //! * `reduce-range`: 7-bit activations.
+//! * `pow2`: every scale a power of two (for NPUs that rescale by shifts,
+//!   e.g. AMD Vitis-AI's DPU), symmetric: of the powers of two next to the
+//!   method's scale, the one with the smaller expected error on the
+//!   histogram.
 //! * `ranges`: per-tensor exceptions, `"TENSOR=METHOD"` (`METHOD` as
 //!   `--method` spells it: `percentile{p=99.9}`), what `--method auto`
 //!   measured for each tensor.
@@ -55,6 +59,8 @@ pub struct Options {
     pub reduce_range: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ranges: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pow2: bool,
 }
 
 impl Default for Options {
@@ -66,6 +72,7 @@ impl Default for Options {
             symmetric: None,
             reduce_range: false,
             ranges: vec![],
+            pow2: false,
         }
     }
 }
@@ -113,7 +120,7 @@ impl FoldCalibration {
                 opts.activations
             ))
         })?;
-        let symmetric = opts.symmetric.unwrap_or(qtype.is_signed());
+        let symmetric = opts.symmetric.unwrap_or(qtype.is_signed()) || opts.pow2;
         // Resolved, so the canonical pipeline spells it out (`symmetric=false`
         // parses back; an unset option would print as `null`, which does not).
         let opts = Options {
@@ -125,6 +132,7 @@ impl FoldCalibration {
             qtype,
             symmetric,
             reduce_range: opts.reduce_range,
+            pow2: opts.pow2,
         };
         let ranges = opts
             .ranges
@@ -147,6 +155,7 @@ impl FoldCalibration {
             symmetric: Some(cfg.symmetric),
             reduce_range: cfg.reduce_range,
             ranges: vec![],
+            pow2: cfg.pow2,
         };
         FoldCalibration {
             opts,

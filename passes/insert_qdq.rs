@@ -38,6 +38,23 @@
 //!   observed range, instead of float: the mixed 8/16 fallback
 //!   (`--promote 16`). A tensor tied to a promoted one (through data
 //!   movement) is promoted with it; the file needs opset 21.
+//! * `pow2`: every weight and bias scale a power of two (per channel, the
+//!   one next to the channel's scale with the smaller squared error), for
+//!   NPU targets; the activations' come from `fold-calibration{pow2}`.
+//! * `prune-db` (default 0: off): magnitude pruning before rounding, each
+//!   weight's smallest values zeroed while the energy removed stays
+//!   `prune-db` dB below the weight's (one weight-space SQNR for every
+//!   layer, so each layer's sparsity follows its distribution); bias
+//!   correction folds back the mean shift. Zeros only shrink the
+//!   compressed file (no runtime has sparse kernels).
+//! * `codebook` (2–8, default 0: off) and `codebook-kind` (`kmeans`,
+//!   `log`, `uniform`), `codebook-tables` (`tensor`, `channel`): each
+//!   weight's codes restricted to 2^codebook levels of one table per
+//!   weight, or per channel ([`crate::quant::codebook`]), before bias
+//!   correction, so the correction folds back the mean shift of the
+//!   coarser weights (`codebook-exempt`: node labels whose weights keep
+//!   their 8-bit codes); `pack-codebook` then stores them as codes into the
+//!   table.
 //!
 //! Compute ops chosen by `select-coverage` (an analysis in the context)
 //! restrict the quantized Conv/MatMul/Gemm further.
@@ -68,6 +85,7 @@ use crate::quant::{quantize_bias, requantize, QType};
 // Writing the chosen parameters into the graph: Q/DQ pairs, constants,
 // biases.
 mod materialize;
+mod projection;
 use materialize::{
     bias_shift, constant_as_activation, materialize_activations, materialize_biases, scale_tensor,
     zp_tensor,
@@ -92,6 +110,38 @@ pub struct Options {
     /// The runtime the file is for (`ort-cpu`, `tract`, `portable`): which
     /// groups it runs as integer kernels decides the placement.
     pub target: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pow2: bool,
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub prune_db: f64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub codebook: u32,
+    #[serde(skip_serializing_if = "is_kmeans")]
+    pub codebook_kind: String,
+    /// Node labels whose weights keep all their 8-bit codes (the
+    /// automatic fallback's choice for codebook weights).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub codebook_exempt: Vec<String>,
+    /// One codebook table per weight (`tensor`) or per channel of its
+    /// quantization axis (`channel`).
+    #[serde(skip_serializing_if = "is_tensor")]
+    pub codebook_tables: String,
+}
+
+fn is_tensor(s: &str) -> bool {
+    s == "tensor"
+}
+
+fn is_zero(x: &u32) -> bool {
+    *x == 0
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
+}
+
+fn is_kmeans(s: &str) -> bool {
+    s == "kmeans"
 }
 
 impl Default for Options {
@@ -106,6 +156,12 @@ impl Default for Options {
             keep_float: vec![],
             promote: vec![],
             target: "ort-cpu".into(),
+            pow2: false,
+            prune_db: 0.0,
+            codebook: 0,
+            codebook_kind: "kmeans".into(),
+            codebook_tables: "tensor".into(),
+            codebook_exempt: vec![],
         }
     }
 }
@@ -114,6 +170,7 @@ pub struct InsertQdq {
     pub opts: Options,
     wtype: QType,
     target: crate::target::Target,
+    codebook: Option<(usize, crate::quant::codebook::Kind)>,
 }
 
 impl InsertQdq {
@@ -137,10 +194,48 @@ impl InsertQdq {
                     opts.target
                 ),
             })?;
+        let kind = crate::quant::codebook::Kind::parse(&opts.codebook_kind).ok_or_else(|| {
+            PassError::Options {
+                pass: "insert-qdq".into(),
+                message: format!(
+                    "codebook-kind '{}': expected kmeans, log or uniform",
+                    opts.codebook_kind
+                ),
+            }
+        })?;
+        if !(opts.prune_db == 0.0 || opts.prune_db.is_finite() && opts.prune_db > 0.0) {
+            return Err(PassError::Options {
+                pass: "insert-qdq".into(),
+                message: format!(
+                    "prune-db {}: expected a positive number of dB (0: off)",
+                    opts.prune_db
+                ),
+            });
+        }
+        if !matches!(opts.codebook_tables.as_str(), "tensor" | "channel") {
+            return Err(PassError::Options {
+                pass: "insert-qdq".into(),
+                message: format!(
+                    "codebook-tables '{}': expected tensor or channel",
+                    opts.codebook_tables
+                ),
+            });
+        }
+        let codebook = match opts.codebook {
+            0 => None,
+            b @ 2..=8 => Some((1usize << b, kind)),
+            b => {
+                return Err(PassError::Options {
+                    pass: "insert-qdq".into(),
+                    message: format!("codebook {b}: expected 2 to 8 bits (0: off)"),
+                })
+            }
+        };
         Ok(InsertQdq {
             opts,
             wtype,
             target,
+            codebook,
         })
     }
 }
@@ -376,6 +471,73 @@ impl InsertQdq {
             .unwrap_or(QType::U8);
         let mut weights = self.weight_scales(&m.graph, p, act_qtype)?;
         let n_learned = use_rounded(&m.graph, &cx.analyses.rounded, &mut weights);
+        if self.opts.prune_db > 0.0 {
+            let as_activation: std::collections::BTreeSet<ValueId> = p
+                .weights
+                .iter()
+                .filter(|w| w.as_activation)
+                .map(|w| w.value)
+                .collect();
+            let pruned = projection::prune(
+                &mut weights,
+                |v| !as_activation.contains(&v),
+                self.opts.prune_db,
+            );
+            let (zeros, total) = pruned
+                .iter()
+                .fold((0, 0), |(z, t), &(_, zi, ti)| (z + zi, t + ti));
+            cx.analyses.pruned = Some((zeros, total));
+            for (v, z, t) in pruned {
+                cx.detail(
+                    PASS,
+                    m.graph.name(v),
+                    format!(
+                        "pruned {z} of {t} values ({:.1}%)",
+                        100.0 * z as f64 / t.max(1) as f64
+                    ),
+                );
+            }
+            cx.remark(
+                PASS,
+                "<model>",
+                format!(
+                    "magnitude pruning at {} dB per layer: {zeros} of {total} weight values zeroed ({:.1}% sparsity)",
+                    self.opts.prune_db,
+                    100.0 * zeros as f64 / total.max(1) as f64
+                ),
+            );
+        }
+        if let Some((levels, kind)) = self.codebook {
+            // Weights read by an exempt node keep their 8-bit codes (a
+            // weight shared with another node is exempt for both).
+            let exempt: std::collections::BTreeSet<ValueId> = p
+                .weights
+                .iter()
+                .filter(|w| {
+                    self.opts
+                        .codebook_exempt
+                        .iter()
+                        .any(|l| l == m.graph.label(w.node))
+                })
+                .map(|w| w.value)
+                .collect();
+            for (v, kept, sqnr) in projection::codebook(
+                &mut weights,
+                levels,
+                kind,
+                self.opts.codebook_tables == "channel",
+                |v| !exempt.contains(&v),
+            ) {
+                cx.detail(
+                    PASS,
+                    m.graph.name(v),
+                    format!(
+                        "{kept} {} levels (SQNR {sqnr:.1} dB against the float weight)",
+                        kind.name()
+                    ),
+                );
+            }
+        }
         let (biases, mut n_corrected) =
             self.quantize_biases(&m.graph, cx, p, &act, &mut weights)?;
         let float_biases = if self.opts.bias_correction {
@@ -445,7 +607,7 @@ impl InsertQdq {
             if w.as_activation {
                 weights.insert(
                     (w.value, w.axis),
-                    constant_as_activation(data, dims, act_qtype),
+                    constant_as_activation(data, dims, act_qtype, self.opts.pow2),
                 );
                 continue;
             }
@@ -458,7 +620,7 @@ impl InsertQdq {
             } else {
                 (hi - 128) as f32
             };
-            let scales: Vec<f32> = amax
+            let mut scales: Vec<f32> = amax
                 .iter()
                 .map(|&a| {
                     if a > 0.0 && (a / half).is_normal() {
@@ -470,6 +632,9 @@ impl InsertQdq {
                 .collect();
             let zp = if self.wtype == QType::U8 { 128 } else { 0 };
             let (lo, hi) = weight_bounds(self.wtype, self.opts.reduce_range);
+            if self.opts.pow2 {
+                projection::pow2_scales(&data, &dims, w.axis, &mut scales, lo - zp, hi - zp);
+            }
             weights.insert(
                 (w.value, w.axis),
                 QWeight {
@@ -538,7 +703,18 @@ impl InsertQdq {
             if self.opts.bias_correction && self.correct_bias(g, cx, b, qw, &mut bv) {
                 n_corrected += 1;
             }
-            let bq = quantize_bias(&bv, s_in, &qw.scales);
+            let mut bq = quantize_bias(&bv, s_in, &qw.scales);
+            if self.opts.pow2 && !bq.widen.is_empty() {
+                // A widened scale is rounded up to the next power of two
+                // (wider still, so the bias still fits).
+                for (c, s) in &mut bq.widen {
+                    *s = crate::quant::pow2_around(*s).1;
+                    qw.scales[*c] = *s;
+                }
+                let widen = std::mem::take(&mut bq.widen);
+                bq = quantize_bias(&bv, s_in, &qw.scales);
+                bq.widen = widen;
+            }
             for (c, s) in &bq.widen {
                 qw.scales[*c] = *s;
                 cx.remark(

@@ -28,6 +28,7 @@ use crate::ir::{Model, Violation};
 
 pub mod absorb_bias;
 pub mod calibrate;
+pub mod codebook_float;
 pub mod context;
 pub mod convert_float;
 pub mod dce;
@@ -43,6 +44,7 @@ pub mod inline_if;
 pub mod insert_qdq;
 pub mod lower_qdq;
 pub mod manager;
+pub mod pack_codebook;
 pub mod pipeline;
 pub mod profile_hotspots;
 pub mod quantize_dynamic;
@@ -284,6 +286,20 @@ static REGISTRY: &[PassInfo] = &[
         changes_numerics: true,
         make: |o| Ok(Box::new(lower_qdq::LowerQdq::from_options(o)?)),
         example: "",
+    },
+    PassInfo {
+        name: "pack-codebook",
+        summary: "store quantized weights with few distinct values as small codes into a table (Gather; smaller file, same numbers)",
+        changes_numerics: false,
+        make: |o| Ok(Box::new(pack_codebook::PackCodebook::from_options(o)?)),
+        example: "bits=3,min-elements=16",
+    },
+    PassInfo {
+        name: "codebook-float",
+        summary: "store the weights left in float (LSTM/GRU, float Conv/MatMul/Gemm) as 4-bit codes into a table of k-means (or log, uniform) levels",
+        changes_numerics: true,
+        make: |o| Ok(Box::new(codebook_float::CodebookFloat::from_options(o)?)),
+        example: "bits=3,kind=log,min-elements=64",
     },
     PassInfo {
         name: "drop-fake-quant",

@@ -227,6 +227,7 @@ fn fallback_section_gives_a_copyable_exclude_line() {
         reached: true,
         excluded: excluded.clone(),
         promoted: false,
+        eight_bit_weights: false,
         sensitivity: sensitivity.clone(),
         trials: vec![
             (0, Some(25.0), Some(0.98)),

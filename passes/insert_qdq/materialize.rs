@@ -48,10 +48,19 @@ pub(super) fn scale_tensor(name: &str, scales: &[f32], dims: &[i64]) -> Tensor {
 /// A constant operand of an elementwise kernel, quantized like an
 /// activation: one scale and zero point of the activations' type over the
 /// constant's own range (widened to include 0).
-pub(super) fn constant_as_activation(data: Vec<f32>, dims: Vec<usize>, qtype: QType) -> QWeight {
+pub(super) fn constant_as_activation(
+    data: Vec<f32>,
+    dims: Vec<usize>,
+    qtype: QType,
+    pow2: bool,
+) -> QWeight {
     let (lo, hi, _) = crate::calib::hist::finite_range(&data);
-    let symmetric = qtype.is_signed();
-    let a = crate::quant::affine_for_range(lo as f64, hi as f64, qtype, symmetric, false);
+    let symmetric = qtype.is_signed() || pow2;
+    let mut a = crate::quant::affine_for_range(lo as f64, hi as f64, qtype, symmetric, false);
+    if pow2 {
+        // Rounded up: the constant's own range is never clipped.
+        a.scale = crate::quant::pow2_around(a.scale).1;
+    }
     let (qlo, qhi) = qtype.bounds(symmetric, false);
     QWeight {
         axis: None,

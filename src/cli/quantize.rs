@@ -30,17 +30,44 @@ pub struct QuantizeArgs {
     /// activations stay float; see --bits, --block-size, --format);
     /// f16: float16 compute and weights, ops whose calibration ranges would
     /// overflow kept float32 (for GPUs); bf16: bfloat16 weights (with
-    /// --storage-only).
-    #[arg(long, default_value = "static", value_parser = ["static", "dynamic", "weights", "f16", "bf16"])]
+    /// --storage-only); codebook: static int8 whose weights take at most
+    /// 2^bits levels (--bits, default 4; --codebook) and are stored as
+    /// codes into a table: a smaller file and download, the same speed.
+    #[arg(long, default_value = "static", value_parser = ["static", "dynamic", "weights", "f16", "bf16", "codebook"])]
     pub mode: String,
     /// --mode f16|bf16: store the weights in half precision and cast them
     /// back to float32 where read: half the file, float32 compute (for CPU
     /// runtimes, where fp16 compute is slower).
     #[arg(long)]
     pub storage_only: bool,
-    /// --mode weights: 8 (per output channel by default) or 4 (in blocks).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(4..=8))]
-    pub bits: u32,
+    /// --mode weights: 8 (per output channel by default, the default) or 4
+    /// (in blocks); --mode codebook: 2 to 8 (default 4).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=8))]
+    pub bits: Option<u32>,
+    /// --mode codebook: how the levels are chosen: kmeans (the levels with
+    /// the least squared error, exact), log (zero and ±max/2^j) or uniform
+    /// (2^(bits-1)-1 evenly spaced levels each side of zero: symmetric
+    /// int4 at 4 bits, the baseline).
+    #[arg(long, default_value = "kmeans", value_parser = ["kmeans", "log", "uniform"])]
+    pub codebook: String,
+    /// --mode codebook: one table per weight (tensor, the default) or per
+    /// output channel (channel: levels fitted to each channel, more
+    /// accurate, but each table costs its levels' bytes: a larger file
+    /// where channels hold few values, as depthwise convolutions do).
+    #[arg(long, default_value = "tensor", value_parser = ["tensor", "channel"])]
+    pub codebook_tables: String,
+    /// Magnitude pruning before quantization: DB, each layer's smallest
+    /// weights zeroed while it keeps all but DB dB of its energy (lower
+    /// prunes more; 20 is moderate), or auto: the most pruning that meets
+    /// --target-sqnr/--target-cosine. Zeros shrink the compressed file, not
+    /// the run time (no runtime has sparse kernels).
+    #[arg(long, value_name = "DB|auto")]
+    pub prune: Option<String>,
+    /// Scales: float (any value) or pow2 (every scale a power of two and
+    /// activations symmetric, as NPUs that rescale by shifts require, e.g.
+    /// AMD Vitis-AI's DPU; add --per-tensor where the NPU wants it).
+    #[arg(long, default_value = "float", value_parser = ["float", "pow2"])]
+    pub scales: String,
     /// --mode weights: values per block along K (a power of two ≥ 16);
     /// default 32 for 4 bits and for --format qoperator, else per channel.
     #[arg(long, value_name = "N")]
@@ -193,21 +220,21 @@ fn weights_only(a: &QuantizeArgs) -> Result<crate::passes::quantize_weights::Opt
             "{flag} is not available with --mode weights (weight-only quantization has no per-layer fallback yet); use --exclude NODE to keep a layer float"
         )));
     }
-    if !matches!(a.bits, 4 | 8) {
+    let bits = a.bits.unwrap_or(8);
+    if !matches!(bits, 4 | 8) {
         return Err(Failure::bad_input(format!(
-            "--bits {}: expected 8 or 4",
-            a.bits
+            "--bits {bits}: expected 8 or 4 with --mode weights (--mode codebook takes 2 to 8)"
         )));
     }
     let block = a
         .block_size
-        .unwrap_or(if a.bits == 4 || a.format == "qoperator" {
+        .unwrap_or(if bits == 4 || a.format == "qoperator" {
             32
         } else {
             0
         });
     let o = crate::passes::quantize_weights::Options {
-        bits: a.bits,
+        bits,
         block_size: block,
         symmetric: a.symmetric,
         format: a.format.clone(),
@@ -265,6 +292,49 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
         "f16" | "bf16" => crate::quantize::Mode::Half,
         _ => crate::quantize::Mode::Static,
     };
+    if a.mode == "codebook" {
+        o.codebook_bits = a.bits.unwrap_or(4);
+        o.codebook_kind = crate::quant::codebook::Kind::parse(&a.codebook)
+            .expect("invariant: clap checked the value");
+        o.codebook_per_channel = a.codebook_tables == "channel";
+    } else if a.codebook != "kmeans" || a.codebook_tables != "tensor" {
+        return Err(Failure::bad_input(
+            "--codebook and --codebook-tables choose codebook levels: add --mode codebook"
+                .to_string(),
+        ));
+    }
+    o.pow2_scales = a.scales == "pow2";
+    match a.prune.as_deref() {
+        None => {}
+        Some("auto") => {
+            if a.target_sqnr.is_none() && a.target_cosine.is_none() {
+                return Err(Failure::bad_input(
+                    "--prune auto chooses the pruning level by the fidelity target: give --target-sqnr DB or --target-cosine C (or a level: --prune 20)",
+                ));
+            }
+            o.prune_auto = true;
+        }
+        Some(db) => match db.parse::<f64>() {
+            Ok(x) if x.is_finite() && x > 0.0 => o.prune_db = Some(x),
+            _ => {
+                return Err(Failure::bad_input(format!(
+                    "--prune {db}: expected a positive number of dB (e.g. 20) or auto"
+                )))
+            }
+        },
+    }
+    if a.prune.is_some() && !matches!(o.mode, crate::quantize::Mode::Static) {
+        return Err(Failure::bad_input(format!(
+            "--prune works with static quantization (and --mode codebook): not available with --mode {}",
+            a.mode
+        )));
+    }
+    if o.pow2_scales && !matches!(o.mode, crate::quantize::Mode::Static) {
+        return Err(Failure::bad_input(format!(
+            "--scales pow2 sets the scales of static quantization's Q/DQ: not available with --mode {}",
+            a.mode
+        )));
+    }
     if o.mode == crate::quantize::Mode::Half {
         o.float16 = crate::passes::convert_float::Options {
             to: a.mode.clone(),
@@ -295,9 +365,13 @@ fn options(a: &QuantizeArgs) -> Result<QuantizeOptions, Failure> {
     }
     if o.mode == crate::quantize::Mode::Weights {
         o.weights_only = weights_only(a)?;
-    } else if a.bits != 8 || a.block_size.is_some() || a.symmetric || a.format != "qdq" {
+    } else if (a.bits.is_some() && a.mode != "codebook")
+        || a.block_size.is_some()
+        || a.symmetric
+        || a.format != "qdq"
+    {
         return Err(Failure::bad_input(
-            "--bits, --block-size, --symmetric and --format describe weight-only quantization: add --mode weights".to_string(),
+            "--bits, --block-size, --symmetric and --format describe weight-only quantization: add --mode weights (or --mode codebook for --bits)".to_string(),
         ));
     }
     if o.mode == crate::quantize::Mode::Dynamic {

@@ -5,6 +5,7 @@
 //! with round-half-to-even, and `x ≈ (q - zp) · s`.
 
 pub mod blockwise;
+pub mod codebook;
 pub mod gptq;
 pub mod params;
 pub mod range;
@@ -146,6 +147,27 @@ pub fn affine_for_range(
         scale: scale32,
         zero_point: zp,
     }
+}
+
+/// The powers of two at or next below and above `s` (both `s` when it is
+/// one; 1 for a scale that is not a positive normal number).
+pub fn pow2_around(s: f32) -> (f32, f32) {
+    if !(s.is_normal() && s > 0.0) {
+        return (1.0, 1.0);
+    }
+    // The exponent field: `s` with its mantissa cleared is the power of
+    // two below it, exactly.
+    let down = f32::from_bits(s.to_bits() & 0xff80_0000);
+    if down == s {
+        (s, s)
+    } else {
+        (down, down * 2.0)
+    }
+}
+
+/// Whether `s` is a (normal, positive) power of two.
+pub fn is_pow2(s: f32) -> bool {
+    s.is_normal() && s > 0.0 && s.to_bits() & 0x007f_ffff == 0
 }
 
 /// Quantizes one value: `clamp(round_half_even(x / scale) + zp)`.

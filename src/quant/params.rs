@@ -13,6 +13,10 @@ pub struct ActConfig {
     pub qtype: QType,
     pub symmetric: bool,
     pub reduce_range: bool,
+    /// Power-of-two scales (`--scales pow2`, for NPUs that shift instead
+    /// of multiplying); symmetric.
+    #[serde(default)]
+    pub pow2: bool,
 }
 
 /// The parameters of one activation tensor.
@@ -35,9 +39,17 @@ impl ActParams {
             QType::U8 | QType::U16 => (QType::U16, false),
         };
         let (lo, hi) = (self.observed.0 as f64, self.observed.1 as f64);
+        let pow2 = super::is_pow2(self.affine.scale);
+        let symmetric = symmetric || (pow2 && self.affine.zero_point == 0);
+        let mut affine = affine_for_range(lo, hi, qtype, symmetric, false);
+        if pow2 {
+            // Power-of-two grids stay power-of-two, rounded up: a 16-bit
+            // range has steps to spare.
+            affine.scale = super::pow2_around(affine.scale).1;
+        }
         ActParams {
             qtype,
-            affine: affine_for_range(lo, hi, qtype, symmetric, false),
+            affine,
             clip: (lo.min(0.0), hi.max(0.0)),
             observed: self.observed,
         }
@@ -46,8 +58,12 @@ impl ActParams {
 
 /// Folds one tensor's histogram into parameters.
 pub fn fold(h: &FloatHist, cfg: &ActConfig) -> ActParams {
-    let (lo, hi) = clip_range(h, cfg.method, cfg.qtype, cfg.symmetric, cfg.reduce_range);
-    let affine = affine_for_range(lo, hi, cfg.qtype, cfg.symmetric, cfg.reduce_range);
+    let symmetric = cfg.symmetric || cfg.pow2;
+    let (lo, hi) = clip_range(h, cfg.method, cfg.qtype, symmetric, cfg.reduce_range);
+    let mut affine = affine_for_range(lo, hi, cfg.qtype, symmetric, cfg.reduce_range);
+    if cfg.pow2 {
+        affine.scale = pow2_scale(h, affine, cfg.qtype, cfg.reduce_range);
+    }
     let observed = if h.is_empty() {
         (0.0, 0.0)
     } else {
@@ -58,6 +74,31 @@ pub fn fold(h: &FloatHist, cfg: &ActConfig) -> ActParams {
         affine,
         clip: (lo, hi),
         observed,
+    }
+}
+
+/// The power of two next to `a.scale` (below or above) whose grid, with
+/// `a`'s zero point, quantizes the histogram with the smaller expected
+/// squared error: rounding up never clips but doubles the step at worst;
+/// rounding down halves the step and clips the tail.
+fn pow2_scale(h: &FloatHist, a: super::Affine, qt: QType, reduce_range: bool) -> f32 {
+    let (down, up) = super::pow2_around(a.scale);
+    if h.is_empty() || down == up {
+        return up;
+    }
+    let (qmin, qmax) = qt.bounds(true, reduce_range);
+    let bins = h.bins();
+    let err = |s: f32| {
+        let (lo, hi) = (
+            (qmin - a.zero_point) as f64 * s as f64,
+            (qmax - a.zero_point) as f64 * s as f64,
+        );
+        super::range::expected_error(&bins, lo, hi, (qmax - qmin) as f64)
+    };
+    if err(down) < err(up) {
+        down
+    } else {
+        up
     }
 }
 

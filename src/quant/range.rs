@@ -121,7 +121,7 @@ fn percentile(h: &FloatHist, p: f64) -> (f64, f64) {
 }
 
 /// Expected squared error of quantizing the histogram with `[lo, hi]`.
-fn expected_error(bins: &[Bin], lo: f64, hi: f64, levels: f64) -> f64 {
+pub(crate) fn expected_error(bins: &[Bin], lo: f64, hi: f64, levels: f64) -> f64 {
     let step = (hi - lo) / levels;
     let noise = step * step / 12.0;
     let mut err = 0.0;

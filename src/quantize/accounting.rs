@@ -244,20 +244,62 @@ pub fn activation_summaries(
 
 /// A model file's size plus the external data files it references.
 pub fn file_size_with_data(path: &Path) -> u64 {
-    let base = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let Ok(m) = import::read_model(path) else {
-        return base;
-    };
+    model_files(path)
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+/// The model file and the external data files its initializers name.
+pub fn model_files(path: &Path) -> Vec<std::path::PathBuf> {
     let mut files = BTreeSet::new();
-    for n in m.graph.initializer_nodes() {
-        if let Some(t) = m.graph.node(n).initializer() {
-            if let Some(e) = t.external() {
-                files.insert(e.path().to_path_buf());
+    if let Ok(m) = import::read_model(path) {
+        for n in m.graph.initializer_nodes() {
+            if let Some(t) = m.graph.node(n).initializer() {
+                if let Some(e) = t.external() {
+                    files.insert(e.path().to_path_buf());
+                }
             }
         }
     }
-    base + files
+    std::iter::once(path.to_path_buf()).chain(files).collect()
+}
+
+/// Models past this size are not compressed to measure them (deflate runs
+/// at tens of MB/s: seconds per hundred megabytes).
+pub const COMPRESS_LIMIT: u64 = 512 << 20;
+
+/// The bytes of the model and its external data deflated (zlib's default
+/// level 6, as gzip and HTTP downloads compress): what a download of the
+/// file costs. Streamed, so memory stays small; `None` past
+/// [`COMPRESS_LIMIT`] or when a file cannot be read.
+pub fn compressed_size(path: &Path) -> Option<u64> {
+    let files = model_files(path);
+    let total: u64 = files
         .iter()
         .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
-        .sum::<u64>()
+        .sum();
+    if total > COMPRESS_LIMIT {
+        return None;
+    }
+    let mut enc = flate2::write::DeflateEncoder::new(Counter(0), flate2::Compression::default());
+    for f in &files {
+        let mut r = std::fs::File::open(f).ok()?;
+        std::io::copy(&mut r, &mut enc).ok()?;
+    }
+    Some(enc.finish().ok()?.0)
+}
+
+/// A writer that only counts.
+struct Counter(u64);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len() as u64;
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -63,6 +63,8 @@ pub struct Built {
     pub remarks: Vec<Remark>,
     /// The activation tensors that got a Q/DQ pair.
     pub quantized_tensors: BTreeSet<String>,
+    /// Weight values pruning zeroed and weight values in all.
+    pub pruned: Option<(usize, usize)>,
 }
 
 /// Runs `pipeline` over `m` with `cx`, returning its canonical form as it
@@ -177,8 +179,13 @@ pub fn calibrate(float: &Model, opts: &QuantizeOptions) -> Result<Calibrated, Qu
         } else {
             w.min_opset()
         })
-    } else if opts.activations.is_wide() || opts.promote16 {
-        // 16-bit QuantizeLinear/DequantizeLinear are opset 21's.
+    } else if opts.activations.is_wide()
+        || opts.promote16
+        || (1..=4).contains(&opts.codebook_bits) && opts.target != crate::target::Target::Tract
+    {
+        // 16-bit QuantizeLinear/DequantizeLinear are opset 21's, and so are
+        // the uint4 codes of a codebook of up to 16 levels (tract cannot
+        // load uint4: for it the codes stay bytes).
         pipeline::prepare_for(crate::passes::upgrade_opset::TARGET_BLOCKED)
     } else {
         pipeline::prepare(opts.per_channel || opts.target.spec().folds_weight_dq.is_some())
@@ -529,7 +536,37 @@ impl Calibrated {
         keep_float: &[String],
         promote: &[String],
     ) -> Result<Built, QuantizeError> {
+        self.build_pruned(keep_float, promote, self.insert.prune_db)
+    }
+
+    /// Runs the tail with the weights of `exempt` (node labels) keeping
+    /// all their 8-bit codes instead of the codebook's levels.
+    pub fn build_exempt(&self, exempt: &[String]) -> Result<Built, QuantizeError> {
+        let mut cal_insert = self.insert.clone();
+        cal_insert.codebook_exempt = exempt.to_vec();
+        cal_insert.codebook_exempt.sort();
+        self.build_insert(cal_insert, &[], &[])
+    }
+
+    /// [`Self::build_with`], pruning at `prune_db` (0: none) instead of
+    /// the options' level.
+    pub fn build_pruned(
+        &self,
+        keep_float: &[String],
+        promote: &[String],
+        prune_db: f64,
+    ) -> Result<Built, QuantizeError> {
         let mut insert = self.insert.clone();
+        insert.prune_db = prune_db;
+        self.build_insert(insert, keep_float, promote)
+    }
+
+    fn build_insert(
+        &self,
+        mut insert: insert_qdq::Options,
+        keep_float: &[String],
+        promote: &[String],
+    ) -> Result<Built, QuantizeError> {
         insert.promote = promote.to_vec();
         insert.promote.sort();
         insert.keep_float.extend(keep_float.iter().cloned());
@@ -556,6 +593,7 @@ impl Calibrated {
             decisions: analyses.decisions,
             remarks,
             quantized_tensors: analyses.quantized_tensors,
+            pruned: analyses.pruned,
         })
     }
 

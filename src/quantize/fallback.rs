@@ -42,6 +42,7 @@ pub fn search(
         trials: vec![(0, v0.min_sqnr(), v0.min_cosine())],
         speed_ratio: None,
         promoted: promote,
+        eight_bit_weights: false,
     };
     let quantized: Vec<String> = full
         .decisions
@@ -56,10 +57,21 @@ pub fn search(
         });
     }
     let sens = sensitivities(cal, full, &quantized, reference, progress)?;
-    let ranked = rank(cal, &sens);
+    // With codebook weights, a sensitive node first keeps all its 8-bit
+    // weight codes (it stays quantized; the file grows by its codes'
+    // other half) rather than going float.
+    let eight_bit = cal.insert.codebook > 0 && !promote;
+    report.eight_bit_weights = eight_bit;
+    let ranked = if eight_bit {
+        rank_by_size(cal, &sens)
+    } else {
+        rank(cal, &sens)
+    };
     let try_k = |k: usize| -> Result<(Built, Validation), QuantizeError> {
         let built = if promote {
             cal.build_with(&[], &ranked[..k])?
+        } else if eight_bit {
+            cal.build_exempt(&ranked[..k])?
         } else {
             cal.build(&ranked[..k])?
         };
@@ -137,6 +149,28 @@ fn sensitivities(
             .then(a.node.cmp(&b.node))
     });
     Ok(sens)
+}
+
+/// Order for codebook weights: the error a node adds per weight value
+/// that would keep its full 8-bit codes (what exempting it costs in file
+/// size), worst first.
+fn rank_by_size(cal: &Calibrated, sens: &[NodeSensitivity]) -> Vec<String> {
+    let g = &cal.prepared.graph;
+    let values = |label: &str| -> f64 {
+        g.by_label(label)
+            .and_then(|n| g.node(n).input(1))
+            .and_then(|w| g.constant(w))
+            .map_or(0.0, |t| t.len() as f64)
+    };
+    let mut order: Vec<(f64, &NodeSensitivity)> = sens
+        .iter()
+        .map(|s| {
+            let noise = 10f64.powf(-s.output_sqnr_db / 10.0);
+            (noise / (values(&s.node) + 64.0), s)
+        })
+        .collect();
+    order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.node.cmp(&b.1.node)));
+    order.iter().map(|(_, s)| s.node.clone()).collect()
 }
 
 /// Fallback order: the error a node adds per unit of speed it would

@@ -31,6 +31,7 @@ pub mod fallback;
 pub mod inputs;
 pub mod method;
 pub mod pipeline;
+pub mod prune;
 pub mod ranges;
 pub mod selection;
 pub mod smooth;
@@ -51,7 +52,7 @@ use crate::quant::QType;
 use crate::validate::Reference;
 
 pub use crate::report::quantize::{
-    ActivationSummary, Fallback, FidelityTarget, QuantizeReport, Timings,
+    ActivationSummary, Fallback, FidelityTarget, Pruning, QuantizeReport, Timings,
 };
 pub use build::{Built, Calibrated};
 pub use inputs::{calib_data, DataOptions};
@@ -146,6 +147,20 @@ pub struct QuantizeOptions {
     /// The compute ops to keep int8 without timing (a saved selection's
     /// `int8`): `select-speed{nodes=[…]}`.
     pub speed_nodes: Option<Vec<String>>,
+    /// Every scale a power of two, activations symmetric (`--scales
+    /// pow2`, for NPU targets).
+    pub pow2_scales: bool,
+    /// Weights restricted to 2^bits levels and stored as codes into a
+    /// table (`--mode codebook --bits N`); 0: off.
+    pub codebook_bits: u32,
+    pub codebook_kind: crate::quant::codebook::Kind,
+    /// One codebook table per channel instead of per weight.
+    pub codebook_per_channel: bool,
+    /// Magnitude pruning before quantization: the per-layer error budget
+    /// in dB (`--prune DB`; see `insert-qdq`'s `prune-db`).
+    pub prune_db: Option<f64>,
+    /// Choose the pruning level by the fidelity target (`--prune auto`).
+    pub prune_auto: bool,
 }
 
 impl Default for QuantizeOptions {
@@ -190,6 +205,12 @@ impl Default for QuantizeOptions {
             ort_library: None,
             speed_nodes: None,
             activations_by_model: false,
+            pow2_scales: false,
+            codebook_bits: 0,
+            codebook_kind: crate::quant::codebook::Kind::KMeans,
+            codebook_per_channel: false,
+            prune_db: None,
+            prune_auto: false,
         }
     }
 }
@@ -347,10 +368,13 @@ pub fn quantize_model(
         calibration_samples: calibrated.samples,
         float_bytes: 0,
         quantized_bytes: 0,
+        float_compressed_bytes: None,
+        quantized_compressed_bytes: None,
         nodes: built.decisions.clone(),
         remarks,
         validation: None,
         fallback: None,
+        pruning: None,
         profile: None,
         quantized_mac_share: None,
         compute_by_precision: Default::default(),
@@ -384,8 +408,36 @@ pub fn quantize_file(
     let guarded = memory_guard(&float, input, opts)?;
     let opts = &guarded;
     let threads = opts.threads.unwrap_or_else(crate::runtime::default_threads);
-    let (mut built, mut report, calibrated) = quantize_model(&float, opts)?;
+    let (mut built, mut report, mut calibrated) = quantize_model(&float, opts)?;
     let (val, mut reference) = validation_data(&float, opts, &calibrated, threads)?;
+    if let (true, Some(target), Some(val)) = (opts.prune_auto, &opts.fidelity, &val) {
+        let t = Instant::now();
+        if reference.is_none() {
+            reference = Some(Reference::new(&float, val, threads, &opts.input_shapes)?);
+        }
+        let reference = reference.as_ref().expect("invariant: set above");
+        let (pruning, kept) = prune::search(&calibrated, reference, target, opts.progress)?;
+        if let Some(kept) = kept {
+            // The fallback (if the target still needs one) reruns the
+            // tail at this level.
+            calibrated.insert.prune_db = pruning.db;
+            report.pipeline = calibrated.pipeline_with(&kept);
+            report.nodes = kept.decisions.clone();
+            report.remarks = calibrated.remarks.clone();
+            report.remarks.extend(kept.remarks.iter().cloned());
+            built = kept;
+        }
+        report.pruning = Some(pruning);
+        report.seconds.fallback += t.elapsed().as_secs_f64();
+    } else if let Some((zeros, total)) = built.pruned {
+        report.pruning = Some(Pruning {
+            db: calibrated.insert.prune_db,
+            zeros,
+            total,
+            searched: false,
+            trials: vec![],
+        });
+    }
     if let (Some(target), Some(val)) = (&opts.fidelity, &val) {
         let t = Instant::now();
         if reference.is_none() {
@@ -457,6 +509,8 @@ pub fn quantize_file(
     report.float_bytes = accounting::file_size_with_data(input);
     report.quantized_bytes =
         summary.model_bytes + summary.external.as_ref().map(|e| e.1).unwrap_or(0);
+    report.float_compressed_bytes = accounting::compressed_size(input);
+    report.quantized_compressed_bytes = accounting::compressed_size(output);
     if let (true, Some(val)) = (opts.val_samples > 0, &val) {
         let t = Instant::now();
         // Validate the file as written.
@@ -469,12 +523,26 @@ pub fn quantize_file(
         // Counted, not lowered again: the validation runner did that.
         let l = crate::runtime::lower::count(&written);
         if l.any() {
+            let parts: Vec<String> = [
+                (l.dequantized, "DequantizeLinear folded to float weights"),
+                (l.matmul_nbits, "MatMulNBits run as MatMul"),
+                (l.half_casts, "half weights cast once"),
+                (
+                    l.wide_qdq,
+                    "16-bit activation QuantizeLinear/DequantizeLinear run as their float ops",
+                ),
+                (l.codebooks, "codebook weights expanded once"),
+            ]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
             report.remarks.push(crate::passes::context::Remark {
                 pass: "validate".into(),
                 node: "<model>".into(),
                 message: format!(
-                    "tract cannot load (or would re-expand on every run) this file's 4-bit/16-bit, blocked or half-precision weights or 16-bit activations: validated through an equivalent lowering ({} DequantizeLinear folded to float weights, {} MatMulNBits run as MatMul, {} half weights cast once, {} 16-bit activation QuantizeLinear/DequantizeLinear run as their float ops); onnxruntime runs the file as written",
-                    l.dequantized, l.matmul_nbits, l.half_casts, l.wide_qdq
+                    "tract cannot load (or would re-expand on every run) this file's 4-bit/16-bit, blocked, codebook or half-precision weights or 16-bit activations: validated through an equivalent lowering ({}); onnxruntime runs the file as written",
+                    parts.join(", ")
                 ),
                 level: crate::passes::context::Level::Note,
             });

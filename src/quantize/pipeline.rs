@@ -154,6 +154,9 @@ pub fn fold_calibration_with(opts: &QuantizeOptions, method: Method, ranges: &[S
     if let Some(sym) = opts.symmetric_activations {
         parts.push(format!("symmetric={sym}"));
     }
+    if opts.pow2_scales {
+        parts.push("pow2=true".into());
+    }
     if !ranges.is_empty() {
         let quoted: Vec<String> = ranges
             .iter()
@@ -181,6 +184,17 @@ pub fn insert_options(opts: &QuantizeOptions) -> insert_qdq::Options {
         keep_float: opts.keep_float.clone(),
         promote: vec![],
         target: opts.target.name().into(),
+        pow2: opts.pow2_scales,
+        prune_db: opts.prune_db.unwrap_or(0.0),
+        codebook: opts.codebook_bits,
+        codebook_kind: opts.codebook_kind.name().into(),
+        codebook_exempt: vec![],
+        codebook_tables: if opts.codebook_per_channel {
+            "channel"
+        } else {
+            "tensor"
+        }
+        .into(),
     }
 }
 
@@ -309,6 +323,34 @@ pub fn tail(insert: &insert_qdq::Options) -> Pipeline {
         // tensor.
         p.push(Box::new(crate::passes::lower_qdq::LowerQdq));
         p.push(Box::new(crate::passes::drop_fake_quant::DropFakeQuant));
+        p.push(Box::new(crate::passes::dce::Dce));
+    }
+    // Codes of up to 4 bits pack two per byte (uint4, opset 21); tract
+    // cannot load uint4, and wider codes would take a byte each like the
+    // int8 weight: those files keep int8 weights of few distinct values,
+    // which compress as well.
+    if (1..=4).contains(&insert.codebook) && target != Some(crate::target::Target::Tract) {
+        let o = crate::passes::pack_codebook::Options {
+            bits: insert.codebook,
+            ..Default::default()
+        };
+        p.push(Box::new(
+            crate::passes::pack_codebook::PackCodebook::from_options(
+                serde_json::to_value(o).expect("invariant: options serialize"),
+            )
+            .expect("invariant: options checked when parsed"),
+        ));
+        let f = crate::passes::codebook_float::Options {
+            bits: insert.codebook,
+            kind: insert.codebook_kind.clone(),
+            ..Default::default()
+        };
+        p.push(Box::new(
+            crate::passes::codebook_float::CodebookFloat::from_options(
+                serde_json::to_value(f).expect("invariant: options serialize"),
+            )
+            .expect("invariant: options checked when parsed"),
+        ));
         p.push(Box::new(crate::passes::dce::Dce));
     }
     p.push(Box::new(crate::passes::restore_interface::RestoreInterface));

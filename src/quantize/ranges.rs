@@ -118,6 +118,7 @@ pub fn choose(
             .symmetric_activations
             .unwrap_or(opts.activations.is_signed()),
         reduce_range: opts.reduce_range,
+        pow2: opts.pow2_scales,
     };
     let threads = opts.threads.unwrap_or_else(crate::runtime::default_threads);
     let specs = crate::calib::data::input_specs(m);

@@ -287,6 +287,7 @@ mod tests {
                 qtype: QType::U8,
                 symmetric: false,
                 reduce_range: false,
+                pow2: false,
             };
             params.insert(name.to_string(), fold(&h, &cfg));
             stats.tensors.insert(name.to_string(), h);

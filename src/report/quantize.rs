@@ -26,10 +26,16 @@ pub struct QuantizeReport {
     pub calibration_samples: usize,
     pub float_bytes: u64,
     pub quantized_bytes: u64,
+    /// Both files deflated (zlib level 6, as a download is compressed);
+    /// `None` past `accounting::COMPRESS_LIMIT`.
+    pub float_compressed_bytes: Option<u64>,
+    pub quantized_compressed_bytes: Option<u64>,
     pub nodes: Vec<Decision>,
     pub remarks: Vec<Remark>,
     pub validation: Option<Validation>,
     pub fallback: Option<Fallback>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruning: Option<Pruning>,
     /// Filled when a detailed report is asked for (`--report`): where the
     /// float model spends its time, the error of every shared tensor, and
     /// each quantized activation's histogram with the range chosen.
@@ -97,6 +103,28 @@ impl FidelityTarget {
     }
 }
 
+/// What magnitude pruning did (`--prune`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Pruning {
+    /// The per-layer budget: each weight keeps all but this many dB of
+    /// its energy (`insert-qdq`'s `prune-db`; lower prunes more).
+    pub db: f64,
+    /// Weight values zeroed, of all quantized weight values.
+    pub zeros: usize,
+    pub total: usize,
+    /// Chosen by the search for `--target-sqnr`/`--target-cosine`
+    /// (`--prune auto`), or given.
+    pub searched: bool,
+    /// (dB, worst output SQNR, worst mean cosine) per level tried.
+    pub trials: Vec<(f64, Option<f64>, Option<f64>)>,
+}
+
+impl Pruning {
+    pub fn sparsity(&self) -> f64 {
+        self.zeros as f64 / self.total.max(1) as f64
+    }
+}
+
 /// What automatic fallback did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Fallback {
@@ -110,6 +138,11 @@ pub struct Fallback {
     /// nodes in float (`--promote 16`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub promoted: bool,
+    /// With codebook weights: the nodes listed kept their full 8-bit
+    /// weight codes instead of going float (`insert-qdq`'s
+    /// `codebook-exempt`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub eight_bit_weights: bool,
     /// Isolated sensitivity of every quantized node, worst first.
     pub sensitivity: Vec<NodeSensitivity>,
     /// (number excluded, worst output SQNR, worst mean cosine) per trial.
@@ -157,6 +190,29 @@ impl QuantizeReport {
             self.quantized_bytes,
             self.quantized_bytes as f64 / self.float_bytes.max(1) as f64
         );
+        if let (Some(f), Some(q)) = (self.float_compressed_bytes, self.quantized_compressed_bytes) {
+            s.push_str(&format!(
+                "  compressed (deflate) {f} -> {q} bytes ({:.3}x)\n",
+                q as f64 / f.max(1) as f64
+            ));
+        }
+        if let Some(p) = &self.pruning {
+            s.push_str(&format!(
+                "  pruned {:.1}% of the weight values ({} of {}) at {} dB per layer{}\n",
+                100.0 * p.sparsity(),
+                p.zeros,
+                p.total,
+                p.db,
+                if p.searched {
+                    format!(
+                        ", the most pruning that met the target of {} levels tried",
+                        p.trials.len()
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+        }
         self.summarize_skipped(&mut s);
         for (p, c) in &self.compute_by_precision {
             s.push_str(&format!(
@@ -249,6 +305,11 @@ fn summarize_fallback(fb: &Fallback, s: &mut String) {
             "  fallback: {goal} met by giving {} node(s) 16-bit activations (insert-qdq's promote in the pipeline)\n",
             fb.excluded.len(),
         ));
+    } else if fb.reached && fb.eight_bit_weights {
+        s.push_str(&format!(
+            "  fallback: {goal} met by giving {} node(s) their full 8-bit weights instead of codebook levels (insert-qdq's codebook-exempt in the pipeline)\n",
+            fb.excluded.len(),
+        ));
     } else if fb.reached {
         s.push_str(&format!(
             "  fallback: {goal} met by keeping {} node(s) in float (insert-qdq's keep-float in the pipeline; --save-selection FILE pins them)\n",
@@ -263,6 +324,8 @@ fn summarize_fallback(fb: &Fallback, s: &mut String) {
     if !fb.reached {
         let how = if fb.promoted {
             "at 16 bits"
+        } else if fb.eight_bit_weights {
+            "with 8-bit weights (float weights outside the quantized nodes, such as LSTM's, keep their codebook levels)"
         } else {
             "in float"
         };

@@ -15,6 +15,9 @@
 //! * a `Cast` to float of a float16/bfloat16 weight becomes the float
 //!   weight (tract folds it only under its 4 MiB budget, and otherwise
 //!   re-casts it on every run);
+//! * a codebook weight, `Gather(table, Cast(codes))` on constants
+//!   (`pack-codebook`; uint4 codes tract cannot load), becomes the weight
+//!   it gathers (tract folds it only under its 4 MiB budget);
 //! * 16-bit activation `QuantizeLinear` / `DequantizeLinear`
 //!   (`--activations u16|s16`, `--promote 16`) become the float ops ONNX
 //!   defines them by — `Clip(Round(x / s) + zp, qmin, qmax)` and
@@ -49,11 +52,13 @@ pub struct Lowered {
     pub half_casts: usize,
     /// 16-bit activation QuantizeLinear/DequantizeLinear run as float ops.
     pub wide_qdq: usize,
+    /// Codebook weights (`Gather` of a table by constant codes) expanded.
+    pub codebooks: usize,
 }
 
 impl Lowered {
     pub fn any(&self) -> bool {
-        self.dequantized + self.matmul_nbits + self.half_casts + self.wide_qdq > 0
+        self.dequantized + self.matmul_nbits + self.half_casts + self.wide_qdq + self.codebooks > 0
     }
 }
 
@@ -163,6 +168,78 @@ fn is_half_weight_cast(g: &Graph, n: NodeId) -> bool {
         })
 }
 
+/// The codes of a codebook index: `Cast(codes)` or, with per-channel
+/// tables, `Add(Cast(codes), offsets)` on constants. Returns the Cast, the
+/// codes and the offsets.
+fn codebook_index(g: &Graph, idx: ValueId) -> Option<(NodeId, &Tensor, Option<&Tensor>)> {
+    let p = g.producer(idx);
+    let (cast, offsets) = if g.node(p).is("Add") {
+        let c = g.producer(g.node(p).input(0)?);
+        (c, Some(g.constant(g.node(p).input(1)?)?))
+    } else {
+        (p, None)
+    };
+    if !g.node(cast).is("Cast") {
+        return None;
+    }
+    let codes = g.constant(g.node(cast).input(0)?)?;
+    Some((cast, codes, offsets))
+}
+
+/// `Gather(table, index)` with a constant 1-D table and a constant
+/// [`codebook_index`]: a `pack-codebook` or `codebook-float` weight.
+fn is_codebook(g: &Graph, n: NodeId) -> bool {
+    let node = g.node(n);
+    if !node.is("Gather") || node.attr_i("axis").unwrap_or(0) != 0 {
+        return false;
+    }
+    let table = node.input(0).and_then(|v| g.constant(v));
+    table.is_some_and(|t| t.dims().len() == 1)
+        && node.input(1).and_then(|v| codebook_index(g, v)).is_some()
+}
+
+/// The weight a codebook `Gather` makes: the table's values at the codes
+/// (plus their channel's offset), in the table's type and the codes'
+/// shape; and the nodes computing the index, to remove.
+fn expand_codebook(g: &Graph, n: NodeId) -> Option<(Tensor, Vec<NodeId>)> {
+    let node = g.node(n);
+    let table = g.constant(node.input(0)?)?;
+    let idx_v = node.input(1)?;
+    let (cast, codes, offsets) = codebook_index(g, idx_v)?;
+    let width = table.nbytes() / table.len().max(1);
+    let raw_table = table.raw_bytes().ok()?;
+    let mut idx: Vec<i64> = match DataType::try_from(codes.dtype()) {
+        Ok(DataType::Uint4) => {
+            crate::ir::tensor::unpack4(&codes.raw_bytes().ok()?, codes.len(), false)
+                .into_iter()
+                .map(i64::from)
+                .collect()
+        }
+        _ => codes.to_i64().ok()?,
+    };
+    if let Some(off) = offsets {
+        let shape = |d: &[i64]| -> Vec<usize> { d.iter().map(|&x| x as usize).collect() };
+        let a = ndarray::ArrayD::from_shape_vec(shape(codes.dims()), idx).ok()?;
+        let o = ndarray::ArrayD::from_shape_vec(shape(off.dims()), off.to_i64().ok()?).ok()?;
+        let sum = &a + &o.broadcast(a.shape())?;
+        idx = sum.iter().copied().collect();
+    }
+    let mut out = Vec::with_capacity(idx.len() * width);
+    for i in idx {
+        let i = usize::try_from(i).ok().filter(|&i| i < table.len())?;
+        out.extend_from_slice(&raw_table[i * width..(i + 1) * width]);
+    }
+    let name = format!("{}_lowered", g.name(node.output()));
+    let mut index_nodes = vec![g.producer(idx_v)];
+    if index_nodes[0] != cast {
+        index_nodes.push(cast);
+    }
+    Some((
+        Tensor::from_raw(&name, table.dtype(), codes.dims(), out.into()),
+        index_nodes,
+    ))
+}
+
 fn is_matmul_nbits(g: &Graph, n: NodeId) -> bool {
     let node = g.node(n);
     node.domain() == "com.microsoft" && node.op_type() == "MatMulNBits"
@@ -182,6 +259,8 @@ pub fn count(model: &Model) -> Lowered {
             l.half_casts += 1;
         } else if is_wide_qdq(g, n) {
             l.wide_qdq += 1;
+        } else if is_codebook(g, n) {
+            l.codebooks += 1;
         }
     }
     l
@@ -226,6 +305,21 @@ pub fn for_tract(model: &Model) -> Option<(Model, Lowered)> {
         } else if is_wide_qdq(&m.graph, n) {
             lower_wide_qdq(&mut m.graph, n);
             done.wide_qdq += 1;
+        } else if is_codebook(&m.graph, n) {
+            if let Some((w, index_nodes)) = expand_codebook(&m.graph, n) {
+                let g = &mut m.graph;
+                let y = g.node(n).output();
+                let v = g.add_initializer(w);
+                replace(g, n, y, v);
+                // The Add (if any) first, then the Cast it read.
+                for k in index_nodes {
+                    let c = g.node(k).output();
+                    if g.users(c).is_empty() && g.output_ports(c).is_empty() {
+                        g.remove_node(k);
+                    }
+                }
+                done.codebooks += 1;
+            }
         }
     }
     if !done.any() {

@@ -64,6 +64,35 @@ fn cards(s: &mut String, r: &QuantizeReport) {
             r.quantized_bytes
         ),
     );
+    if let (Some(f), Some(q)) = (r.float_compressed_bytes, r.quantized_compressed_bytes) {
+        card(
+            s,
+            "Download (deflate)",
+            &format!("{} → {}", human_bytes(f), human_bytes(q)),
+            &format!(
+                "{}× the float file compressed, as a download is ({f} → {q} bytes)",
+                num(q as f64 / f.max(1) as f64, 3)
+            ),
+        );
+    }
+    if let Some(p) = &r.pruning {
+        card(
+            s,
+            "Pruned",
+            &format!("{}%", num(100.0 * p.sparsity(), 1)),
+            &format!(
+                "{} of {} weight values zeroed at {} dB per layer{}",
+                p.zeros,
+                p.total,
+                p.db,
+                if p.searched {
+                    " (the most the fidelity target allowed)"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
     card(
         s,
         "Nodes quantized",
