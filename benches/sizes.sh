@@ -29,16 +29,16 @@ variant() {
     fi
 }
 
-variant int8 --target portable "$@"
-variant codebook4 --target portable --mode codebook --bits 4 "$@"
-variant prune20-int8 --target portable --prune 20 "$@"
-variant prune20-codebook4 --target portable --mode codebook --bits 4 --prune 20 "$@"
+variant int8 "$@"
+variant codebook4 --mode codebook --bits 4 "$@"
+variant prune36-int8 --prune 36 "$@"
+variant prune36-codebook4 --mode codebook --bits 4 --prune 36 "$@"
 
 python3 - "$WORK" <<'PY'
 import json, sys
 work = sys.argv[1]
 rows = []
-for name in ["int8", "codebook4", "prune20-int8", "prune20-codebook4"]:
+for name in ["int8", "codebook4", "prune36-int8", "prune36-codebook4"]:
     r = json.load(open(f"{work}/{name}.json"))
     if not rows:
         rows.append(("float", r["float_bytes"], r.get("float_compressed_bytes"), None, None))
@@ -53,7 +53,7 @@ for name, b, c, sq, sp in rows:
           f"{'' if sq is None else f'{sq:8.2f}':>8s} {'' if sp is None else f'{100 * sp:7.1f}%':>8s}")
 PY
 FILES=()
-for v in int8 codebook4 prune20-int8 prune20-codebook4; do FILES+=("$WORK/$v.onnx"); done
+for v in int8 codebook4 prune36-int8 prune36-codebook4; do FILES+=("$WORK/$v.onnx"); done
 "$BIN" bench "$MODEL" "${FILES[@]}" --data "$CALIB" || true
 if [ -n "${ORT_DYLIB_PATH:-}" ]; then
     "$BIN" bench --runtime ort "$MODEL" "${FILES[@]}" --data "$CALIB" || true

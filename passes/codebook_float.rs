@@ -40,7 +40,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::{Changed, Pass, PassContext, PassError};
-use crate::ir::{At, Graph, Model, Tensor, ValueId};
+use crate::ir::{Graph, Model, Tensor, ValueId};
 use crate::proto::tensor_proto::DataType;
 use crate::quant::codebook::{self, Kind};
 
@@ -128,13 +128,7 @@ impl Pass for CodebookFloat {
     }
 
     fn run(&mut self, m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
-        let opset = m.opset("").unwrap_or(1);
-        if opset < 21 {
-            return Err(PassError::Precondition {
-                pass: NAME.into(),
-                message: format!("uint4 codes need opset 21 and the model has {opset}: run `upgrade-opset{{min=21}}` first"),
-            });
-        }
+        super::pack_codebook::require_uint4(m, NAME)?;
         let g = &mut m.graph;
         let mut packed = 0usize;
         for v in candidates(g, self.opts.min_elements) {
@@ -189,22 +183,7 @@ impl Pass for CodebookFloat {
             let tarr = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[table.len()]), table)
                 .expect("invariant: 1-D");
             let table = Tensor::from_f32(&format!("{name}_table"), &tarr);
-            let anchor = g.users(v)[0].0;
-            let cv = g.add_initializer(codes);
-            let tv = g.add_initializer(table);
-            let (_, ci) = g.add_op(
-                super::node_proto("Cast", vec![super::int_attr("to", DataType::Int32 as i64)]),
-                &[Some(cv)],
-                &[&format!("{name}_codes_i")],
-                At::Before(anchor),
-            );
-            let (_, out) = g.add_op(
-                super::node_proto("Gather", vec![]),
-                &[Some(tv), Some(ci[0])],
-                &[&format!("{name}_cb")],
-                At::Before(anchor),
-            );
-            g.replace_all_uses(v, out[0]);
+            super::pack_codebook::replace_with_codebook(g, v, codes, table, None);
             cx.remark(
                 NAME,
                 &name,

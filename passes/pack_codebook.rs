@@ -86,6 +86,58 @@ impl PackCodebook {
     }
 }
 
+/// The precondition both codebook passes share: uint4 needs opset 21.
+pub(super) fn require_uint4(m: &Model, pass: &str) -> Result<(), PassError> {
+    let opset = m.opset("").unwrap_or(1);
+    if opset < 21 {
+        return Err(PassError::Precondition {
+            pass: pass.into(),
+            message: format!("uint4 codes need opset 21 and the model has {opset}: run `upgrade-opset{{min=21}}` first"),
+        });
+    }
+    Ok(())
+}
+
+/// Points every reader of constant `v` at `Gather(table, Cast(codes))`
+/// (plus `offsets`, broadcast, when each channel has its own table), the
+/// new nodes placed before `v`'s first reader.
+pub(super) fn replace_with_codebook(
+    g: &mut crate::ir::Graph,
+    v: ValueId,
+    codes: Tensor,
+    table: Tensor,
+    offsets: Option<Tensor>,
+) {
+    let name = g.name(v).to_string();
+    let anchor = g.users(v)[0].0;
+    let cv = g.add_initializer(codes);
+    let tv = g.add_initializer(table);
+    let (_, ci) = g.add_op(
+        super::node_proto("Cast", vec![super::int_attr("to", DataType::Int32 as i64)]),
+        &[Some(cv)],
+        &[&format!("{name}_codes_i")],
+        At::Before(anchor),
+    );
+    let mut idx = ci[0];
+    if let Some(o) = offsets {
+        let ov = g.add_initializer(o);
+        let (_, a) = g.add_op(
+            super::node_proto("Add", vec![]),
+            &[Some(idx), Some(ov)],
+            &[&format!("{name}_index")],
+            At::Before(anchor),
+        );
+        idx = a[0];
+    }
+    let (_, w) = g.add_op(
+        super::node_proto("Gather", vec![]),
+        &[Some(tv), Some(idx)],
+        &[&format!("{name}_cb")],
+        At::Before(anchor),
+    );
+    g.replace_all_uses(v, w[0]);
+}
+
 /// The table an element index reads (its channel, or 0).
 type ChannelOf = Box<dyn Fn(usize) -> usize>;
 
@@ -177,13 +229,7 @@ impl Pass for PackCodebook {
     }
 
     fn run(&mut self, m: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
-        let opset = m.opset("").unwrap_or(1);
-        if opset < 21 {
-            return Err(PassError::Precondition {
-                pass: NAME.into(),
-                message: format!("uint4 codes need opset 21 and the model has {opset}: run `upgrade-opset{{min=21}}` first"),
-            });
-        }
+        require_uint4(m, NAME)?;
         let g = &mut m.graph;
         let limit = 1usize << self.opts.bits;
         let (mut packed, mut before, mut after) = (0usize, 0usize, 0usize);
@@ -256,43 +302,16 @@ impl Pass for PackCodebook {
                 &[flat.len() as i64],
                 flat.into(),
             );
-            let anchor = g.users(v)[0].0;
-            let cv = g.add_initializer(codes);
-            let tv = g.add_initializer(table);
-            let (_, ci) = g.add_op(
-                super::node_proto("Cast", vec![super::int_attr("to", DataType::Int32 as i64)]),
-                &[Some(cv)],
-                &[&format!("{name}_codes_i")],
-                At::Before(anchor),
-            );
-            let mut idx = ci[0];
-            if tables.len() > 1 {
-                // Each channel's codes index its own table: add the
-                // table's offset, broadcast along the channel axis.
+            // Each channel's codes index its own table: its offset is
+            // added, broadcast along the channel axis.
+            let offsets = (tables.len() > 1).then(|| {
                 let axis = axis.expect("invariant: per-channel tables have an axis");
                 let mut odims = vec![1i64; dims.len()];
                 odims[axis] = tables.len() as i64;
                 let offsets: Vec<i32> = (0..tables.len()).map(|c| (c * width) as i32).collect();
-                let ov = g.add_initializer(Tensor::from_i32(
-                    &format!("{name}_offsets"),
-                    &odims,
-                    &offsets,
-                ));
-                let (_, a) = g.add_op(
-                    super::node_proto("Add", vec![]),
-                    &[Some(idx), Some(ov)],
-                    &[&format!("{name}_index")],
-                    At::Before(anchor),
-                );
-                idx = a[0];
-            }
-            let (_, w) = g.add_op(
-                super::node_proto("Gather", vec![]),
-                &[Some(tv), Some(idx)],
-                &[&format!("{name}_cb")],
-                At::Before(anchor),
-            );
-            g.replace_all_uses(v, w[0]);
+                Tensor::from_i32(&format!("{name}_offsets"), &odims, &offsets)
+            });
+            replace_with_codebook(g, v, codes, table, offsets);
             packed += 1;
         }
         if packed > 0 {

@@ -4,69 +4,11 @@
 //! what it buys in size.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::{onnxq, quantize, scratch, testdata, worst_sqnr};
 
 use onnxq::onnx::import;
 use onnxq::onnx::tensor_proto::DataType;
-
-fn testdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(rel)
-}
-
-fn onnxq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onnxq"))
-        .args(args)
-        .output()
-        .expect("the onnxq binary runs")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    d
-}
-
-/// Quantizes the classifier with `extra` options (minmax ranges, no speed
-/// timing, 4 validation samples) and returns the report.
-fn quantize(out: &Path, extra: &[&str]) -> serde_json::Value {
-    let m = testdata("ppocr_cls/model.onnx");
-    let calib = testdata("ppocr_cls/calib");
-    let report = out.with_extension("json");
-    let mut args = vec![
-        "quantize",
-        m.to_str().unwrap(),
-        "--calib",
-        calib.to_str().unwrap(),
-        "-q",
-        "--method",
-        "minmax",
-        "--no-speed-select",
-        "--val-samples",
-        "4",
-        "--report",
-        report.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let o = onnxq(&args);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "stderr:\n{stderr}");
-    serde_json::from_slice(&std::fs::read(&report).expect("report written")).expect("JSON")
-}
-
-fn worst_sqnr(report: &serde_json::Value) -> f64 {
-    report["validation"]["outputs"]
-        .as_array()
-        .expect("validated outputs")
-        .iter()
-        .map(|o| o["sqnr_db"].as_f64().expect("an SQNR"))
-        .fold(f64::INFINITY, f64::min)
-}
 
 fn bytes(report: &serde_json::Value, key: &str) -> u64 {
     report[key]
@@ -203,8 +145,18 @@ fn codebook_fallback_restores_eight_bit_weights() {
     assert!(r["pipeline"].as_str().unwrap().contains("codebook-exempt="));
     // Every node stays quantized; the file sits between the two sizes.
     assert_eq!(
-        r["nodes"].as_array().unwrap().iter().filter(|n| n["quantized"] == true).count(),
-        r4["nodes"].as_array().unwrap().iter().filter(|n| n["quantized"] == true).count()
+        r["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["quantized"] == true)
+            .count(),
+        r4["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["quantized"] == true)
+            .count()
     );
     let size = bytes(&r, "quantized_bytes");
     assert!(size > bytes(&r4, "quantized_bytes") && size < bytes(&r8, "quantized_bytes"));

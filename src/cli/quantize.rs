@@ -58,7 +58,8 @@ pub struct QuantizeArgs {
     pub codebook_tables: String,
     /// Magnitude pruning before quantization: DB, each layer's smallest
     /// weights zeroed while it keeps all but DB dB of its energy (lower
-    /// prunes more; 20 is moderate), or auto: the most pruning that meets
+    /// prunes more; the layers' errors add up, so deep networks need 35 or
+    /// more), or auto: the most pruning that meets
     /// --target-sqnr/--target-cosine. Zeros shrink the compressed file, not
     /// the run time (no runtime has sparse kernels).
     #[arg(long, value_name = "DB|auto")]

@@ -17,9 +17,11 @@ use crate::report::quantize::{FidelityTarget, Pruning};
 use crate::validate::Reference;
 
 /// Per-layer budgets tried, most pruning first (dB of each weight's
-/// energy kept: 10 dB lets a layer lose a tenth of its energy, which
-/// zeroes most of a heavy-tailed weight's values; 40 dB only its dust).
-pub const LEVELS: [f64; 8] = [10.0, 12.0, 14.0, 17.0, 20.0, 24.0, 30.0, 40.0];
+/// energy kept). Every layer's error adds up through a deep network: at
+/// 20 dB per layer a 50-layer classifier kept a third of the energy of its
+/// output error budget (PP-OCR cls: 30% sparsity, accuracy 0.985 → 0.61),
+/// at 40 dB a layer loses only its smallest values (a few percent).
+pub const LEVELS: [f64; 8] = [20.0, 24.0, 28.0, 32.0, 36.0, 40.0, 45.0, 50.0];
 
 /// The lowest level of [`LEVELS`] whose build meets `target`, with that
 /// build; `None` when none does (then the report lists what was tried).
