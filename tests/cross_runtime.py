@@ -228,6 +228,19 @@ def make_cases(work: Path, only: str | None) -> list[Case]:
     cases.append(Case("ppocr_cls", ppocr / "model.onnx", ppocr / "calib", val))
     # Per-tensor weights keep the model at opset 11 (no upgrade).
     cases.append(Case("ppocr_cls.per_tensor", ppocr / "model.onnx", ppocr / "calib", val, ("--per-tensor",)))
+    # Codebook weights: uint4 codes into int8 tables (opset 21), which
+    # onnxruntime folds at load and tract's validation lowering expands;
+    # per-channel tables add each channel's offset.
+    for tables in ("tensor", "channel"):
+        cases.append(
+            Case(
+                f"ppocr_cls.codebook4.{tables}",
+                ppocr / "model.onnx",
+                ppocr / "calib",
+                val,
+                ("--mode", "codebook", "--bits", "4", "--codebook-tables", tables),
+            )
+        )
     for i, build in enumerate(BUILT):
         name = build.__name__
         if only and not only.startswith(name):
@@ -251,6 +264,9 @@ def make_cases(work: Path, only: str | None) -> list[Case]:
             # written, tract through the validation lowering.
             for t in ("u16", "s16"):
                 cases.append(Case(f"{name}.{t}", d / "model.onnx", d / "calib", inputs, ("--activations", t)))
+            # Power-of-two scales and pruning: plain QDQ with other numbers.
+            cases.append(Case(name + ".pow2", d / "model.onnx", d / "calib", inputs, ("--scales", "pow2")))
+            cases.append(Case(name + ".prune", d / "model.onnx", d / "calib", inputs, ("--prune", "30")))
     # Every target's placement, timing-free (the default run keeps int8
     # only where it measures a speed-up, which on these small nets may be
     # nowhere), and dynamic quantization where there is a MatMul/Gemm.

@@ -103,6 +103,20 @@ impl FidelityTarget {
     }
 }
 
+impl Fallback {
+    /// How the nodes it lists were relieved: "in float", "with 16-bit
+    /// activations" or "with 8-bit weights".
+    pub fn relief(&self) -> &'static str {
+        if self.promoted {
+            "with 16-bit activations"
+        } else if self.eight_bit_weights {
+            "with their full 8-bit weights"
+        } else {
+            "in float"
+        }
+    }
+}
+
 /// What magnitude pruning did (`--prune`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Pruning {

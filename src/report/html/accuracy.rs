@@ -78,11 +78,7 @@ pub(super) fn fallback(fb: &Fallback) -> String {
     .flatten()
     .collect::<Vec<_>>()
     .join(" and ");
-    let how = if fb.promoted {
-        "with 16-bit activations"
-    } else {
-        "in float"
-    };
+    let how = fb.relief();
     let (class, verdict) = match (fb.reached, fb.excluded.is_empty()) {
         (true, true) => ("ok", "met with every candidate quantized".to_string()),
         (true, false) => (
@@ -97,7 +93,7 @@ pub(super) fn fallback(fb: &Fallback) -> String {
         esc(&goal),
         esc(&verdict)
     );
-    if !fb.excluded.is_empty() && !fb.promoted {
+    if !fb.excluded.is_empty() && !fb.promoted && !fb.eight_bit_weights {
         let flags = fb
             .excluded
             .iter()

@@ -123,15 +123,7 @@ fn cards(s: &mut String, r: &QuantizeReport) {
             } else {
                 "target missed"
             },
-            &format!(
-                "{} node(s) kept {}",
-                fb.excluded.len(),
-                if fb.promoted {
-                    "with 16-bit activations"
-                } else {
-                    "in float"
-                }
-            ),
+            &format!("{} node(s) kept {}", fb.excluded.len(), fb.relief()),
         );
     }
     card(
