@@ -211,21 +211,30 @@ impl QuantizeReport {
             ));
         }
         if let Some(p) = &self.pruning {
-            s.push_str(&format!(
-                "  pruned {:.1}% of the weight values ({} of {}) at {} dB per layer{}\n",
-                100.0 * p.sparsity(),
-                p.zeros,
-                p.total,
-                p.db,
-                if p.searched {
-                    format!(
-                        ", the most pruning that met the target of {} levels tried",
-                        p.trials.len()
-                    )
-                } else {
-                    String::new()
-                }
-            ));
+            if p.searched && p.zeros == 0 {
+                // Even the gentlest level missed the target.
+                s.push_str(&format!(
+                    "  pruning: no level met the target ({} tried, the gentlest {} dB per layer): nothing pruned\n",
+                    p.trials.len(),
+                    p.trials.first().map_or(0.0, |t| t.0)
+                ));
+            } else {
+                s.push_str(&format!(
+                    "  pruned {:.1}% of the weight values ({} of {}) at {} dB per layer{}\n",
+                    100.0 * p.sparsity(),
+                    p.zeros,
+                    p.total,
+                    p.db,
+                    if p.searched {
+                        format!(
+                            ", the most pruning that met the target of {} levels tried",
+                            p.trials.len()
+                        )
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
         }
         self.summarize_skipped(&mut s);
         for (p, c) in &self.compute_by_precision {

@@ -80,17 +80,21 @@ fn cards(s: &mut String, r: &QuantizeReport) {
             s,
             "Pruned",
             &format!("{}%", num(100.0 * p.sparsity(), 1)),
-            &format!(
-                "{} of {} weight values zeroed at {} dB per layer{}",
-                p.zeros,
-                p.total,
-                p.db,
-                if p.searched {
-                    " (the most the fidelity target allowed)"
-                } else {
-                    ""
-                }
-            ),
+            &if p.searched && p.zeros == 0 {
+                "no pruning level met the fidelity target: nothing pruned".to_string()
+            } else {
+                format!(
+                    "{} of {} weight values zeroed at {} dB per layer{}",
+                    p.zeros,
+                    p.total,
+                    p.db,
+                    if p.searched {
+                        " (the most the fidelity target allowed)"
+                    } else {
+                        ""
+                    }
+                )
+            },
         );
     }
     card(
