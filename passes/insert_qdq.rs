@@ -71,7 +71,6 @@
 //! No parameters; a tensor the statistics do not cover; an opset below
 //! what the weights need.
 
-use crate::ir::At;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -80,15 +79,15 @@ use super::{Changed, Pass, PassContext, PassError};
 use crate::ir::{Model, Tensor, ValueId};
 use crate::plan::{plan, Placement, Selection};
 use crate::quant::params::ActParams;
-use crate::quant::{quantize_bias, requantize, QType};
+use crate::quant::{quantize_bias, QType};
 
 // Writing the chosen parameters into the graph: Q/DQ pairs, constants,
 // biases.
 mod materialize;
 mod projection;
 use materialize::{
-    bias_shift, constant_as_activation, materialize_activations, materialize_biases, scale_tensor,
-    zp_tensor,
+    bias_shift, constant_as_activation, materialize_activations, materialize_biases,
+    materialize_weights,
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -472,71 +471,19 @@ impl InsertQdq {
         let mut weights = self.weight_scales(&m.graph, p, act_qtype)?;
         let n_learned = use_rounded(&m.graph, &cx.analyses.rounded, &mut weights);
         if self.opts.prune_db > 0.0 {
-            let as_activation: std::collections::BTreeSet<ValueId> = p
-                .weights
-                .iter()
-                .filter(|w| w.as_activation)
-                .map(|w| w.value)
-                .collect();
-            let pruned = projection::prune(
-                &mut weights,
-                |v| !as_activation.contains(&v),
-                self.opts.prune_db,
-            );
-            let (zeros, total) = pruned
-                .iter()
-                .fold((0, 0), |(z, t), &(_, zi, ti)| (z + zi, t + ti));
-            cx.analyses.pruned = Some((zeros, total));
-            for (v, z, t) in pruned {
-                cx.detail(
-                    PASS,
-                    m.graph.name(v),
-                    format!(
-                        "pruned {z} of {t} values ({:.1}%)",
-                        100.0 * z as f64 / t.max(1) as f64
-                    ),
-                );
-            }
-            cx.remark(
-                PASS,
-                "<model>",
-                format!(
-                    "magnitude pruning at {} dB per layer: {zeros} of {total} weight values zeroed ({:.1}% sparsity)",
-                    self.opts.prune_db,
-                    100.0 * zeros as f64 / total.max(1) as f64
-                ),
-            );
+            projection::prune_weights(&m.graph, p, cx, &mut weights, self.opts.prune_db);
         }
         if let Some((levels, kind)) = self.codebook {
-            // Weights read by an exempt node keep their 8-bit codes (a
-            // weight shared with another node is exempt for both).
-            let exempt: std::collections::BTreeSet<ValueId> = p
-                .weights
-                .iter()
-                .filter(|w| {
-                    self.opts
-                        .codebook_exempt
-                        .iter()
-                        .any(|l| l == m.graph.label(w.node))
-                })
-                .map(|w| w.value)
-                .collect();
-            for (v, kept, sqnr) in projection::codebook(
+            let per_channel = self.opts.codebook_tables == "channel";
+            let exempt = &self.opts.codebook_exempt;
+            projection::codebook_weights(
+                &m.graph,
+                p,
+                cx,
                 &mut weights,
-                levels,
-                kind,
-                self.opts.codebook_tables == "channel",
-                |v| !exempt.contains(&v),
-            ) {
-                cx.detail(
-                    PASS,
-                    m.graph.name(v),
-                    format!(
-                        "{kept} {} levels (SQNR {sqnr:.1} dB against the float weight)",
-                        kind.name()
-                    ),
-                );
-            }
+                (levels, kind, per_channel),
+                exempt,
+            );
         }
         let (biases, mut n_corrected) =
             self.quantize_biases(&m.graph, cx, p, &act, &mut weights)?;
@@ -560,7 +507,7 @@ impl InsertQdq {
         }
         let n_act = materialize_activations(g, p, &act);
         cx.analyses.quantized_tensors = act.iter().map(|(v, _)| g.name(*v).to_string()).collect();
-        self.materialize_weights(g, p, &weights);
+        materialize_weights(g, p, &weights);
         materialize_biases(g, p, &biases);
         cx.remark(
             PASS,
@@ -819,52 +766,5 @@ impl InsertQdq {
             *x -= (alpha as f64 * d / beta as f64) as f32;
         }
         true
-    }
-
-    /// Each weight as an int8 initializer read through DequantizeLinear,
-    /// placed just before its first reader.
-    fn materialize_weights(
-        &self,
-        g: &mut crate::ir::Graph,
-        p: &Placement,
-        weights: &BTreeMap<(ValueId, Option<usize>), QWeight>,
-    ) {
-        let mut wout: BTreeMap<(ValueId, Option<usize>), ValueId> = BTreeMap::new();
-        for (&(v, axis), qw) in weights {
-            let (wlo, whi) = qw.bounds();
-            let name = g.name(v).to_string();
-            let dims_i: Vec<i64> = qw.dims.iter().map(|&d| d as i64).collect();
-            let zps: Vec<i32> = vec![qw.zp; qw.scales.len()];
-            let q = requantize(&qw.data, &qw.dims, qw.axis, &qw.scales, qw.zp, wlo, whi);
-            let qt = Tensor::from_raw(&format!("{name}_q"), qw.qtype.onnx(), &dims_i, q.into());
-            let pdims: Vec<i64> = if axis.is_some() {
-                vec![qw.scales.len() as i64]
-            } else {
-                vec![]
-            };
-            let qv = g.add_initializer(qt);
-            let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &qw.scales, &pdims));
-            let z = g.add_initializer(zp_tensor(&format!("{name}_zp"), qw.qtype, &zps, &pdims));
-            let attrs = axis
-                .map(|a| vec![int_attr("axis", a as i64)])
-                .unwrap_or_default();
-            let anchor = p
-                .weights
-                .iter()
-                .find(|w| w.value == v && w.axis == axis)
-                .expect("invariant: weight has a use")
-                .node;
-            let (_, o) = g.add_op(
-                node_proto("DequantizeLinear", attrs),
-                &[Some(qv), Some(s), Some(z)],
-                &[&format!("{name}_dq")],
-                At::Before(anchor),
-            );
-            wout.insert((v, axis), o[0]);
-        }
-        for w in &p.weights {
-            let dq = wout[&(w.value, w.axis)];
-            g.set_input(w.node, w.slot, Some(dq));
-        }
     }
 }

@@ -1,6 +1,7 @@
 //! `insert-qdq`'s graph writing: the scale and zero-point tensors, the
 //! Q/DQ pairs after quantized activations, constants quantized like
-//! activations, and int32 biases (with bias correction's shift).
+//! activations, int8 weights read through DequantizeLinear, and int32
+//! biases (with bias correction's shift).
 
 use std::collections::BTreeMap;
 
@@ -258,5 +259,51 @@ pub(super) fn bias_shift(node: &crate::ir::Node, qw: &QWeight, mean: &[f64]) -> 
             Some(shift)
         }
         _ => None,
+    }
+}
+
+/// Each weight as an int8 initializer read through DequantizeLinear,
+/// placed just before its first reader.
+pub(super) fn materialize_weights(
+    g: &mut crate::ir::Graph,
+    p: &Placement,
+    weights: &BTreeMap<(ValueId, Option<usize>), QWeight>,
+) {
+    let mut wout: BTreeMap<(ValueId, Option<usize>), ValueId> = BTreeMap::new();
+    for (&(v, axis), qw) in weights {
+        let (wlo, whi) = qw.bounds();
+        let name = g.name(v).to_string();
+        let dims_i: Vec<i64> = qw.dims.iter().map(|&d| d as i64).collect();
+        let zps: Vec<i32> = vec![qw.zp; qw.scales.len()];
+        let q = crate::quant::requantize(&qw.data, &qw.dims, qw.axis, &qw.scales, qw.zp, wlo, whi);
+        let qt = Tensor::from_raw(&format!("{name}_q"), qw.qtype.onnx(), &dims_i, q.into());
+        let pdims: Vec<i64> = if axis.is_some() {
+            vec![qw.scales.len() as i64]
+        } else {
+            vec![]
+        };
+        let qv = g.add_initializer(qt);
+        let s = g.add_initializer(scale_tensor(&format!("{name}_scale"), &qw.scales, &pdims));
+        let z = g.add_initializer(zp_tensor(&format!("{name}_zp"), qw.qtype, &zps, &pdims));
+        let attrs = axis
+            .map(|a| vec![int_attr("axis", a as i64)])
+            .unwrap_or_default();
+        let anchor = p
+            .weights
+            .iter()
+            .find(|w| w.value == v && w.axis == axis)
+            .expect("invariant: weight has a use")
+            .node;
+        let (_, o) = g.add_op(
+            node_proto("DequantizeLinear", attrs),
+            &[Some(qv), Some(s), Some(z)],
+            &[&format!("{name}_dq")],
+            At::Before(anchor),
+        );
+        wout.insert((v, axis), o[0]);
+    }
+    for w in &p.weights {
+        let dq = wout[&(w.value, w.axis)];
+        g.set_input(w.node, w.slot, Some(dq));
     }
 }

@@ -1,10 +1,12 @@
 //! What `insert-qdq` does to weights beyond rounding them to a uniform
 //! grid: magnitude pruning, codebook levels and power-of-two scales.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::QWeight;
-use crate::ir::ValueId;
+use super::{QWeight, PASS};
+use crate::ir::{Graph, ValueId};
+use crate::passes::PassContext;
+use crate::plan::Placement;
 use crate::quant::codebook::{self, Kind};
 use crate::quant::split_axis;
 
@@ -15,13 +17,83 @@ fn channel_of(dims: &[usize], axis: Option<usize>) -> impl Fn(usize) -> usize {
     move |i| (i / inner.max(1)) % channels.max(1)
 }
 
+/// `prune-db`: prunes the weights (not the constants quantized like
+/// activations) and tells the context and the remarks what it zeroed.
+pub(super) fn prune_weights(
+    g: &Graph,
+    p: &Placement,
+    cx: &mut PassContext,
+    weights: &mut BTreeMap<(ValueId, Option<usize>), QWeight>,
+    db: f64,
+) {
+    let as_activation: BTreeSet<ValueId> = p
+        .weights
+        .iter()
+        .filter(|w| w.as_activation)
+        .map(|w| w.value)
+        .collect();
+    let pruned = prune(weights, |v| !as_activation.contains(&v), db);
+    let (zeros, total) = pruned
+        .iter()
+        .fold((0, 0), |(z, t), &(_, zi, ti)| (z + zi, t + ti));
+    cx.analyses.pruned = Some((zeros, total));
+    for (v, z, t) in pruned {
+        cx.detail(
+            PASS,
+            g.name(v),
+            format!(
+                "pruned {z} of {t} values ({:.1}%)",
+                100.0 * z as f64 / t.max(1) as f64
+            ),
+        );
+    }
+    cx.remark(
+        PASS,
+        "<model>",
+        format!(
+            "magnitude pruning at {db} dB per layer: {zeros} of {total} weight values zeroed ({:.1}% sparsity)",
+            100.0 * zeros as f64 / total.max(1) as f64
+        ),
+    );
+}
+
+/// `codebook`: restricts the weights to `(levels, kind, per-channel
+/// tables)`, except those read by a node of `exempt` (labels; a weight
+/// shared with another node is exempt for both), with a detail remark per
+/// weight.
+pub(super) fn codebook_weights(
+    g: &Graph,
+    p: &Placement,
+    cx: &mut PassContext,
+    weights: &mut BTreeMap<(ValueId, Option<usize>), QWeight>,
+    (levels, kind, per_channel): (usize, Kind, bool),
+    exempt: &[String],
+) {
+    let exempt: BTreeSet<ValueId> = p
+        .weights
+        .iter()
+        .filter(|w| exempt.iter().any(|l| l == g.label(w.node)))
+        .map(|w| w.value)
+        .collect();
+    for (v, kept, sqnr) in codebook(weights, levels, kind, per_channel, |v| !exempt.contains(&v)) {
+        cx.detail(
+            PASS,
+            g.name(v),
+            format!(
+                "{kept} {} levels (SQNR {sqnr:.1} dB against the float weight)",
+                kind.name()
+            ),
+        );
+    }
+}
+
 /// Restricts every quantized constant to at most `levels` codes of one
 /// table (`per_channel`: one table per channel of its quantization axis),
 /// fitted in the code domain (value / channel scale), so its values are
 /// `level · scale`; the float weights are kept for bias correction.
 /// Returns, per weight, the most levels a table kept and the SQNR (dB) of
 /// the restricted weight against the float one.
-pub(super) fn codebook(
+fn codebook(
     weights: &mut BTreeMap<(ValueId, Option<usize>), QWeight>,
     levels: usize,
     kind: Kind,
@@ -83,7 +155,7 @@ pub(super) fn codebook(
 /// layer can spare instead of being one number for all. Works on the
 /// values to be rounded (learned or float), keeps the float weights for
 /// bias correction. Returns, per weight, how many values it zeroed.
-pub(super) fn prune(
+fn prune(
     weights: &mut BTreeMap<(ValueId, Option<usize>), QWeight>,
     is_weight: impl Fn(ValueId) -> bool,
     db: f64,

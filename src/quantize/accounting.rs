@@ -244,10 +244,21 @@ pub fn activation_summaries(
 
 /// A model file's size plus the external data files it references.
 pub fn file_size_with_data(path: &Path) -> u64 {
-    model_files(path)
+    bytes_of(&model_files(path))
+}
+
+fn bytes_of(files: &[std::path::PathBuf]) -> u64 {
+    files
         .iter()
         .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
         .sum()
+}
+
+/// [`file_size_with_data`] and [`deflated`] size of one model, which is
+/// read once to find its files.
+pub fn sizes(path: &Path) -> (u64, Option<u64>) {
+    let files = model_files(path);
+    (bytes_of(&files), deflated(&files))
 }
 
 /// The model file and the external data files its initializers name.
@@ -269,21 +280,16 @@ pub fn model_files(path: &Path) -> Vec<std::path::PathBuf> {
 /// at tens of MB/s: seconds per hundred megabytes).
 pub const COMPRESS_LIMIT: u64 = 512 << 20;
 
-/// The bytes of the model and its external data deflated (zlib's default
+/// The bytes of these files (a model and its external data) deflated (zlib's default
 /// level 6, as gzip and HTTP downloads compress): what a download of the
 /// file costs. Streamed, so memory stays small; `None` past
 /// [`COMPRESS_LIMIT`] or when a file cannot be read.
-pub fn compressed_size(path: &Path) -> Option<u64> {
-    let files = model_files(path);
-    let total: u64 = files
-        .iter()
-        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
-        .sum();
-    if total > COMPRESS_LIMIT {
+pub fn deflated(files: &[std::path::PathBuf]) -> Option<u64> {
+    if bytes_of(files) > COMPRESS_LIMIT {
         return None;
     }
     let mut enc = flate2::write::DeflateEncoder::new(Counter(0), flate2::Compression::default());
-    for f in &files {
+    for f in files {
         let mut r = std::fs::File::open(f).ok()?;
         std::io::copy(&mut r, &mut enc).ok()?;
     }

@@ -506,11 +506,14 @@ pub fn quantize_file(
         &built.model,
         &accounting::node_macs(&calibrated.prepared),
     );
-    report.float_bytes = accounting::file_size_with_data(input);
+    (report.float_bytes, report.float_compressed_bytes) = accounting::sizes(input);
     report.quantized_bytes =
         summary.model_bytes + summary.external.as_ref().map(|e| e.1).unwrap_or(0);
-    report.float_compressed_bytes = accounting::compressed_size(input);
-    report.quantized_compressed_bytes = accounting::compressed_size(output);
+    // The files just written, without reading the model back for them.
+    let written: Vec<PathBuf> = std::iter::once(output.to_path_buf())
+        .chain(summary.external.as_ref().map(|e| e.0.clone()))
+        .collect();
+    report.quantized_compressed_bytes = accounting::deflated(&written);
     if let (true, Some(val)) = (opts.val_samples > 0, &val) {
         let t = Instant::now();
         // Validate the file as written.

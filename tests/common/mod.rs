@@ -64,3 +64,31 @@ pub fn worst_sqnr(report: &serde_json::Value) -> f64 {
         .map(|o| o["sqnr_db"].as_f64().expect("an SQNR"))
         .fold(f64::INFINITY, f64::min)
 }
+
+/// Each of `cases` (extra options, text the error must contain) added to a
+/// quantize of the classifier is refused: exit 2, the message says it, no
+/// file written.
+pub fn assert_refused(scratch_name: &str, cases: &[(&[&str], &str)]) {
+    let d = scratch(scratch_name);
+    let m = testdata("ppocr_cls/model.onnx");
+    let calib = testdata("ppocr_cls/calib");
+    let out = d.join("q.onnx");
+    let base = [
+        "quantize",
+        m.to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+        "-q",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    for (extra, says) in cases {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let o = onnxq(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+        assert!(!out.exists(), "{extra:?} wrote a file");
+    }
+}
