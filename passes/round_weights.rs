@@ -342,7 +342,7 @@ pub(crate) fn second_moments(
     data: &crate::calib::data::DataSet,
     layers: &[Layer],
     samples: usize,
-    bar: &indicatif::ProgressBar,
+    bar: &crate::calib::progress::Progress,
     pass: &str,
 ) -> Result<Vec<Option<Moment>>, PassError> {
     let g = &m.graph;

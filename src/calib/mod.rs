@@ -12,9 +12,9 @@
 pub mod data;
 pub mod fingerprint;
 pub mod hist;
+pub mod progress;
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -539,7 +539,7 @@ fn worker(
     opts: &CalibOptions,
     w: usize,
     threads: usize,
-    bar: &indicatif::ProgressBar,
+    bar: &progress::Progress,
 ) -> Result<Partial, CalibError> {
     let mut halves: [Summary; 2] = Default::default();
     let mut kept: Vec<(usize, Outputs)> = Vec::new();
@@ -593,19 +593,8 @@ fn worker(
     Ok((halves, kept))
 }
 
-/// A progress bar on stderr when it is a terminal and wanted; hidden otherwise.
-pub fn progress_bar(len: u64, what: &str, wanted: bool) -> indicatif::ProgressBar {
-    if !wanted || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:>12} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
-        )
-        .expect("invariant: valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
-    bar
+/// A loop's progress: a bar on stderr when it is a terminal and wanted,
+/// the host's hook when one is set ([`progress::set_hook`]).
+pub fn progress_bar(len: u64, what: &str, wanted: bool) -> progress::Progress {
+    progress::Progress::new(len, what, wanted)
 }

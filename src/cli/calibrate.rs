@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::args::{load, quantize_options, CalibArgs};
-use super::{CliResult, Failure};
+use super::{CliResult, Failure, Outcome};
 
 #[derive(Args, Debug)]
 pub struct CalibrateArgs {
@@ -19,20 +19,40 @@ pub struct CalibrateArgs {
 }
 
 pub fn cmd_calibrate(a: &CalibrateArgs) -> CliResult {
+    let out = calibrate(a)?;
+    eprintln!("{}", out.text);
+    Ok(())
+}
+
+/// `onnxq calibrate` without its printing: the statistics file written,
+/// and what it holds.
+pub fn calibrate(a: &CalibrateArgs) -> Result<Outcome, Failure> {
     let o = quantize_options(&a.calib)?;
     let m = load(&a.model)?;
     let t = std::time::Instant::now();
     let stats =
         crate::quantize::calibrate_stats(&m, &o.data_options()).map_err(Failure::bad_input)?;
     stats.save(&a.output).map_err(Failure::bad_input)?;
-    eprintln!(
-        "onnxq calibrate: {} tensors over {} samples in {:.2}s -> {} (model {}, data {})",
+    let seconds = t.elapsed().as_secs_f64();
+    let text = format!(
+        "onnxq calibrate: {} tensors over {} samples in {seconds:.2}s -> {} (model {}, data {})",
         stats.tensors.len(),
         stats.samples,
-        t.elapsed().as_secs_f64(),
         a.output.display(),
         stats.model_hash,
         &stats.data_hash[..16]
     );
-    Ok(())
+    let json = serde_json::json!({
+        "output": a.output.display().to_string(),
+        "tensors": stats.tensors.len(),
+        "samples": stats.samples,
+        "model_hash": stats.model_hash,
+        "data_hash": stats.data_hash,
+        "seconds": seconds,
+    });
+    Ok(Outcome {
+        json,
+        text,
+        failed: None,
+    })
 }

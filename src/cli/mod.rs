@@ -15,6 +15,7 @@ mod inspect;
 mod lint;
 mod opt;
 mod passes;
+pub mod process;
 mod profile;
 mod quantize;
 mod run;
@@ -22,15 +23,15 @@ mod validate;
 
 pub use args::{check_output, load, parse_input_shapes, save, CalibArgs, WriteArgs};
 pub use bench::{cmd_bench, BenchArgs, BenchRuntime};
-pub use calibrate::{cmd_calibrate, CalibrateArgs};
+pub use calibrate::{calibrate, cmd_calibrate, CalibrateArgs};
 pub use inspect::{cmd_inspect, inspect, InspectArgs, Inspection, PortInfo};
 pub use lint::{cmd_convert, cmd_lint, ConvertArgs, LintArgs};
 pub use opt::{cmd_opt, OptArgs};
 pub use passes::cmd_passes;
-pub use profile::{cmd_profile, ProfileArgs};
-pub use quantize::{cmd_quantize, QuantizeArgs};
+pub use profile::{cmd_profile, profile, ProfileArgs};
+pub use quantize::{cmd_quantize, quantize, QuantizeArgs};
 pub use run::{cmd_run, RunArgs};
-pub use validate::{cmd_validate, ValidateArgs};
+pub use validate::{cmd_validate, validation, ValidateArgs};
 
 /// A command failed: the message and the exit code (1: a check failed,
 /// 2: bad input or usage).
@@ -56,6 +57,63 @@ impl Failure {
 }
 
 pub type CliResult = Result<(), Failure>;
+
+/// A command's result for a caller in the same process (the Python
+/// package): what `--json` prints, what the command prints for people, and
+/// the checks it failed (exit 1), if any.
+#[derive(Debug)]
+pub struct Outcome {
+    pub json: serde_json::Value,
+    pub text: String,
+    pub failed: Option<Failure>,
+}
+
+/// Runs the parsed command as [`run`] does, but returns what the commands
+/// that produce a result would print (quantize's report, inspect, validate,
+/// profile, calibrate) instead of printing it. The others run as on the
+/// command line and return `null`.
+pub fn run_value(cli: &Cli) -> Result<Outcome, Failure> {
+    let plain = |r: CliResult| {
+        r.map(|()| Outcome {
+            json: serde_json::Value::Null,
+            text: String::new(),
+            failed: None,
+        })
+    };
+    match &cli.command {
+        Command::Quantize(a) => {
+            let report = quantize(a)?;
+            Ok(Outcome {
+                json: serde_json::to_value(&report).expect("invariant: report serializes"),
+                text: report.summary(),
+                failed: None,
+            })
+        }
+        Command::Inspect(a) if !a.ir => {
+            let m = load(&a.model)?;
+            Ok(Outcome {
+                json: serde_json::to_value(inspect(&a.model, &m)).expect("invariant: serializable"),
+                text: String::new(),
+                failed: None,
+            })
+        }
+        Command::Inspect(a) => {
+            let m = load(&a.model)?;
+            let opts = crate::ir::text::PrintOptions {
+                elide_above: a.elide_above,
+            };
+            Ok(Outcome {
+                json: serde_json::Value::Null,
+                text: crate::ir::text::print_model_with(&m, &opts),
+                failed: None,
+            })
+        }
+        Command::Validate(a) => validation(a),
+        Command::Profile(a) => profile(a),
+        Command::Calibrate(a) => calibrate(a),
+        _ => plain(run(cli)),
+    }
+}
 
 /// Runs the parsed command; the binary maps a `Failure` to its exit code.
 pub fn run(cli: &Cli) -> CliResult {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::args::{load, parse_input_shapes};
-use super::{CliResult, Failure};
+use super::{CliResult, Failure, Outcome};
 use crate::passes::{PassContext, PassManager, Pipeline};
 
 #[derive(Args, Debug)]
@@ -30,6 +30,21 @@ pub struct ProfileArgs {
 /// `onnxq profile`: `shape-inference` at the sample's shapes, then
 /// `profile-hotspots`, printed as a table or JSON.
 pub fn cmd_profile(a: &ProfileArgs) -> CliResult {
+    let out = profile(a)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out.json).expect("invariant: serializable")
+        );
+    } else {
+        print!("{}", out.text);
+    }
+    Ok(())
+}
+
+/// `onnxq profile` without its printing: the hotspots as JSON and as the
+/// table.
+pub fn profile(a: &ProfileArgs) -> Result<Outcome, Failure> {
     use crate::calib::data::DataSet;
     use crate::passes::profile_hotspots::RANDOM_SEED;
     if a.runs == 0 {
@@ -68,26 +83,23 @@ pub fn cmd_profile(a: &ProfileArgs) -> CliResult {
         .profile
         .as_ref()
         .expect("invariant: profile-hotspots sets the profile");
-    if a.json {
-        #[derive(serde::Serialize)]
-        struct Out<'a> {
-            model: String,
-            data: String,
-            #[serde(flatten)]
-            profile: &'a crate::analysis::Profile,
-        }
-        let out = Out {
-            model: a.model.display().to_string(),
-            data: source,
-            profile: p,
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out).expect("invariant: serializable")
-        );
-    } else {
-        println!("{}  (data: {source})", a.model.display());
-        print!("{}", p.table());
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        model: String,
+        data: String,
+        #[serde(flatten)]
+        profile: &'a crate::analysis::Profile,
     }
-    Ok(())
+    let json = serde_json::to_value(Out {
+        model: a.model.display().to_string(),
+        data: source.clone(),
+        profile: p,
+    })
+    .expect("invariant: serializable");
+    let text = format!("{}  (data: {source})\n{}", a.model.display(), p.table());
+    Ok(Outcome {
+        json,
+        text,
+        failed: None,
+    })
 }

@@ -256,6 +256,18 @@ fn weights_only(a: &QuantizeArgs) -> Result<crate::passes::quantize_weights::Opt
 }
 
 pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
+    let report = quantize(a)?;
+    eprint!("{}", report.summary());
+    if a.print_pipeline {
+        println!("{}", report.pipeline);
+    }
+    Ok(())
+}
+
+/// `onnxq quantize` without its printing: the model written, the selection
+/// and report files asked for written, and the report returned (what the
+/// Python package's `onnxq.quantize` returns).
+pub fn quantize(a: &QuantizeArgs) -> Result<QuantizeReport, Failure> {
     check_output(&a.model, &a.write)?;
     let o = options(a)?;
     let report =
@@ -267,17 +279,13 @@ pub fn cmd_quantize(a: &QuantizeArgs) -> CliResult {
             }
             e => Failure::bad_input(e),
         })?;
-    eprint!("{}", report.summary());
-    if a.print_pipeline {
-        println!("{}", report.pipeline);
-    }
     if let Some(path) = &a.save_selection {
         save_selection(path, &report, &o)?;
     }
     if let Some(p) = &a.report {
         write_report(p, &report)?;
     }
-    Ok(())
+    Ok(report)
 }
 
 /// The library's options from the command's arguments; bad values are

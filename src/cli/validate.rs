@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::args::load;
-use super::{CliResult, Failure};
+use super::{CliResult, Failure, Outcome};
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
@@ -47,6 +47,21 @@ pub struct ValidateArgs {
 }
 
 pub fn cmd_validate(a: &ValidateArgs) -> CliResult {
+    let out = validation(a)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out.json).expect("invariant: serializable")
+        );
+    } else {
+        print!("{}", out.text);
+    }
+    out.failed.map_or(Ok(()), Err)
+}
+
+/// `onnxq validate` without its printing: the comparison as JSON and as
+/// the table, and the thresholds it missed.
+pub fn validation(a: &ValidateArgs) -> Result<Outcome, Failure> {
     let orig = load(&a.original)?;
     let quant = load(&a.quantized)?;
     let data = crate::calib::data::DataSet::open(&a.data, a.limit).map_err(Failure::bad_input)?;
@@ -77,18 +92,11 @@ pub fn cmd_validate(a: &ValidateArgs) -> CliResult {
     } else {
         None
     };
-    if a.json {
-        let j = serde_json::json!({ "validation": v, "per_layer": layers });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&j).expect("invariant: serializable")
-        );
-    } else {
-        print!("{}", v.table());
-        if let Some(l) = &layers {
-            print!("{}", l.table(a.top));
-        }
+    let mut text = v.table();
+    if let Some(l) = &layers {
+        text.push_str(&l.table(a.top));
     }
+    let json = serde_json::json!({ "validation": v, "per_layer": layers });
     let mut failed = Vec::new();
     if let (Some(min), Some(got)) = (a.min_sqnr, v.min_sqnr()) {
         if got < min {
@@ -100,8 +108,9 @@ pub fn cmd_validate(a: &ValidateArgs) -> CliResult {
             failed.push(format!("mean cosine {got:.5} is below --min-cosine {min}"));
         }
     }
-    if !failed.is_empty() {
-        return Err(Failure::check(failed.join("; ")));
-    }
-    Ok(())
+    Ok(Outcome {
+        json,
+        text,
+        failed: (!failed.is_empty()).then(|| Failure::check(failed.join("; "))),
+    })
 }

@@ -1,0 +1,5 @@
+"""``python -m onnxq ...``: the ``onnxq`` command."""
+
+from ._cli import main
+
+main()
