@@ -160,6 +160,8 @@ pub struct Analyses {
     /// Weight values `insert-qdq{prune-db}` zeroed, and weight values in
     /// all (`None`: no pruning asked for).
     pub pruned: Option<(usize, usize)>,
+    /// What `prune-channels` removed, for the report.
+    pub channel_pruning: Option<super::prune_channels::ChannelPruning>,
     /// Nodes that must read float inputs and stay float (by label), from
     /// `smooth-quant`; read by `insert-qdq`.
     pub float_readers: BTreeSet<String>,

@@ -47,6 +47,7 @@ pub mod manager;
 pub mod pack_codebook;
 pub mod pipeline;
 pub mod profile_hotspots;
+pub mod prune_channels;
 pub mod quantize_dynamic;
 pub mod quantize_gather;
 pub mod quantize_weights;
@@ -307,6 +308,13 @@ static REGISTRY: &[PassInfo] = &[
         changes_numerics: true,
         make: |o| Ok(Box::new(drop_fake_quant::DropFakeQuant::from_options(o)?)),
         example: "",
+    },
+    PassInfo {
+        name: "prune-channels",
+        summary: "structured pruning: remove the Conv output channels that matter least on the calibration data (with what carries and reads them), their means folded into the readers' biases",
+        changes_numerics: true,
+        make: |o| Ok(Box::new(prune_channels::PruneChannels::from_options(o)?)),
+        example: "macs=0.3",
     },
     PassInfo {
         name: "quantize-dynamic",

@@ -1,11 +1,12 @@
 //! Smaller files: non-uniform weights (`--mode codebook`), magnitude
-//! pruning (`--prune`) and power-of-two scales (`--scales pow2`) on the
+//! pruning (`--prune`), structured pruning (`--prune-channels`) and
+//! power-of-two scales (`--scales pow2`) on the
 //! testdata classifier: what the file holds, that validation runs it, and
 //! what it buys in size.
 
 use std::collections::BTreeSet;
 mod common;
-use common::{assert_refused, quantize, scratch, worst_sqnr};
+use common::{assert_refused, onnxq, quantize, scratch, testdata, worst_sqnr};
 
 use onnxq::onnx::import;
 use onnxq::onnx::tensor_proto::DataType;
@@ -261,6 +262,66 @@ fn pruning_zeroes_weights_and_meets_the_target() {
 }
 
 #[test]
+fn channel_pruning_narrows_the_network_and_replays() {
+    let d = scratch("prune-channels");
+    let r0 = quantize(&d.join("int8.onnx"), &["--target", "portable"]);
+    let out = d.join("pc.onnx");
+    let r = quantize(&out, &["--target", "portable", "--prune-channels", "0.2"]);
+    let c = &r["channel_pruning"];
+    let (before, after) = (
+        c["macs_before"].as_u64().expect("macs_before"),
+        c["macs_after"].as_u64().expect("macs_after"),
+    );
+    assert!(after < before, "{c}");
+    assert!(c["channels_removed"].as_u64().unwrap() > 0, "{c}");
+    // Validated against the float model as given (this classifier's
+    // saturated softmax keeps both far above 40 dB).
+    let (s0, s) = (worst_sqnr(&r0), worst_sqnr(&r));
+    assert!(s > 40.0, "pruned {s} dB, unpruned {s0} dB");
+    // The printed pipeline replays to the same bytes.
+    let pipeline = r["pipeline"].as_str().expect("pipeline");
+    assert!(pipeline.contains("prune-channels{"), "{pipeline}");
+    let replay = d.join("replay.onnx");
+    let o = onnxq(&[
+        "opt",
+        testdata("ppocr_cls/model.onnx").to_str().unwrap(),
+        "--calib",
+        testdata("ppocr_cls/calib").to_str().unwrap(),
+        "-p",
+        pipeline,
+        "-o",
+        replay.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&replay).unwrap(),
+        std::fs::read(&out).unwrap()
+    );
+    // auto: the most pruning whose quantized model meets the target.
+    let goal = format!("{:.2}", (s - 6.0).min(40.0));
+    let ra = quantize(
+        &d.join("auto.onnx"),
+        &[
+            "--target",
+            "portable",
+            "--prune-channels",
+            "auto",
+            "--target-sqnr",
+            &goal,
+        ],
+    );
+    let c = &ra["channel_pruning"];
+    assert_eq!(c["searched"], serde_json::json!(true), "{c}");
+    assert!(!c["trials"].as_array().unwrap().is_empty(), "{c}");
+    assert!(worst_sqnr(&ra) >= goal.parse::<f64>().unwrap());
+}
+
+#[test]
 fn codebook_and_scale_options_are_checked() {
     let cases: &[(&[&str], &str)] = &[
         (&["--codebook", "log"], "--mode codebook"),
@@ -270,6 +331,12 @@ fn codebook_and_scale_options_are_checked() {
         (&["--bits", "4"], "--mode weights"),
         (&["--mode", "weights", "--bits", "3"], "expected 8 or 4"),
         (&["--mode", "dynamic", "--scales", "pow2"], "--scales pow2"),
+        (&["--prune-channels", "auto"], "--target-sqnr"),
+        (&["--prune-channels", "1.5"], "at most 0.9"),
+        (
+            &["--mode", "dynamic", "--prune-channels", "0.2"],
+            "static quantization",
+        ),
     ];
     assert_refused("codebook-errors", cases);
 }

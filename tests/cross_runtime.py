@@ -231,6 +231,8 @@ def make_cases(work: Path, only: str | None) -> list[Case]:
     # Codebook weights: uint4 codes into int8 tables (opset 21), which
     # onnxruntime folds at load and tract's validation lowering expands;
     # per-channel tables add each channel's offset.
+    # Structured pruning: narrower convolutions (depthwise groups shrink).
+    cases.append(Case("ppocr_cls.prune_channels", ppocr / "model.onnx", ppocr / "calib", val, ("--prune-channels", "0.2")))
     for tables in ("tensor", "channel"):
         cases.append(
             Case(

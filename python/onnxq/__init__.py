@@ -382,6 +382,7 @@ def quantize(
     codebook: Optional[str] = None,
     codebook_tables: Optional[str] = None,
     prune: Union[None, float, str] = None,
+    prune_channels: Union[None, float, str] = None,
     scales: Optional[str] = None,
     smooth: Union[None, str, float] = None,
     equalize: Optional[str] = None,
@@ -438,6 +439,10 @@ def quantize(
         validation meets this.
     report
         Also write the report: ``.html`` for people, ``.json`` for machines.
+    prune, prune_channels
+        Magnitude pruning (dB per layer, or ``"auto"``) for a smaller
+        download; structured pruning (a share of the MACs, or ``"auto"``
+        with ``target_sqnr``) for a narrower, faster network.
     progress
         ``None``/``False``: quiet (the default, for notebooks); ``True``: the
         command's progress bars on a terminal's stderr; a callable:
@@ -497,6 +502,7 @@ def quantize(
         a.opt("--codebook", codebook)
         a.opt("--codebook-tables", codebook_tables)
         a.opt("--prune", prune)
+        a.opt("--prune-channels", prune_channels)
         a.opt("--scales", scales)
         a.opt("--smooth", smooth)
         a.opt("--equalize", equalize)

@@ -71,6 +71,11 @@ pub struct ChannelMeans {
     pub min: Vec<f64>,
     #[serde(default)]
     pub max: Vec<f64>,
+    /// The mean of the squares per channel (with `mean`, the variance):
+    /// what structured pruning loses when it replaces a channel by its
+    /// mean. Absent in files written before it was recorded.
+    #[serde(default)]
+    pub meansq: Vec<f64>,
 }
 
 /// Per-sample channel means, summed in sorted order at the end so the
@@ -79,6 +84,8 @@ pub struct ChannelMeans {
 struct MeanAcc {
     axis: usize,
     per_sample: Vec<Vec<f64>>,
+    /// Per sample, the per-channel mean of the squares.
+    per_sample_sq: Vec<Vec<f64>>,
     /// Running per-channel maximum magnitude, minimum and maximum (none
     /// depends on order, so they need no per-sample record).
     absmax: Vec<f64>,
@@ -93,6 +100,7 @@ impl MeanAcc {
         }
         let (outer, channels, inner) = crate::ir::types::split_axis(shape, Some(self.axis));
         let mut sums = vec![0f64; channels];
+        let mut squares = vec![0f64; channels];
         let mut maxes = vec![0f32; channels];
         let mut lo = vec![f32::INFINITY; channels];
         let mut hi = vec![f32::NEG_INFINITY; channels];
@@ -104,6 +112,7 @@ impl MeanAcc {
                         continue;
                     }
                     sums[c] += x as f64;
+                    squares[c] += (x as f64) * (x as f64);
                     maxes[c] = maxes[c].max(x.abs());
                     lo[c] = lo[c].min(x);
                     hi[c] = hi[c].max(x);
@@ -115,6 +124,7 @@ impl MeanAcc {
                     let base = (o * channels + c) * inner;
                     let lane = &xs[base..base + inner];
                     sums[c] += finite_sum(lane);
+                    squares[c] += finite_sum_sq(lane);
                     let (l, h) = finite_range(lane);
                     if l <= h {
                         lo[c] = lo[c].min(l);
@@ -139,12 +149,15 @@ impl MeanAcc {
         let n = (outer * inner).max(1) as f64;
         self.per_sample
             .push(sums.into_iter().map(|s| s / n).collect());
+        self.per_sample_sq
+            .push(squares.into_iter().map(|s| s / n).collect());
     }
 
     /// Adds what another worker gathered (order-independent: means are
     /// summed in sorted order at the end, the rest are minima and maxima).
     fn merge(&mut self, m: MeanAcc) {
         self.per_sample.extend(m.per_sample);
+        self.per_sample_sq.extend(m.per_sample_sq);
         if self.absmax.is_empty() {
             self.absmax = m.absmax;
             self.min = m.min;
@@ -164,13 +177,26 @@ impl MeanAcc {
             return None;
         }
         let n = self.per_sample.len() as f64;
-        let mean = (0..channels)
-            .map(|c| {
-                let mut v: Vec<f64> = self.per_sample.iter().map(|s| s[c]).collect();
-                v.sort_by(f64::total_cmp);
-                v.iter().sum::<f64>() / n
-            })
-            .collect();
+        // Summed in sorted order: the result does not depend on which
+        // sample came first.
+        let average = |rows: &[Vec<f64>]| -> Vec<f64> {
+            (0..channels)
+                .map(|c| {
+                    let mut v: Vec<f64> = rows.iter().map(|s| s[c]).collect();
+                    v.sort_by(f64::total_cmp);
+                    v.iter().sum::<f64>() / n
+                })
+                .collect()
+        };
+        let mean = average(&self.per_sample);
+        let meansq = if self.per_sample_sq.len() == self.per_sample.len()
+            && self.per_sample_sq.iter().all(|v| v.len() == channels)
+        {
+            average(&self.per_sample_sq)
+        } else {
+            vec![]
+        };
+        self.per_sample_sq.clear();
         self.per_sample.clear();
         // A channel that saw no finite value has no range.
         let range = |v: Vec<f64>| {
@@ -184,6 +210,7 @@ impl MeanAcc {
             absmax: std::mem::take(&mut self.absmax),
             min: range(std::mem::take(&mut self.min)),
             max: range(std::mem::take(&mut self.max)),
+            meansq,
         })
     }
 }
@@ -225,6 +252,24 @@ fn finite_range(xs: &[f32]) -> (f32, f32) {
 
 /// Sum of the finite values, in eight f64 lanes so it vectorizes (bias
 /// correction takes the mean of every Conv input, every sample).
+/// The sum of the squares of the finite values, in eight lanes.
+fn finite_sum_sq(xs: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            let x = finite_or_zero(c[i]) as f64;
+            acc[i] += x * x;
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(rest) {
+        let x = finite_or_zero(x) as f64;
+        *a += x * x;
+    }
+    acc.iter().sum()
+}
+
 fn finite_sum(xs: &[f32]) -> f64 {
     let mut acc = [0f64; 8];
     let chunks = xs.chunks_exact(8);

@@ -193,6 +193,25 @@ fn inverse_upper_cholesky(a: &[f64], k: usize) -> Option<Vec<f64>> {
     Some(u)
 }
 
+/// Solves `A X = B` for symmetric positive definite `A` (`k × k`, row
+/// major) and `B` (`k × cols`, row major, overwritten by `X`) through its
+/// Cholesky factor; `None` when `A` is not positive definite.
+pub fn solve_spd(a: &[f64], k: usize, b: &mut [f64], cols: usize) -> Option<()> {
+    let l = cholesky(a, k)?;
+    for c in 0..cols {
+        // L y = b, then Lᵀ x = y, column by column.
+        for i in 0..k {
+            let s: f64 = (0..i).map(|j| l[i * k + j] * b[j * cols + c]).sum();
+            b[i * cols + c] = (b[i * cols + c] - s) / l[i * k + i];
+        }
+        for i in (0..k).rev() {
+            let s: f64 = (i + 1..k).map(|j| l[j * k + i] * b[j * cols + c]).sum();
+            b[i * cols + c] = (b[i * cols + c] - s) / l[i * k + i];
+        }
+    }
+    Some(())
+}
+
 /// Lower Cholesky factor of `a`; `None` when `a` is not positive definite.
 fn cholesky(a: &[f64], k: usize) -> Option<Vec<f64>> {
     let mut l = vec![0f64; k * k];

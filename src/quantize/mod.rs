@@ -161,6 +161,14 @@ pub struct QuantizeOptions {
     pub prune_db: Option<f64>,
     /// Choose the pruning level by the fidelity target (`--prune auto`).
     pub prune_auto: bool,
+    /// Structured pruning before calibration: the share of the
+    /// Conv/MatMul/Gemm MACs to remove (`--prune-channels`; see the
+    /// `prune-channels` pass).
+    pub prune_channels: Option<f64>,
+    /// Its per-reader error budget in dB (`prune-channels`'s `budget-db`).
+    pub prune_channels_budget: f64,
+    /// Choose the budget by the fidelity target (`--prune-channels auto`).
+    pub prune_channels_auto: bool,
 }
 
 impl Default for QuantizeOptions {
@@ -211,6 +219,9 @@ impl Default for QuantizeOptions {
             codebook_per_channel: false,
             prune_db: None,
             prune_auto: false,
+            prune_channels: None,
+            prune_channels_budget: 20.0,
+            prune_channels_auto: false,
         }
     }
 }
@@ -375,6 +386,7 @@ pub fn quantize_model(
         validation: None,
         fallback: None,
         pruning: None,
+        channel_pruning: None,
         profile: None,
         quantized_mac_share: None,
         compute_by_precision: Default::default(),
@@ -410,6 +422,18 @@ pub fn quantize_file(
     let threads = opts.threads.unwrap_or_else(crate::runtime::default_threads);
     let (mut built, mut report, mut calibrated) = quantize_model(&float, opts)?;
     let (val, mut reference) = validation_data(&float, opts, &calibrated, threads)?;
+    let mut channel_search = None;
+    if let (true, Some(target), Some(val)) = (opts.prune_channels_auto, &opts.fidelity, &val) {
+        let t = Instant::now();
+        if reference.is_none() {
+            reference = Some(Reference::new(&float, val, threads, &opts.input_shapes)?);
+        }
+        let r = reference.as_ref().expect("invariant: set above");
+        let found = prune::search_channels(&float, opts, (built, report, calibrated), r, target)?;
+        (built, report, calibrated) = found.kept;
+        report.seconds.fallback += t.elapsed().as_secs_f64();
+        channel_search = Some((found.budget, found.trials));
+    }
     if let (true, Some(target), Some(val)) = (opts.prune_auto, &opts.fidelity, &val) {
         let t = Instant::now();
         if reference.is_none() {
@@ -437,6 +461,19 @@ pub fn quantize_file(
             searched: false,
             trials: vec![],
         });
+    }
+    report.channel_pruning = calibrated.analyses.channel_pruning.clone();
+    if let Some((budget, trials)) = channel_search {
+        let c = report.channel_pruning.get_or_insert_with(Default::default);
+        c.searched = true;
+        c.trials = trials;
+        if budget.is_none() {
+            // Even the gentlest budget missed the target: the file is the
+            // unpruned model's.
+            c.channels_removed = 0;
+            c.groups_pruned = 0;
+            c.macs_after = c.macs_before;
+        }
     }
     if let (Some(target), Some(val)) = (&opts.fidelity, &val) {
         let t = Instant::now();
@@ -664,7 +701,11 @@ fn validation_data(
     // validation runs on those same samples.
     let outputs = &calibrated.float_outputs;
     let reference = match &mut val {
-        Some(v) if opts.val.is_none() && outputs.len() >= v.len() => {
+        // With structured pruning the float outputs recorded are the
+        // pruned network's: the reference must be the model as given.
+        Some(v)
+            if opts.val.is_none() && opts.prune_channels.is_none() && outputs.len() >= v.len() =>
+        {
             let mut k = v.len();
             if let Some(budget) = opts.val_values {
                 let mut values = 0u64;

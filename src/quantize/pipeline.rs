@@ -5,7 +5,8 @@
 //! prepare    eliminate-identity,fold-constants,inline-if,eliminate-identity,
 //!            shape-inference,fuse-batchnorm,fuse-affine,dce,shape-inference,
 //!            upgrade-opset{min=13}
-//! calibrate  [profile-hotspots{runs=5},select-coverage{coverage=C},]
+//! calibrate  [prune-channels{macs=F},]
+//!            [profile-hotspots{runs=5},select-coverage{coverage=C},]
 //!            calibrate,[smooth-quant{…},calibrate,]
 //!            [equalize{…},dce,calibrate,[absorb-bias,calibrate,]]
 //!            fold-calibration{…}[,select-speed{target=T,…}][,round-weights{…}]
@@ -67,6 +68,12 @@ pub fn fix_inputs(opts: &QuantizeOptions) -> Result<String, crate::passes::PassE
 /// the statistics every method folds from.
 pub fn collect(opts: &QuantizeOptions) -> String {
     let mut s = String::new();
+    if let Some(f) = opts.prune_channels {
+        s.push_str(&format!(
+            "prune-channels{{macs={f},budget-db={}}},",
+            opts.prune_channels_budget
+        ));
+    }
     if let Some(c) = opts.coverage {
         s.push_str(&format!(
             "profile-hotspots{{runs=5}},select-coverage{{coverage={c}}},"

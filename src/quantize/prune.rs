@@ -13,7 +13,7 @@
 
 use super::build::{Built, Calibrated};
 use super::QuantizeError;
-use crate::report::quantize::{FidelityTarget, Pruning};
+use crate::report::quantize::{FidelityTarget, Pruning, QuantizeReport};
 use crate::validate::Reference;
 
 /// Per-layer budgets tried, most pruning first (dB of each weight's
@@ -85,4 +85,117 @@ pub fn search(
         trials,
     };
     Ok((pruning, ok.then_some(best.1)))
+}
+
+/// Per-reader error budgets `--prune-channels auto` tries (dB, lower
+/// prunes more), gentlest last.
+pub const CHANNEL_LEVELS: [f64; 7] = [10.0, 12.5, 15.0, 17.5, 20.0, 25.0, 30.0];
+
+/// What the structured-pruning search kept.
+pub struct ChannelSearch {
+    /// The build kept: pruned at `budget`, or unpruned when no budget met
+    /// the target (`budget` is then `None`).
+    pub kept: (Built, QuantizeReport, Calibrated),
+    pub budget: Option<f64>,
+    pub trials: Vec<(f64, f64, Option<f64>, Option<f64>)>,
+}
+
+/// `--prune-channels auto`: the lowest budget of [`CHANNEL_LEVELS`] whose
+/// pruned and quantized model meets `target` against the float model
+/// (`reference`), by bisection (output error grows as the budget
+/// shrinks). Each trial prunes, calibrates and quantizes again: the
+/// network changes, so its ranges do. `first` is the run at the options'
+/// own budget, which the search starts from.
+pub fn search_channels(
+    float: &crate::ir::Model,
+    opts: &super::QuantizeOptions,
+    first: (Built, QuantizeReport, Calibrated),
+    reference: &Reference,
+    target: &FidelityTarget,
+) -> Result<ChannelSearch, QuantizeError> {
+    type Trial = (f64, f64, Option<f64>, Option<f64>);
+    type Out = (Built, QuantizeReport, Calibrated);
+    let mut trials: Vec<Trial> = Vec::new();
+    let run = |budget: f64| -> Result<(bool, Out, Trial), QuantizeError> {
+        let mut o = opts.clone();
+        o.prune_channels_budget = budget;
+        let out = super::quantize_model(float, &o)?;
+        let v = reference.score(&out.0.model)?;
+        let share = out
+            .2
+            .analyses
+            .channel_pruning
+            .as_ref()
+            .map(|c| {
+                c.macs_before.saturating_sub(c.macs_after) as f64 / c.macs_before.max(1) as f64
+            })
+            .unwrap_or(0.0);
+        if opts.progress {
+            eprintln!(
+                "prune-channels: budget {budget} dB: {:.1}% fewer MACs, worst SQNR {}",
+                100.0 * share,
+                v.min_sqnr()
+                    .map(|s| format!("{s:.2} dB"))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+        Ok((
+            target.met(&v),
+            out,
+            (budget, share, v.min_sqnr(), v.min_cosine()),
+        ))
+    };
+    let gentlest = CHANNEL_LEVELS.len() - 1;
+    let (ok, out) = if opts.prune_channels_budget == CHANNEL_LEVELS[gentlest] {
+        let v = reference.score(&first.0.model)?;
+        let c = first.2.analyses.channel_pruning.as_ref();
+        let share = c
+            .map(|c| {
+                c.macs_before.saturating_sub(c.macs_after) as f64 / c.macs_before.max(1) as f64
+            })
+            .unwrap_or(0.0);
+        trials.push((
+            CHANNEL_LEVELS[gentlest],
+            share,
+            v.min_sqnr(),
+            v.min_cosine(),
+        ));
+        (target.met(&v), first)
+    } else {
+        let (ok, out, trial) = run(CHANNEL_LEVELS[gentlest])?;
+        trials.push(trial);
+        (ok, out)
+    };
+    if !ok {
+        // Not even the gentlest budget: quantize the model unpruned.
+        let mut o = opts.clone();
+        o.prune_channels = None;
+        o.prune_channels_auto = false;
+        let kept = super::quantize_model(float, &o)?;
+        return Ok(ChannelSearch {
+            kept,
+            budget: None,
+            trials,
+        });
+    }
+    let mut best = (gentlest, out);
+    // Invariant: `best.0` meets the target; levels below `lo` were not
+    // tried or missed.
+    let (mut lo, mut hi) = (0usize, best.0);
+    while lo < hi {
+        let mid = (lo + hi - 1) / 2;
+        let (ok, out, trial) = run(CHANNEL_LEVELS[mid])?;
+        trials.push(trial);
+        if ok {
+            hi = mid;
+            best = (mid, out);
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(ChannelSearch {
+        budget: Some(CHANNEL_LEVELS[best.0]),
+        kept: best.1,
+        trials,
+    })
 }

@@ -300,6 +300,7 @@ mod tests {
                 absmax: vec![1.0, 1.1, 0.9, 1.0, 50.0],
                 min: vec![],
                 max: vec![],
+                meansq: vec![],
             },
         );
         let errors = vec![

@@ -36,6 +36,9 @@ pub struct QuantizeReport {
     pub fallback: Option<Fallback>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pruning: Option<Pruning>,
+    /// What structured pruning removed (`--prune-channels`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel_pruning: Option<crate::passes::prune_channels::ChannelPruning>,
     /// Filled when a detailed report is asked for (`--report`): where the
     /// float model spends its time, the error of every shared tensor, and
     /// each quantized activation's histogram with the range chosen.
@@ -209,6 +212,43 @@ impl QuantizeReport {
                 "  compressed (deflate) {f} -> {q} bytes ({:.3}x)\n",
                 q as f64 / f.max(1) as f64
             ));
+        }
+        if let Some(c) = &self.channel_pruning {
+            let how = if c.searched {
+                format!(
+                    "the most that met the target of {} per-reader budgets tried ({} dB)",
+                    c.trials.len(),
+                    c.budget_db
+                )
+            } else {
+                format!(
+                    "asked {:.0}% at {} dB per reader",
+                    100.0 * c.asked,
+                    c.budget_db
+                )
+            };
+            if c.channels_removed == 0 {
+                s.push_str(&format!(
+                    "  channel pruning: nothing removed ({}): the file is the unpruned model's\n",
+                    if c.searched {
+                        format!("no budget met the target, {} tried", c.trials.len())
+                    } else {
+                        format!("no group could lose a channel within {} dB", c.budget_db)
+                    }
+                ));
+            } else {
+                s.push_str(&format!(
+                    "  channel pruning: {} of {} prunable channels removed in {} of {} groups: MACs {} -> {} ({:.1}% fewer; {how}), a narrower network in every runtime\n",
+                    c.channels_removed,
+                    c.channels_prunable,
+                    c.groups_pruned,
+                    c.groups,
+                    c.macs_before,
+                    c.macs_after,
+                    100.0 * c.macs_before.saturating_sub(c.macs_after) as f64
+                        / c.macs_before.max(1) as f64,
+                ));
+            }
         }
         if let Some(p) = &self.pruning {
             if p.searched && p.zeros == 0 {

@@ -97,6 +97,32 @@ fn cards(s: &mut String, r: &QuantizeReport) {
             },
         );
     }
+    if let Some(c) = &r.channel_pruning {
+        let share = c.macs_before.saturating_sub(c.macs_after) as f64 / c.macs_before.max(1) as f64;
+        card(
+            s,
+            "Fewer MACs",
+            &format!("{}%", num(100.0 * share, 1)),
+            &if c.channels_removed == 0 {
+                "structured pruning removed no channel (see the remarks)".to_string()
+            } else {
+                format!(
+                    "{} of {} prunable channels removed in {} of {} groups ({} → {} MACs){}: a narrower network, faster in every runtime",
+                    c.channels_removed,
+                    c.channels_prunable,
+                    c.groups_pruned,
+                    c.groups,
+                    c.macs_before,
+                    c.macs_after,
+                    if c.searched {
+                        " (the most the fidelity target allowed)"
+                    } else {
+                        ""
+                    }
+                )
+            },
+        );
+    }
     card(
         s,
         "Nodes quantized",
