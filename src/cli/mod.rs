@@ -68,6 +68,20 @@ pub struct Outcome {
     pub failed: Option<Failure>,
 }
 
+impl Outcome {
+    /// What the command prints: the JSON (`--json`) or the text.
+    pub fn print(&self, json: bool) {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&self.json).expect("invariant: serializable")
+            );
+        } else {
+            print!("{}", self.text);
+        }
+    }
+}
+
 /// Runs the parsed command as [`run`] does, but returns what the commands
 /// that produce a result would print (quantize's report, inspect, validate,
 /// profile, calibrate) instead of printing it. The others run as on the

@@ -31,14 +31,7 @@ pub struct ProfileArgs {
 /// `profile-hotspots`, printed as a table or JSON.
 pub fn cmd_profile(a: &ProfileArgs) -> CliResult {
     let out = profile(a)?;
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out.json).expect("invariant: serializable")
-        );
-    } else {
-        print!("{}", out.text);
-    }
+    out.print(a.json);
     Ok(())
 }
 

@@ -48,14 +48,7 @@ pub struct ValidateArgs {
 
 pub fn cmd_validate(a: &ValidateArgs) -> CliResult {
     let out = validation(a)?;
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out.json).expect("invariant: serializable")
-        );
-    } else {
-        print!("{}", out.text);
-    }
+    out.print(a.json);
     out.failed.map_or(Ok(()), Err)
 }
 

@@ -464,16 +464,10 @@ pub fn quantize_file(
     }
     report.channel_pruning = calibrated.analyses.channel_pruning.clone();
     if let Some((budget, trials)) = channel_search {
-        let c = report.channel_pruning.get_or_insert_with(Default::default);
-        c.searched = true;
-        c.trials = trials;
-        if budget.is_none() {
-            // Even the gentlest budget missed the target: the file is the
-            // unpruned model's.
-            c.channels_removed = 0;
-            c.groups_pruned = 0;
-            c.macs_after = c.macs_before;
-        }
+        report
+            .channel_pruning
+            .get_or_insert_with(Default::default)
+            .searched(budget, trials);
     }
     if let (Some(target), Some(val)) = (&opts.fidelity, &val) {
         let t = Instant::now();
