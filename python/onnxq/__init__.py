@@ -443,6 +443,10 @@ def quantize(
         Magnitude pruning (dB per layer, or ``"auto"``) for a smaller
         download; structured pruning (a share of the MACs, or ``"auto"``
         with ``target_sqnr``) for a narrower, faster network.
+    ort_lib
+        The libonnxruntime speed selection times in; by default the one of
+        the ``onnxruntime`` package this interpreter has (then
+        ``ORT_DYLIB_PATH``, as the command looks).
     progress
         ``None``/``False``: quiet (the default, for notebooks); ``True``: the
         command's progress bars on a terminal's stderr; a callable:
@@ -527,10 +531,33 @@ def quantize(
         a.opt("--in-place", in_place)
         a.opt("--threads", threads)
         a.opt("--max-memory", max_memory)
-        a.opt("--ort-lib", ort_lib)
+        a.opt("--ort-lib", ort_lib or _onnxruntime_here())
         result = _run(a.argv, progress, Report)
     assert isinstance(result, Report)
     return result
+
+
+def _onnxruntime_here() -> Optional[str]:
+    """The libonnxruntime of the onnxruntime package this interpreter would
+    import (found without importing it), for speed selection; ``None`` when
+    ``ORT_DYLIB_PATH`` is set (it wins, as on the command line) or there is
+    none (the command then looks further)."""
+    if os.environ.get("ORT_DYLIB_PATH"):
+        return None
+    import glob
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("onnxruntime")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for d in spec.submodule_search_locations:
+        libs = sorted(glob.glob(os.path.join(d, "capi", "libonnxruntime.so*")))
+        if libs:
+            return libs[0]
+    return None
 
 
 def _fixed(v: Any) -> str:
