@@ -431,6 +431,66 @@ fn gate(g: &Graph, other: ValueId, channels: usize) -> Option<(NodeId, Vec<Value
     None
 }
 
+/// Each pruned Conv's MACs as its channels go: `base · (1 − out removed /
+/// out) · (1 − in removed / in)` (a depthwise Conv scales with its
+/// channels once).
+struct MacCounts {
+    /// Per node: base MACs, output and input channels, and how many of
+    /// each are gone.
+    nodes: std::collections::BTreeMap<NodeId, (f64, f64, f64, f64, f64)>,
+}
+
+impl MacCounts {
+    fn new(g: &Graph, groups: &[Group]) -> MacCounts {
+        let mut nodes = std::collections::BTreeMap::new();
+        for gr in groups {
+            let all = std::iter::once(&gr.producer)
+                .chain(&gr.coupled)
+                .chain(&gr.depthwise)
+                .chain(gr.readers.iter().map(|(r, _)| r));
+            for &n in all {
+                nodes.entry(n).or_insert_with(|| {
+                    let w = ConvWeight::read(g, n).expect("invariant: grouped");
+                    let base = macs(g, n).unwrap_or(0) as f64;
+                    (base, w.dims[0] as f64, w.dims[1] as f64, 0.0, 0.0)
+                });
+            }
+        }
+        MacCounts { nodes }
+    }
+
+    fn mac(&self, n: NodeId) -> f64 {
+        let (base, o, i, ro, ri) = self.nodes[&n];
+        base * (1.0 - ro / o) * (1.0 - ri / i)
+    }
+
+    /// Takes `k` more channels out of `gr`; returns the MACs saved.
+    fn remove(&mut self, gr: &Group, k: usize) -> f64 {
+        let k = k as f64;
+        let mut saved = 0.0;
+        let mut step = |n: NodeId, out: bool, this: &mut MacCounts| {
+            let before = this.mac(n);
+            let e = this.nodes.get_mut(&n).expect("invariant: counted");
+            if out {
+                e.3 += k;
+            } else {
+                e.4 += k;
+            }
+            saved += before - this.mac(n);
+        };
+        for &n in std::iter::once(&gr.producer)
+            .chain(&gr.coupled)
+            .chain(&gr.depthwise)
+        {
+            step(n, true, self);
+        }
+        for &(n, _) in &gr.readers {
+            step(n, false, self);
+        }
+        saved
+    }
+}
+
 /// MACs of `n` at the model's static shapes.
 fn macs(g: &Graph, n: NodeId) -> Option<u64> {
     crate::analysis::cost::node_cost(g, n).macs
@@ -588,9 +648,13 @@ impl Pass for PruneChannels {
         let mut taken = vec![0usize; groups.len()];
         let mut closed = vec![false; groups.len()];
         let mut spent = vec![0f64; groups.len()];
-        let mut saved = 0u64;
-        for (_, gi, index, chans, per, cost) in &blocks {
-            if saved >= goal {
+        // MACs saved, counted exactly: a Conv that loses output channels
+        // in one group and input channels in another saves less than the
+        // two shares added (the block's estimate ranks, this decides).
+        let mut counts = MacCounts::new(g, &groups);
+        let mut saved = 0f64;
+        for (_, gi, index, chans, _, cost) in &blocks {
+            if saved >= goal as f64 {
                 break;
             }
             let gi = *gi;
@@ -602,8 +666,9 @@ impl Pass for PruneChannels {
             removed[gi].extend(chans.iter().copied());
             taken[gi] += 1;
             spent[gi] += cost;
-            saved += per;
+            saved += counts.remove(&groups[gi], chans.len());
         }
+        let saved = saved as u64;
         let prunable: usize = groups.iter().map(|gr| gr.channels).sum();
         let pruned_groups = removed.iter().filter(|r| !r.is_empty()).count();
         let channels_removed: usize = removed.iter().map(|r| r.len()).sum();
