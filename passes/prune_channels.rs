@@ -172,6 +172,11 @@ pub struct ChannelPruning {
 }
 
 impl ChannelPruning {
+    /// The share of the Conv/MatMul/Gemm MACs removed.
+    pub fn share(&self) -> f64 {
+        self.macs_before.saturating_sub(self.macs_after) as f64 / self.macs_before.max(1) as f64
+    }
+
     /// Records the search that chose the budget: its trials, and when no
     /// budget met the target (`budget` is `None`), that the file is the
     /// unpruned model's.

@@ -33,11 +33,13 @@ pub mod method;
 pub mod pipeline;
 pub mod prune;
 pub mod ranges;
+mod reference;
 pub mod selection;
 pub mod smooth;
 
 use checks::memory_guard;
 pub use checks::{check_not_quantized, NEWEST_OPSET};
+use reference::{reference_on, validation_data};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -422,24 +424,16 @@ pub fn quantize_file(
     let threads = opts.threads.unwrap_or_else(crate::runtime::default_threads);
     let (mut built, mut report, mut calibrated) = quantize_model(&float, opts)?;
     let (val, mut reference) = validation_data(&float, opts, &calibrated, threads)?;
-    let mut channel_search = None;
     if let (true, Some(target), Some(val)) = (opts.prune_channels_auto, &opts.fidelity, &val) {
         let t = Instant::now();
-        if reference.is_none() {
-            reference = Some(Reference::new(&float, val, threads, &opts.input_shapes)?);
-        }
-        let r = reference.as_ref().expect("invariant: set above");
-        let found = prune::search_channels(&float, opts, (built, report, calibrated), r, target)?;
-        (built, report, calibrated) = found.kept;
+        let r = reference_on(&mut reference, &float, val, threads, opts)?;
+        (built, report, calibrated) =
+            prune::search_channels(&float, opts, (built, report, calibrated), r, target)?;
         report.seconds.fallback += t.elapsed().as_secs_f64();
-        channel_search = Some((found.budget, found.trials));
     }
     if let (true, Some(target), Some(val)) = (opts.prune_auto, &opts.fidelity, &val) {
         let t = Instant::now();
-        if reference.is_none() {
-            reference = Some(Reference::new(&float, val, threads, &opts.input_shapes)?);
-        }
-        let reference = reference.as_ref().expect("invariant: set above");
+        let reference = reference_on(&mut reference, &float, val, threads, opts)?;
         let (pruning, kept) = prune::search(&calibrated, reference, target, opts.progress)?;
         if let Some(kept) = kept {
             // The fallback (if the target still needs one) reruns the
@@ -463,18 +457,9 @@ pub fn quantize_file(
         });
     }
     report.channel_pruning = calibrated.analyses.channel_pruning.clone();
-    if let Some((budget, trials)) = channel_search {
-        report
-            .channel_pruning
-            .get_or_insert_with(Default::default)
-            .searched(budget, trials);
-    }
     if let (Some(target), Some(val)) = (&opts.fidelity, &val) {
         let t = Instant::now();
-        if reference.is_none() {
-            reference = Some(Reference::new(&float, val, threads, &opts.input_shapes)?);
-        }
-        let reference = reference.as_ref().expect("invariant: set above");
+        let reference = reference_on(&mut reference, &float, val, threads, opts)?;
         let outcome = fallback::search(
             &calibrated,
             &built,
@@ -666,63 +651,6 @@ fn kept_speed(
     let rounds = Rounds::for_latency(probe[0].median_ms, 200.0, 5);
     let lat = bench::compare(&engine, &[&float, &built.model], &samples, &rounds).ok()?;
     Some(lat[1].ratio)
-}
-
-/// The validation samples and, when they are the first calibration samples
-/// (the default), the float outputs calibration recorded on them.
-///
-/// The float graph calibration ran is the prepared one, whose exact
-/// rewrites (BatchNorm folding, constant folding) leave outputs equal to
-/// the original's within float rounding (160 dB or more on every model
-/// measured), far below any quantization error.
-fn validation_data(
-    float: &Model,
-    opts: &QuantizeOptions,
-    calibrated: &Calibrated,
-    threads: usize,
-) -> Result<(Option<DataSet>, Option<Reference>), QuantizeError> {
-    let mut val = if opts.val_samples > 0 || opts.fidelity.is_some() {
-        let n = opts.val_samples.max(1);
-        match &opts.val {
-            Some(dir) => Some(DataSet::open(dir, Some(n))?),
-            None => calib_data(&opts.data_options())?.map(|d| d.take(n)),
-        }
-    } else {
-        None
-    };
-    // Calibration recorded float outputs of its first samples (for
-    // validation and `--method auto`); they are the reference only when
-    // validation runs on those same samples.
-    let outputs = &calibrated.float_outputs;
-    let reference = match &mut val {
-        // With structured pruning the float outputs recorded are the
-        // pruned network's: the reference must be the model as given.
-        Some(v)
-            if opts.val.is_none() && opts.prune_channels.is_none() && outputs.len() >= v.len() =>
-        {
-            let mut k = v.len();
-            if let Some(budget) = opts.val_values {
-                let mut values = 0u64;
-                for (i, outs) in outputs.iter().take(k).enumerate() {
-                    values += outs.iter().map(|(_, t)| t.len() as u64).sum::<u64>();
-                    if values >= budget {
-                        k = i + 1;
-                        break;
-                    }
-                }
-            }
-            *v = v.take(k);
-            Some(Reference::from_outputs(
-                float,
-                v,
-                threads,
-                &opts.input_shapes,
-                outputs[..k].to_vec(),
-            )?)
-        }
-        _ => None,
-    };
-    Ok((val, reference))
 }
 
 /// What `--report` adds: activation histograms with their chosen ranges,

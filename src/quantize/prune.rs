@@ -91,28 +91,21 @@ pub fn search(
 /// prunes more), gentlest last.
 pub const CHANNEL_LEVELS: [f64; 7] = [10.0, 12.5, 15.0, 17.5, 20.0, 25.0, 30.0];
 
-/// What the structured-pruning search kept.
-pub struct ChannelSearch {
-    /// The build kept: pruned at `budget`, or unpruned when no budget met
-    /// the target (`budget` is then `None`).
-    pub kept: (Built, QuantizeReport, Calibrated),
-    pub budget: Option<f64>,
-    pub trials: Vec<(f64, f64, Option<f64>, Option<f64>)>,
-}
-
 /// `--prune-channels auto`: the lowest budget of [`CHANNEL_LEVELS`] whose
 /// pruned and quantized model meets `target` against the float model
 /// (`reference`), by bisection (output error grows as the budget
 /// shrinks). Each trial prunes, calibrates and quantizes again: the
 /// network changes, so its ranges do. `first` is the run at the options'
-/// own budget, which the search starts from.
+/// own budget, which the search starts from. Returns the build kept
+/// (pruned at the budget found, or unpruned when none met the target),
+/// its calibrated analyses recording the search.
 pub fn search_channels(
     float: &crate::ir::Model,
     opts: &super::QuantizeOptions,
     first: (Built, QuantizeReport, Calibrated),
     reference: &Reference,
     target: &FidelityTarget,
-) -> Result<ChannelSearch, QuantizeError> {
+) -> Result<(Built, QuantizeReport, Calibrated), QuantizeError> {
     type Trial = (f64, f64, Option<f64>, Option<f64>);
     type Out = (Built, QuantizeReport, Calibrated);
     let mut trials: Vec<Trial> = Vec::new();
@@ -171,12 +164,9 @@ pub fn search_channels(
         let mut o = opts.clone();
         o.prune_channels = None;
         o.prune_channels_auto = false;
-        let kept = super::quantize_model(float, &o)?;
-        return Ok(ChannelSearch {
-            kept,
-            budget: None,
-            trials,
-        });
+        let mut kept = super::quantize_model(float, &o)?;
+        record(&mut kept.2, None, trials);
+        return Ok(kept);
     }
     let mut best = (gentlest, out);
     // Invariant: `best.0` meets the target; levels below `lo` were not
@@ -193,9 +183,19 @@ pub fn search_channels(
             lo = mid + 1;
         }
     }
-    Ok(ChannelSearch {
-        budget: Some(CHANNEL_LEVELS[best.0]),
-        kept: best.1,
-        trials,
-    })
+    let mut kept = best.1;
+    record(&mut kept.2, Some(CHANNEL_LEVELS[best.0]), trials);
+    Ok(kept)
+}
+
+/// Records the search on the kept build's channel-pruning result.
+fn record(
+    cal: &mut Calibrated,
+    budget: Option<f64>,
+    trials: Vec<(f64, f64, Option<f64>, Option<f64>)>,
+) {
+    cal.analyses
+        .channel_pruning
+        .get_or_insert_with(Default::default)
+        .searched(budget, trials);
 }

@@ -245,8 +245,7 @@ impl QuantizeReport {
                     c.groups,
                     c.macs_before,
                     c.macs_after,
-                    100.0 * c.macs_before.saturating_sub(c.macs_after) as f64
-                        / c.macs_before.max(1) as f64,
+                    100.0 * c.share(),
                 ));
             }
         }

@@ -98,7 +98,7 @@ fn cards(s: &mut String, r: &QuantizeReport) {
         );
     }
     if let Some(c) = &r.channel_pruning {
-        let share = c.macs_before.saturating_sub(c.macs_after) as f64 / c.macs_before.max(1) as f64;
+        let share = c.share();
         card(
             s,
             "Fewer MACs",
